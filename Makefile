@@ -1,0 +1,47 @@
+# The few commands a newcomer needs. `make run` and `make test` are the two the README promises.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip --disable-pip-version-check
+
+.PHONY: run test lint typecheck unit rego-test bench conformance lock clean
+
+run: $(VENV)/.run-installed
+	$(BIN)/wimse-authz demo
+
+test: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/wimse-authz policy test policies
+	$(BIN)/pytest
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py
+
+conformance: $(VENV)/.dev-installed
+	$(BIN)/python bench/opa_conformance.py
+
+# Dependencies come only from the hash-pinned lock files; the project itself is installed
+# without dependencies and without build isolation, so nothing unpinned is downloaded.
+$(VENV)/.run-installed: requirements/run.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/run.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.dev-installed: requirements/dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $@ $(VENV)/.run-installed
+
+# Regenerate the lock files after changing dependencies in pyproject.toml (needs pip-tools).
+LOCK := pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+        --no-emit-index-url --no-emit-find-links pyproject.toml
+lock:
+	$(LOCK) --extra demo -o requirements/run.lock
+	$(LOCK) --extra demo --extra dev -o requirements/dev.lock
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,202 @@
+"""What Envoy is told for each outcome: one place for statuses, headers and bodies.
+
+| outcome                                      | default answer                               |
+|----------------------------------------------|----------------------------------------------|
+| allowed by policy                            | OK; identity headers set, proofs stripped    |
+| invalid credentials, WPT presentation        | 401 + `WWW-Authenticate: WPT`                |
+| invalid credentials, HTTP-signature request  | 400                                          |
+| malformed request (path, body)               | 400                                          |
+| no credentials, policy denies                | 401 + `WWW-Authenticate: WPT` (or policy's)  |
+| authenticated, policy denies                 | 403 (or the policy's `http_status`)          |
+| gateway failure (engine, capacity, config)   | 503, or `error_response` for Envoy to answer |
+
+Every deny carries its reason code in the configured reason header. Identity headers are
+set with `append=false` so a client can never pre-set them, and every configured identity
+header the gateway does not set is removed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from authz.config import ResponsesConfig, UpstreamConfig
+from authz.credentials.authenticator import Authentication, Caller
+from authz.credentials.presentation import (
+    AUTHORIZATION_HEADER,
+    LEGACY_WPT_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_INPUT_HEADER,
+    ProofStyle,
+)
+from authz.policy.decision import HeaderList, PolicyDecision
+from authz.reasons import Reason
+
+WWW_AUTHENTICATE = ("www-authenticate", "WPT")
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    decision_id: str
+    headers: HeaderList
+    """Set on the upstream request, overwriting any client value (`append=false`)."""
+    headers_to_remove: tuple[str, ...]
+    response_headers_to_add: HeaderList = ()
+    query_parameters_to_set: HeaderList = ()
+    query_parameters_to_remove: tuple[str, ...] = ()
+    dynamic_metadata: Mapping[str, Any] = field(default_factory=dict)
+    reason: Reason = Reason.POLICY_ALLOWED
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    decision_id: str
+    status: int
+    reason: Reason
+    headers: HeaderList
+    body: str
+    dynamic_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The gateway could not decide: answered as unavailable, never as a denial."""
+
+    decision_id: str
+    status: int
+    reason: Reason
+    as_envoy_error: bool
+    headers: HeaderList
+    body: str
+    dynamic_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+Verdict = Allowed | Denied | Failed
+
+
+class Answers:
+    """Builds verdicts from outcomes, per the `responses` and `upstream` configuration."""
+
+    def __init__(self, responses: ResponsesConfig, upstream: UpstreamConfig) -> None:
+        self._responses = responses
+        self._identity = upstream.identity_headers
+        self._strip_proofs = upstream.strip_proof_headers
+        self.managed_headers = frozenset((*self._identity.names(), responses.reason_header))
+
+    def _metadata(self, decision_id: str, reason: Reason, caller: Caller | None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"decision_id": decision_id, "reason": reason.value}
+        if caller is not None:
+            metadata["caller"] = caller.id.uri
+        return metadata
+
+    def _deny_body(self, decision_id: str, reason: Reason) -> str:
+        return json.dumps({"reason": reason.value, "decision_id": decision_id})
+
+    def _deny_headers(self, reason: Reason, *extra: tuple[str, str]) -> HeaderList:
+        return (
+            (self._responses.reason_header, reason.value),
+            ("content-type", "application/json"),
+            *extra,
+        )
+
+    def invalid_credentials(self, decision_id: str, reason: Reason, style: ProofStyle) -> Denied:
+        extra: HeaderList
+        if style is ProofStyle.HTTP_SIGNATURE:
+            status, extra = self._responses.invalid_signature_status, ()
+        else:
+            status, extra = self._responses.invalid_credentials_status, (WWW_AUTHENTICATE,)
+        return Denied(
+            decision_id=decision_id,
+            status=status,
+            reason=reason,
+            headers=self._deny_headers(reason, *extra),
+            body=self._deny_body(decision_id, reason),
+            dynamic_metadata=self._metadata(decision_id, reason, None),
+        )
+
+    def bad_request(self, decision_id: str, reason: Reason) -> Denied:
+        return Denied(
+            decision_id=decision_id,
+            status=self._responses.bad_request_status,
+            reason=reason,
+            headers=self._deny_headers(reason),
+            body=self._deny_body(decision_id, reason),
+            dynamic_metadata=self._metadata(decision_id, reason, None),
+        )
+
+    def unavailable(self, decision_id: str, reason: Reason) -> Failed:
+        unavailable = self._responses.unavailable
+        return Failed(
+            decision_id=decision_id,
+            status=unavailable.status,
+            reason=reason,
+            as_envoy_error=unavailable.as_envoy_error,
+            headers=self._deny_headers(reason),
+            body=self._deny_body(decision_id, reason),
+            dynamic_metadata=self._metadata(decision_id, reason, None),
+        )
+
+    def policy_denied(
+        self, decision_id: str, decision: PolicyDecision, authentication: Authentication
+    ) -> Denied:
+        caller = authentication.caller
+        if caller is None:
+            reason = Reason.POLICY_UNAUTHENTICATED
+            status = decision.http_status or self._responses.unauthenticated_status
+        else:
+            reason = Reason.POLICY_DENIED
+            status = decision.http_status or self._responses.policy_denied_status
+        extra = (WWW_AUTHENTICATE,) if status == 401 else ()
+        body = decision.body if decision.body is not None else self._deny_body(decision_id, reason)
+        return Denied(
+            decision_id=decision_id,
+            status=status,
+            reason=reason,
+            headers=(*self._deny_headers(reason, *extra), *decision.headers),
+            body=body,
+            dynamic_metadata={
+                **(decision.dynamic_metadata or {}),
+                **self._metadata(decision_id, reason, caller),
+            },
+        )
+
+    def allowed(
+        self, decision_id: str, decision: PolicyDecision, authentication: Authentication
+    ) -> Allowed:
+        caller = authentication.caller
+        identity: list[tuple[str, str]] = []
+        if caller is not None:
+            for name, value in (
+                (self._identity.caller, caller.id.uri),
+                (self._identity.trust_domain, caller.id.trust_domain),
+                (self._identity.authenticated_by, caller.authenticated_by.value),
+            ):
+                if name:
+                    identity.append((name, value))
+        set_names = {name for name, _ in identity}
+        to_remove = [name for name in self._identity.names() if name not in set_names]
+        if self._strip_proofs:
+            to_remove.extend(self._proof_headers(authentication))
+        to_remove.extend(decision.request_headers_to_remove)
+        return Allowed(
+            decision_id=decision_id,
+            headers=(*identity, *decision.headers),
+            headers_to_remove=tuple(dict.fromkeys(to_remove)),
+            response_headers_to_add=decision.response_headers_to_add,
+            query_parameters_to_set=decision.query_parameters_to_set,
+            query_parameters_to_remove=decision.query_parameters_to_remove,
+            dynamic_metadata={
+                **(decision.dynamic_metadata or {}),
+                **self._metadata(decision_id, Reason.POLICY_ALLOWED, caller),
+            },
+        )
+
+    @staticmethod
+    def _proof_headers(authentication: Authentication) -> list[str]:
+        presented = authentication.presented
+        headers = [SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER] if presented.signature else []
+        if presented.wpt is not None:
+            headers.append(LEGACY_WPT_HEADER if presented.legacy_form else AUTHORIZATION_HEADER)
+        return headers

@@ -1,0 +1,356 @@
+"""The gateway's YAML configuration: typed, validated, with errors that name the key.
+
+`load_config(path)` is the only entry point. Relative paths in the file resolve against the
+file's own directory, so a config and its keys can move together. Every limit has a safe
+default; what cannot be defaulted safely (trust anchors, algorithm allow-lists, the
+protected service's identity) must be written down.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
+from authz.credentials.identifiers import (
+    InvalidIdentifier,
+    WorkloadId,
+    is_valid_trust_domain,
+    parse_workload_id,
+)
+from authz.credentials.presentation import CREDENTIAL_HEADERS
+from authz.errors import ConfigError
+from authz.http_names import ENVOY_STATUS_CODES, HEADER_NAME
+
+SERVICE_CONTEXT_KEY = "wimse.service"
+"""The `context_extensions` key an Envoy route sets to name the service it protects."""
+
+_RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _header_name(value: str) -> str:
+    if HEADER_NAME.fullmatch(value) is None or value != value.lower():
+        raise ValueError("must be a lower-case HTTP header name")
+    return value
+
+
+def _status(value: int) -> int:
+    if value not in ENVOY_STATUS_CODES:
+        raise ValueError(f"{value} is not an HTTP status Envoy can send")
+    return value
+
+
+def _algorithms(values: list[str]) -> list[str]:
+    for value in values:
+        if value not in SUPPORTED_ALGORITHMS:
+            supported = ", ".join(SUPPORTED_ALGORITHMS)
+            raise ValueError(f"{value!r} is not an allowed algorithm (choose from {supported})")
+    if not values:
+        raise ValueError("list at least one algorithm")
+    return values
+
+
+class ListenerConfig(_Strict):
+    address: str
+    """`host:port` for TCP (e.g. `127.0.0.1:9191`, `[::1]:9191`) or `unix:/path/to.sock`."""
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if not value[len("unix:") :]:
+                raise ValueError("unix socket path is empty")
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port or unix:/path")
+        return value
+
+
+class ServerConfig(_Strict):
+    listeners: list[ListenerConfig] = Field(min_length=1)
+    reflection: bool = True
+    shutdown_grace_seconds: PositiveSeconds = 10.0
+
+
+class LimitsConfig(_Strict):
+    token_header_bytes: PositiveInt = 8 * 1024
+    credential_headers_bytes: PositiveInt = 64 * 1024
+    parsed_body_bytes: PositiveInt = 1024 * 1024
+    """Bodies larger than this are not parsed into `input.parsed_body`."""
+
+
+class TrustDomainConfig(_Strict):
+    algorithms: list[str]
+    jwks_file: Path | None = None
+    jwks: dict[str, Any] | None = None
+
+    _check_algorithms = field_validator("algorithms")(_algorithms)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrustDomainConfig:
+        if (self.jwks_file is None) == (self.jwks is None):
+            raise ValueError("set exactly one of 'jwks_file' or 'jwks'")
+        return self
+
+
+class ServiceConfig(_Strict):
+    id: str
+    """The protected workload's own identifier."""
+    origins: list[str] = Field(min_length=1)
+    """`scheme://host[:port]` values a WPT `aud` may start with (aliases allowed)."""
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        try:
+            parse_workload_id(value)
+        except InvalidIdentifier as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("origins")
+    @classmethod
+    def _check_origins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parts = urlsplit(value)
+            canonical = f"{parts.scheme}://{parts.netloc}"
+            if (
+                parts.scheme not in ("https", "http")
+                or not parts.hostname
+                or "@" in parts.netloc
+                or value != canonical
+                or value != value.lower()
+            ):
+                raise ValueError(
+                    f"{value!r} is not a lower-case origin like https://svc.example.com"
+                )
+        return values
+
+    @property
+    def workload_id(self) -> WorkloadId:
+        return parse_workload_id(self.id)
+
+
+class WitConfig(_Strict):
+    max_lifetime_seconds: PositiveSeconds = 24 * 3600.0
+    proof_algorithms: list[str] = Field(default_factory=lambda: list(SUPPORTED_ALGORITHMS))
+    cache_entries: PositiveInt = 10_000
+
+    _check_algorithms = field_validator("proof_algorithms")(_algorithms)
+
+
+class WptConfig(_Strict):
+    max_lifetime_seconds: PositiveSeconds = 300.0
+    legacy_header: bool = False
+    """Accept the obsolete pre-02 `Workload-Proof-Token` header (with `ath`). Off by default."""
+    replay_cache_entries: PositiveInt = 100_000
+    bindable_headers: list[str] = Field(default_factory=list)
+    """Headers an `oth` claim may bind; an `oth` naming any other header is refused."""
+
+    @field_validator("bindable_headers")
+    @classmethod
+    def _check_headers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _header_name(value)
+            if value in CREDENTIAL_HEADERS:
+                raise ValueError(f"{value!r} has its own binding and cannot be listed here")
+        return values
+
+
+class MtlsConfig(_Strict):
+    authenticate: bool = False
+    """Let the mTLS principal Envoy reports authenticate a caller that sends no WIT."""
+    trust_domains: list[str] | None = None
+    """Trust domains accepted from mTLS; default: those under `trust_domains`."""
+
+    @field_validator("trust_domains")
+    @classmethod
+    def _check_domains(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or ():
+            if not is_valid_trust_domain(value):
+                raise ValueError(f"{value!r} is not a canonical trust domain name")
+        return values
+
+
+class PolicyConfig(_Strict):
+    directory: Path
+    decision: str = "envoy/authz/allow"
+    """The rule to evaluate, as an OPA path (`envoy/authz/allow`) or `data.envoy.authz.allow`."""
+
+    @field_validator("decision")
+    @classmethod
+    def _check_decision(cls, value: str) -> str:
+        path = value.removeprefix("data.").replace("/", ".").strip(".")
+        segments = path.split(".")
+        if len(segments) < 2 or not all(_RULE_SEGMENT.fullmatch(s) for s in segments):
+            raise ValueError("expected a rule path such as envoy/authz/allow")
+        return "data." + path
+
+
+class IdentityHeadersConfig(_Strict):
+    """Headers the gateway sets upstream on allowed requests; null disables one."""
+
+    caller: str | None = "x-wimse-caller"
+    trust_domain: str | None = "x-wimse-caller-trust-domain"
+    authenticated_by: str | None = "x-wimse-authenticated-by"
+
+    @field_validator("caller", "trust_domain", "authenticated_by")
+    @classmethod
+    def _check(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _header_name(value)
+        if value in CREDENTIAL_HEADERS:
+            raise ValueError(f"{value!r} is a credential header")
+        return value
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in (self.caller, self.trust_domain, self.authenticated_by) if n)
+
+
+class UpstreamConfig(_Strict):
+    identity_headers: IdentityHeadersConfig = IdentityHeadersConfig()
+    strip_proof_headers: bool = True
+    """Remove `Authorization: WPT` / `Signature` / `Signature-Input` before the upstream."""
+
+
+class UnavailableConfig(_Strict):
+    status: int = 503
+    as_envoy_error: bool = False
+    """Answer with `error_response` so Envoy's own `status_on_error` applies instead."""
+
+    _check_status = field_validator("status")(_status)
+
+
+class ResponsesConfig(_Strict):
+    reason_header: str = "x-wimse-authz-reason"
+    invalid_credentials_status: int = 401
+    invalid_signature_status: int = 400
+    bad_request_status: int = 400
+    unauthenticated_status: int = 401
+    policy_denied_status: int = 403
+    unavailable: UnavailableConfig = UnavailableConfig()
+
+    _check_header = field_validator("reason_header")(_header_name)
+    _check_statuses = field_validator(
+        "invalid_credentials_status",
+        "invalid_signature_status",
+        "bad_request_status",
+        "unauthenticated_status",
+        "policy_denied_status",
+    )(_status)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Strict):
+    server: ServerConfig
+    trust_domains: dict[str, TrustDomainConfig] = Field(min_length=1)
+    services: dict[str, ServiceConfig] = Field(min_length=1)
+    default_service: str | None = None
+    """Service for routes that set no `wimse.service` context extension."""
+    policy: PolicyConfig
+    clock_skew_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
+    limits: LimitsConfig = LimitsConfig()
+    wit: WitConfig = WitConfig()
+    wpt: WptConfig = WptConfig()
+    mtls: MtlsConfig = MtlsConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("trust_domains")
+    @classmethod
+    def _check_trust_domain_names(
+        cls, values: dict[str, TrustDomainConfig]
+    ) -> dict[str, TrustDomainConfig]:
+        for name in values:
+            if not is_valid_trust_domain(name):
+                raise ValueError(f"{name!r} is not a canonical trust domain name")
+        return values
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        if self.default_service is not None and self.default_service not in self.services:
+            raise ValueError(f"default_service {self.default_service!r} is not under 'services'")
+        if self.default_service is None and len(self.services) == 1:
+            object.__setattr__(self, "default_service", next(iter(self.services)))
+        reason = self.responses.reason_header
+        if reason in self.upstream.identity_headers.names():
+            raise ValueError("responses.reason_header collides with an identity header")
+        return self
+
+    @property
+    def mtls_trust_domains(self) -> frozenset[str]:
+        if self.mtls.trust_domains is not None:
+            return frozenset(self.mtls.trust_domains)
+        return frozenset(self.trust_domains)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def resolve(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path).resolve()
+
+    domains = {
+        name: domain.model_copy(update={"jwks_file": resolve(domain.jwks_file)})
+        if domain.jwks_file is not None
+        else domain
+        for name, domain in config.trust_domains.items()
+    }
+    policy = config.policy.model_copy(update={"directory": resolve(config.policy.directory)})
+    return config.model_copy(update={"trust_domains": domains, "policy": policy})
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(document: object, source: str, base_dir: Path) -> Config:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the configuration must be a YAML mapping")
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+    return _resolve_paths(config, base_dir)
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve the configuration file at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(document, str(path), path.parent)

@@ -1,0 +1,1 @@
+"""Credentials: identifiers, trust anchors, WIT, WPT, replay protection, mTLS callers."""

@@ -1,0 +1,71 @@
+"""Replay protection for single-use proofs (WPT `jti`, later HTTP-signature nonces).
+
+A proof identifier is remembered per sender until the proof itself can no longer be
+accepted. The in-memory cache is bounded; when it is full of unexpired entries it refuses
+new proofs (`replay.capacity`, an availability failure) rather than evicting one, because
+evicting an unexpired entry would let that proof be replayed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Protocol
+
+from authz.clock import Clock
+from authz.errors import UnavailableError
+from authz.reasons import Reason
+
+
+class ReplayCache(Protocol):
+    async def claim(self, sender: str, proof_id: str, expires_at: float) -> bool:
+        """Record the proof until `expires_at`; False if it was already recorded.
+
+        Raises `UnavailableError` when the proof cannot be recorded.
+        """
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class InMemoryReplayCache:
+    """A bounded replay cache for one gateway process."""
+
+    def __init__(
+        self, capacity: int, clock: Clock, on_full: Callable[[], None] | None = None
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self._capacity = capacity
+        self._clock = clock
+        self._expiry: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._on_full = on_full
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    async def claim(self, sender: str, proof_id: str, expires_at: float) -> bool:
+        return self.claim_now(sender, proof_id, expires_at)
+
+    def claim_now(self, sender: str, proof_id: str, expires_at: float) -> bool:
+        now = self._clock()
+        self._drop_expired(now)
+        key = (sender, proof_id)
+        if key in self._expiry:
+            return False
+        if len(self._expiry) >= self._capacity:
+            if self._on_full is not None:
+                self._on_full()
+            raise UnavailableError(
+                Reason.REPLAY_CAPACITY, "replay cache is full of unexpired proofs"
+            )
+        self._expiry[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, key))
+        return True
+
+    def _drop_expired(self, now: float) -> None:
+        heap, expiry = self._heap, self._expiry
+        while heap and heap[0][0] < now:
+            _, key = heapq.heappop(heap)
+            del expiry[key]

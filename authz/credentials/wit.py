@@ -1,0 +1,203 @@
+"""Workload Identity Token verification (draft-ietf-wimse-workload-creds).
+
+Order, each step with its own reason code: one compact JWS → `typ` → the trust domain named
+by `sub` (its anchors, never keys from the token) → `alg` on that domain's allow-list →
+signature (with the `kid` key when one is named) → `sub` canonical → `exp` present, not
+passed, not too far ahead → `iat`/`nbf` sane → `cnf.jwk` with an acceptable `alg`.
+
+Verified WITs are cached by their exact bytes until they expire, so a repeat caller costs
+one signature check (its WPT) per request instead of two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authz.clock import Clock
+from authz.credentials.algorithms import (
+    SUPPORTED_ALGORITHMS,
+    InvalidKey,
+    PublicKey,
+    public_key_from_jwk,
+)
+from authz.credentials.claims import numeric_date, optional_string, token_hash
+from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
+from authz.credentials.jose import CompactJws, JoseReasons, parse_compact_jws, typ_matches
+from authz.credentials.trust import TrustDomain, TrustStore
+from authz.errors import CredentialError
+from authz.reasons import Reason
+
+WIT_TYP = "wit+jwt"
+
+_JOSE_REASONS = JoseReasons(
+    malformed=Reason.WIT_MALFORMED,
+    header_key_forbidden=Reason.WIT_HEADER_KEY_FORBIDDEN,
+    crit_unsupported=Reason.WIT_CRIT_UNSUPPORTED,
+    b64_unsupported=Reason.WIT_B64_UNSUPPORTED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WitRules:
+    """Time and algorithm limits applied to every WIT."""
+
+    clock_skew: float
+    max_lifetime: float
+    """Upper bound for both `exp - now` and `exp - iat`."""
+    proof_algorithms: frozenset[str]
+    """Algorithms a workload key (`cnf.jwk.alg`) may use."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedWit:
+    """A WIT whose signature, subject, lifetime and confirmation key have been checked."""
+
+    subject: WorkloadId
+    claims: Mapping[str, Any]
+    issuer_kid: str | None
+    issuer_alg: str
+    expires_at: float
+    proof_key: PublicKey
+    """The workload's key from `cnf.jwk`, bound to exactly `cnf.jwk.alg`."""
+    proof_alg: str
+    token_hash: str
+    """base64url(SHA-256(header value)): what a WPT's `wth` must equal."""
+
+
+class WitVerifier:
+    """Verifies WITs against one immutable `TrustStore`; holds the verified-WIT cache."""
+
+    def __init__(
+        self, trust_store: TrustStore, rules: WitRules, clock: Clock, cache_entries: int
+    ) -> None:
+        self._trust_store = trust_store
+        self._rules = rules
+        self._clock = clock
+        self._cache_entries = cache_entries
+        self._cache: dict[str, VerifiedWit] = {}
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
+
+    def verify(self, token: str) -> VerifiedWit:
+        """Return the verified WIT for these exact bytes, or raise `CredentialError`."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            if self._clock() <= cached.expires_at + self._rules.clock_skew:
+                return cached
+            del self._cache[token]  # expired: the full check below reports it
+        verified = self._verify_uncached(token)
+        if len(self._cache) >= self._cache_entries:
+            # The cache only saves work; dropping the oldest entry is always safe.
+            del self._cache[next(iter(self._cache))]
+        self._cache[token] = verified
+        return verified
+
+    def _verify_uncached(self, token: str) -> VerifiedWit:
+        jws = parse_compact_jws(token, _JOSE_REASONS)
+        if not typ_matches(jws.header.get("typ"), WIT_TYP):
+            raise CredentialError(Reason.WIT_TYP_INVALID, "JOSE 'typ' is not wit+jwt")
+
+        # The trust domain in `sub` picks the anchors; `sub` is re-read as verified below.
+        try:
+            subject = parse_workload_id(jws.claims.get("sub"))
+        except InvalidIdentifier as exc:
+            raise CredentialError(Reason.WIT_SUB_INVALID, f"'sub': {exc}") from None
+        domain = self._trust_store.get(subject.trust_domain)
+        if domain is None:
+            raise CredentialError(
+                Reason.WIT_TRUST_DOMAIN_UNKNOWN,
+                f"no trust anchors for trust domain {subject.trust_domain!r}",
+            )
+        alg = jws.alg
+        algorithm = SUPPORTED_ALGORITHMS.get(alg)
+        if algorithm is None or alg not in domain.algorithms:
+            raise CredentialError(
+                Reason.WIT_ALG_NOT_ALLOWED, f"alg {alg!r} is not allowed in {domain.name!r}"
+            )
+        kid, key_candidates = _issuer_keys(jws, domain)
+        if not any(
+            key.verify(algorithm, jws.signing_input, jws.signature) for key in key_candidates
+        ):
+            raise CredentialError(Reason.WIT_SIGNATURE_INVALID, "signature does not verify")
+
+        expires_at = self._check_times(jws.claims)
+        proof_key = self._confirmation_key(jws.claims)
+        try:
+            optional_string(jws.claims, "iss")
+            optional_string(jws.claims, "jti")
+        except ValueError as exc:
+            raise CredentialError(Reason.WIT_CLAIM_INVALID, str(exc)) from None
+        return VerifiedWit(
+            subject=subject,
+            claims=jws.claims,
+            issuer_kid=kid,
+            issuer_alg=alg,
+            expires_at=expires_at,
+            proof_key=proof_key,
+            proof_alg=next(iter(proof_key.algorithms)),
+            token_hash=token_hash(token),
+        )
+
+    def _check_times(self, claims: Mapping[str, Any]) -> float:
+        rules, now = self._rules, self._clock()
+        try:
+            exp = numeric_date(claims, "exp")
+            iat = numeric_date(claims, "iat")
+            nbf = numeric_date(claims, "nbf")
+        except ValueError as exc:
+            raise CredentialError(Reason.WIT_CLAIM_INVALID, str(exc)) from None
+        if exp is None:
+            raise CredentialError(Reason.WIT_EXP_MISSING, "'exp' is required")
+        if now > exp + rules.clock_skew:
+            raise CredentialError(Reason.WIT_EXPIRED, "WIT has expired")
+        if exp - now > rules.max_lifetime + rules.clock_skew:
+            raise CredentialError(Reason.WIT_EXP_TOO_FAR, "'exp' is further ahead than allowed")
+        if iat is not None:
+            if iat > now + rules.clock_skew:
+                raise CredentialError(Reason.WIT_IAT_IN_FUTURE, "'iat' is in the future")
+            if exp - iat > rules.max_lifetime:
+                raise CredentialError(Reason.WIT_LIFETIME_EXCEEDED, "'exp - iat' exceeds the limit")
+        if nbf is not None and nbf > now + rules.clock_skew:
+            raise CredentialError(Reason.WIT_NOT_YET_VALID, "'nbf' is in the future")
+        return exp
+
+    def _confirmation_key(self, claims: Mapping[str, Any]) -> PublicKey:
+        cnf = claims.get("cnf")
+        jwk = cnf.get("jwk") if isinstance(cnf, dict) else None
+        if not isinstance(jwk, dict):
+            raise CredentialError(Reason.WIT_CNF_MISSING, "'cnf.jwk' is required")
+        alg = jwk.get("alg")
+        if not isinstance(alg, str) or not alg:
+            raise CredentialError(Reason.WIT_CNF_ALG_MISSING, "'cnf.jwk.alg' is required")
+        if alg not in self._rules.proof_algorithms or alg not in SUPPORTED_ALGORITHMS:
+            raise CredentialError(
+                Reason.WIT_CNF_ALG_NOT_ALLOWED, f"workload key alg {alg!r} is not allowed"
+            )
+        try:
+            return public_key_from_jwk(jwk, (alg,))
+        except InvalidKey as exc:
+            raise CredentialError(Reason.WIT_CNF_KEY_INVALID, f"'cnf.jwk': {exc}") from None
+
+
+def _issuer_keys(jws: CompactJws, domain: TrustDomain) -> tuple[str | None, tuple[PublicKey, ...]]:
+    """The anchor keys that may have signed `jws`: the `kid` key, or every key for its alg."""
+    kid = jws.header.get("kid")
+    if kid is None:
+        keys = domain.keys_for_alg(jws.alg)
+        if not keys:
+            raise CredentialError(
+                Reason.WIT_SIGNATURE_INVALID, f"no anchor in {domain.name!r} uses {jws.alg}"
+            )
+        return None, keys
+    if not isinstance(kid, str):
+        raise CredentialError(Reason.WIT_MALFORMED, "JOSE 'kid' is not a string")
+    key = domain.key_for_kid(kid)
+    if key is None:
+        raise CredentialError(Reason.WIT_KID_UNKNOWN, f"no anchor in {domain.name!r} has that kid")
+    if jws.alg not in key.algorithms:
+        raise CredentialError(Reason.WIT_ALG_NOT_ALLOWED, f"the kid's key does not use {jws.alg}")
+    return kid, (key,)

@@ -1,0 +1,189 @@
+"""Workload Proof Token verification (draft-ietf-wimse-wpt-02).
+
+Runs only after the WIT verified, and only with the WIT's `cnf.jwk`. Order, each step with
+its own reason code: one compact JWS → `alg` string-equal to `cnf.jwk.alg` → signature with
+`cnf.jwk` → `typ` → `aud` equals a configured target URI of this request → `exp` present,
+not passed, not too far → `wth` binds the WIT → `jti` not seen before from this sender →
+`tth` binds the Txn-Token when one is present → every `oth` entry understood and matching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from authz.clock import Clock
+from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
+from authz.credentials.claims import numeric_date, token_hash
+from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
+from authz.credentials.replay import ReplayCache
+from authz.credentials.wit import VerifiedWit
+from authz.errors import CredentialError
+from authz.reasons import Reason
+
+WPT_TYP = "wpt+jwt"
+MAX_JTI_LENGTH = 256
+TXN_TOKEN_HEADER = "txn-token"
+
+_JOSE_REASONS = JoseReasons(
+    malformed=Reason.WPT_MALFORMED,
+    header_key_forbidden=Reason.WPT_HEADER_KEY_FORBIDDEN,
+    crit_unsupported=Reason.WPT_CRIT_UNSUPPORTED,
+    b64_unsupported=Reason.WPT_B64_UNSUPPORTED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WptRules:
+    clock_skew: float
+    max_lifetime: float
+    """Upper bound for `exp - now` (a WPT has no `iat`) and for `exp - iat` when present."""
+    bindable_headers: frozenset[str]
+    """Lower-cased header names an `oth` claim may bind; any other name is refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProofContext:
+    """What the WPT must be bound to, taken from the request and configuration."""
+
+    audiences: Sequence[str]
+    """Acceptable `aud` values: configured origin(s) + the raw path without its query."""
+    headers: Mapping[str, str]
+    legacy_bearer: str | None = None
+    """Pre-02 compatibility only: the access token an `ath` claim must bind."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedWpt:
+    jti: str
+    audience: str
+    expires_at: float
+    bound_headers: frozenset[str]
+    """Headers bound by `tth`/`oth` (the only context tokens that may feed authorization)."""
+    claims: Mapping[str, Any]
+
+
+class WptVerifier:
+    def __init__(self, rules: WptRules, clock: Clock, replay_cache: ReplayCache) -> None:
+        self._rules = rules
+        self._clock = clock
+        self._replay_cache = replay_cache
+
+    async def verify(
+        self, token: str, wit: VerifiedWit, context: ProofContext, *, legacy: bool = False
+    ) -> VerifiedWpt:
+        """Verify `token` as proof of possession for `wit` on this request."""
+        jws = parse_compact_jws(token, _JOSE_REASONS)
+        if jws.alg != wit.proof_alg:
+            raise CredentialError(Reason.WPT_ALG_MISMATCH, "WPT alg differs from cnf.jwk.alg")
+        if not wit.proof_key.verify(
+            SUPPORTED_ALGORITHMS[wit.proof_alg], jws.signing_input, jws.signature
+        ):
+            raise CredentialError(Reason.WPT_SIGNATURE_INVALID, "signature does not verify")
+        if not typ_matches(jws.header.get("typ"), WPT_TYP):
+            raise CredentialError(Reason.WPT_TYP_INVALID, "JOSE 'typ' is not wpt+jwt")
+
+        claims = jws.claims
+        audience = claims.get("aud")
+        if not isinstance(audience, str):
+            raise CredentialError(Reason.WPT_AUD_INVALID, "'aud' must be a single target URI")
+        if audience not in context.audiences:
+            raise CredentialError(Reason.WPT_AUD_MISMATCH, "'aud' is not this request's target")
+        expires_at = self._check_times(claims)
+
+        wth = claims.get("wth")
+        if not isinstance(wth, str):
+            raise CredentialError(Reason.WPT_WTH_MISSING, "'wth' is required")
+        if wth != wit.token_hash:
+            raise CredentialError(Reason.WPT_WTH_MISMATCH, "'wth' does not bind the presented WIT")
+
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise CredentialError(Reason.WPT_JTI_MISSING, "'jti' is required")
+        if len(jti) > MAX_JTI_LENGTH:
+            raise CredentialError(Reason.WPT_CLAIM_INVALID, "'jti' is too long")
+        if not await self._replay_cache.claim(
+            wit.subject.uri, jti, expires_at + self._rules.clock_skew
+        ):
+            raise CredentialError(Reason.WPT_REPLAYED, "this WPT was already used")
+
+        bound = self._check_txn_binding(claims, context.headers)
+        bound |= self._check_other_bindings(claims, context.headers)
+        if legacy:
+            _check_access_token_binding(claims, context.legacy_bearer)
+        return VerifiedWpt(
+            jti=jti,
+            audience=audience,
+            expires_at=expires_at,
+            bound_headers=frozenset(bound),
+            claims=claims,
+        )
+
+    def _check_times(self, claims: Mapping[str, Any]) -> float:
+        rules, now = self._rules, self._clock()
+        try:
+            exp = numeric_date(claims, "exp")
+            iat = numeric_date(claims, "iat")
+        except ValueError as exc:
+            raise CredentialError(Reason.WPT_CLAIM_INVALID, str(exc)) from None
+        if exp is None:
+            raise CredentialError(Reason.WPT_EXP_MISSING, "'exp' is required")
+        if now > exp + rules.clock_skew:
+            raise CredentialError(Reason.WPT_EXPIRED, "WPT has expired")
+        if exp - now > rules.max_lifetime + rules.clock_skew:
+            raise CredentialError(Reason.WPT_EXP_TOO_FAR, "'exp' is further ahead than allowed")
+        if iat is not None:
+            if iat > now + rules.clock_skew:
+                raise CredentialError(Reason.WPT_IAT_IN_FUTURE, "'iat' is in the future")
+            if exp - iat > rules.max_lifetime:
+                raise CredentialError(Reason.WPT_LIFETIME_EXCEEDED, "'exp - iat' exceeds the limit")
+        return exp
+
+    @staticmethod
+    def _check_txn_binding(claims: Mapping[str, Any], headers: Mapping[str, str]) -> set[str]:
+        tth = claims.get("tth")
+        txn_token = headers.get(TXN_TOKEN_HEADER)
+        if txn_token is None:
+            if tth is not None:
+                raise CredentialError(Reason.WPT_TTH_UNBOUND, "'tth' present without a Txn-Token")
+            return set()
+        if not isinstance(tth, str):
+            raise CredentialError(Reason.WPT_TTH_MISSING, "a Txn-Token needs a 'tth' binding")
+        if tth != token_hash(txn_token):
+            raise CredentialError(Reason.WPT_TTH_MISMATCH, "'tth' does not bind the Txn-Token")
+        return {TXN_TOKEN_HEADER}
+
+    def _check_other_bindings(
+        self, claims: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> set[str]:
+        if "oth" not in claims:
+            return set()
+        oth = claims["oth"]
+        if not isinstance(oth, dict) or not all(isinstance(v, str) for v in oth.values()):
+            raise CredentialError(Reason.WPT_OTH_INVALID, "'oth' must map header names to hashes")
+        for name, expected in oth.items():
+            if name not in self._rules.bindable_headers:
+                # Names are compared as sent: only lower-case configured names are understood.
+                raise CredentialError(
+                    Reason.WPT_OTH_UNKNOWN_HEADER, "'oth' binds a header this gateway does not use"
+                )
+            value = headers.get(name)
+            if value is None:
+                raise CredentialError(Reason.WPT_OTH_HEADER_MISSING, f"'oth' binds absent {name}")
+            if token_hash(value.strip()) != expected:
+                raise CredentialError(Reason.WPT_OTH_MISMATCH, f"'oth' does not bind {name}")
+        return set(oth)
+
+
+def _check_access_token_binding(claims: Mapping[str, Any], bearer: str | None) -> None:
+    """Pre-02 WPTs bound an OAuth access token in `Authorization` with `ath`."""
+    ath = claims.get("ath")
+    if bearer is None:
+        if ath is not None:
+            raise CredentialError(Reason.WPT_ATH_MISMATCH, "'ath' present without an access token")
+        return
+    if not isinstance(ath, str):
+        raise CredentialError(Reason.WPT_ATH_MISSING, "an access token needs an 'ath' binding")
+    if ath != token_hash(bearer):
+        raise CredentialError(Reason.WPT_ATH_MISMATCH, "'ath' does not bind the access token")

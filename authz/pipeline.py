@@ -1,0 +1,102 @@
+"""The one place that orders the stages of a check.
+
+request → service (from route config) → credentials verified → policy input → decision →
+verdict. Each stage reads only what earlier stages produced. Failures become verdicts by
+their class: invalid credentials and malformed requests are denied with their reason code;
+anything that stops the gateway from deciding, including an unexpected exception, is
+answered as unavailable. Nothing here can turn an error into an allow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
+
+from authz.answers import Answers, Verdict
+from authz.credentials.authenticator import Authentication, Authenticator
+from authz.credentials.presentation import SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER, ProofStyle
+from authz.errors import CredentialError, RequestError, UnavailableError
+from authz.policy.decision import decision_from_result
+from authz.policy.engine import PolicyEngine
+from authz.policy.http_parsing import parse_body
+from authz.policy.input import build_input
+from authz.reasons import Reason
+from authz.request import RequestView, request_view
+from authz.routing import ServiceRouter
+
+log = logging.getLogger("authz.pipeline")
+
+
+def new_decision_id() -> str:
+    return os.urandom(16).hex()
+
+
+def _proof_style(request: RequestView | None) -> ProofStyle:
+    """How an invalid request presented its proof, for choosing 401 versus 400."""
+    if request is None:
+        return ProofStyle.WPT
+    headers = request.headers
+    signed = SIGNATURE_HEADER in headers or SIGNATURE_INPUT_HEADER in headers
+    if signed and not headers.get("authorization", "").lower().startswith("wpt"):
+        return ProofStyle.HTTP_SIGNATURE
+    return ProofStyle.WPT
+
+
+class Pipeline:
+    def __init__(
+        self,
+        router: ServiceRouter,
+        authenticator: Authenticator,
+        engine: PolicyEngine,
+        answers: Answers,
+        parsed_body_bytes: int,
+    ) -> None:
+        self._router = router
+        self._authenticator = authenticator
+        self.engine = engine
+        self._answers = answers
+        self._parsed_body_bytes = parsed_body_bytes
+
+    async def check(self, attributes: AttributeContext) -> Verdict:
+        decision_id = new_decision_id()
+        request: RequestView | None = None
+        try:
+            request = request_view(attributes)
+            return await self._decide(decision_id, request)
+        except CredentialError as error:
+            log.info("deny %s %s: %s", decision_id, error.reason, error.message)
+            return self._answers.invalid_credentials(
+                decision_id, error.reason, _proof_style(request)
+            )
+        except RequestError as error:
+            log.info("deny %s %s: %s", decision_id, error.reason, error.message)
+            return self._answers.bad_request(decision_id, error.reason)
+        except UnavailableError as error:
+            log.warning("unavailable %s %s: %s", decision_id, error.reason, error.message)
+            return self._answers.unavailable(decision_id, error.reason)
+        except Exception:
+            log.exception("unavailable %s: unexpected error", decision_id)
+            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
+
+    async def _decide(self, decision_id: str, request: RequestView) -> Verdict:
+        service = self._router.select(request.context_extensions)
+        authentication: Authentication = await self._authenticator.authenticate(
+            request.headers, request.source_principal, service.audiences(request.path)
+        )
+        http = request.attributes.request.http
+        parsed_body = parse_body(request.headers, http.body, http.raw_body, self._parsed_body_bytes)
+        document = build_input(request, parsed_body, authentication.caller, service)
+        result = await self.engine.evaluate(document)
+        decision = decision_from_result(result, self._answers.managed_headers)
+        if decision.allowed:
+            return self._answers.allowed(decision_id, decision, authentication)
+        caller = authentication.caller
+        log.info(
+            "deny %s policy: caller=%s reasons=%s",
+            decision_id,
+            caller.id.uri if caller else "-",
+            ",".join(decision.reasons) or "-",
+        )
+        return self._answers.policy_denied(decision_id, decision, authentication)

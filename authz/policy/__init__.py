@@ -1,0 +1,1 @@
+"""Policy: the input document, engines, decisions, loading and Rego tests."""

@@ -1,0 +1,62 @@
+"""Running Rego unit tests (`test_*` rules) with the embedded engine, as `opa test` does.
+
+A test passes when its rule is defined and not false; an undefined rule, `false` or an
+evaluation error fails it. Rules named `todo_test_*` are reported as skipped. Tests run
+against the same engine build (modules, data, builtin extensions) the gateway serves with.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.policy.embedded import build_engine, is_rust_panic
+from authz.policy.loader import load_policy_set
+from authz.policy.rego_ast import RuleHead, rule_heads
+
+
+@dataclass(frozen=True, slots=True)
+class TestOutcome:
+    rule: RuleHead
+    passed: bool
+    skipped: bool
+    error: str | None
+    seconds: float
+
+
+def discover_tests(heads: list[RuleHead]) -> list[RuleHead]:
+    seen: set[str] = set()
+    tests: list[RuleHead] = []
+    for head in heads:
+        if head.name.startswith(("test_", "todo_test_")) and head.path not in seen:
+            seen.add(head.path)
+            tests.append(head)
+    return tests
+
+
+def run_policy_tests(directory: Path) -> list[TestOutcome]:
+    """Run every test rule under `directory`; raises `ConfigError` if policies don't load."""
+    policy_set = load_policy_set(directory, include_tests=True)
+    engine = build_engine(policy_set)
+    outcomes: list[TestOutcome] = []
+    for head in discover_tests(rule_heads(engine.get_ast_as_json())):
+        if head.name.startswith("todo_"):
+            outcomes.append(TestOutcome(head, passed=False, skipped=True, error=None, seconds=0))
+            continue
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            result = engine.eval_rule(head.path)
+        except Exception as exc:  # noqa: BLE001 - an erroring test is a failing test
+            result, error = None, str(exc).strip().splitlines()[-1]
+        except BaseException as exc:
+            if not is_rust_panic(exc):
+                raise
+            result, error = None, f"engine panicked: {exc}"
+            engine = build_engine(policy_set)
+        passed = error is None and result is not None and result is not False
+        outcomes.append(
+            TestOutcome(head, passed, False, error, seconds=time.perf_counter() - started)
+        )
+    return outcomes

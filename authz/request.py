@@ -1,0 +1,58 @@
+"""The parts of Envoy's CheckRequest the stages read, extracted once per request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
+
+from authz.errors import RequestError
+from authz.policy.http_parsing import split_path
+from authz.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    attributes: AttributeContext
+    method: str
+    raw_path: str
+    """`:path` exactly as Envoy forwarded it (query included, not decoded)."""
+    path: str
+    """`raw_path` without its query: the path a WPT `aud` binds."""
+    query: str
+    headers: Mapping[str, str]
+    """Lower-cased names; repeated headers joined with commas, as Envoy does."""
+    context_extensions: Mapping[str, str]
+    source_principal: str
+
+
+def _joined_raw_headers(attributes: AttributeContext) -> dict[str, str]:
+    """Envoy's `encode_raw_headers` mode sends `header_map`; join repeats like `headers`."""
+    headers: dict[str, str] = {}
+    for header in attributes.request.http.header_map.headers:
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        name = header.key.lower()
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+def request_view(attributes: AttributeContext) -> RequestView:
+    if not attributes.request.HasField("http"):
+        raise RequestError(Reason.REQUEST_MALFORMED, "CheckRequest carries no HTTP request")
+    http = attributes.request.http
+    headers: Mapping[str, str] = (
+        _joined_raw_headers(attributes) if http.header_map.headers else http.headers
+    )
+    raw_path = http.path or headers.get(":path", "")
+    path, query = split_path(raw_path)
+    return RequestView(
+        attributes=attributes,
+        method=http.method,
+        raw_path=raw_path,
+        path=path,
+        query=query,
+        headers=headers,
+        context_extensions=attributes.context_extensions,
+        source_principal=attributes.source.principal,
+    )

@@ -1,0 +1,54 @@
+"""Which protected service a request is for, chosen by Envoy route configuration.
+
+A route names its service in the `wimse.service` context extension; routes that name none
+use the configured default. The service fixes the target URIs a WPT `aud` may carry: its
+configured origins plus the request's raw path. The `Host` header never takes part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from authz.config import SERVICE_CONTEXT_KEY, Config
+from authz.credentials.identifiers import WorkloadId
+from authz.errors import UnavailableError
+from authz.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTarget:
+    name: str
+    id: WorkloadId
+    origins: tuple[str, ...]
+
+    def audiences(self, path: str) -> tuple[str, ...]:
+        """The WPT `aud` values acceptable for a request to `path` (raw, query removed)."""
+        return tuple(origin + path for origin in self.origins)
+
+
+class ServiceRouter:
+    def __init__(self, services: Mapping[str, ServiceTarget], default: str | None) -> None:
+        self._services = dict(services)
+        self._default = self._services[default] if default is not None else None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ServiceRouter:
+        services = {
+            name: ServiceTarget(name, service.workload_id, tuple(service.origins))
+            for name, service in config.services.items()
+        }
+        return cls(services, config.default_service)
+
+    def select(self, context_extensions: Mapping[str, str]) -> ServiceTarget:
+        name = context_extensions.get(SERVICE_CONTEXT_KEY)
+        if name is None:
+            if self._default is None:
+                raise UnavailableError(
+                    Reason.SERVICE_UNKNOWN, f"route sets no {SERVICE_CONTEXT_KEY} and no default"
+                )
+            return self._default
+        service = self._services.get(name)
+        if service is None:
+            raise UnavailableError(Reason.SERVICE_UNKNOWN, f"route names unknown service {name!r}")
+        return service

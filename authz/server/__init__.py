@@ -1,0 +1,1 @@
+"""gRPC serving: the ext_authz adapter, health, reflection and listeners."""

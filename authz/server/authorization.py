@@ -1,0 +1,51 @@
+"""The `envoy.service.auth.v3.Authorization` servicer: CheckRequest in, CheckResponse out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+
+from authz.answers import Allowed, Answers, Denied, Verdict
+from authz.observability.metrics import Metrics
+from authz.pipeline import Pipeline, new_decision_id
+from authz.reasons import Reason
+from authz.server.envoy_response import check_response
+
+log = logging.getLogger("authz.server")
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """Answers every Check; until a pipeline is installed, answers unavailable."""
+
+    def __init__(self, answers: Answers, metrics: Metrics) -> None:
+        self.pipeline: Pipeline | None = None
+        self._answers = answers
+        self._metrics = metrics
+
+    async def Check(self, request: CheckRequest, context: Any) -> CheckResponse:
+        started = time.perf_counter()
+        verdict: Verdict
+        if self.pipeline is None:
+            verdict = self._answers.unavailable(new_decision_id(), Reason.GATEWAY_NOT_READY)
+        else:
+            verdict = await self.pipeline.check(request.attributes)
+        try:
+            response = check_response(verdict)
+        except Exception:
+            # A policy-supplied value Envoy's types cannot carry: fail closed, loudly.
+            log.exception("could not encode the answer for %s", verdict.decision_id)
+            verdict = self._answers.unavailable(verdict.decision_id, Reason.INTERNAL_ERROR)
+            response = check_response(verdict)
+        self._metrics.decisions.labels(_result(verdict), verdict.reason.value).inc()
+        self._metrics.check_duration.observe(time.perf_counter() - started)
+        return response
+
+
+def _result(verdict: Verdict) -> str:
+    if isinstance(verdict, Allowed):
+        return "allow"
+    return "deny" if isinstance(verdict, Denied) else "error"
