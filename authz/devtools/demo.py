@@ -33,7 +33,7 @@ WPT_TTL = 290  # the gateway's default WPT limit is 300 s
 def _curl(origin: str, path: str, wit: str, wpt: str) -> str:
     return " ".join(
         [
-            "curl -i",
+            "curl -si",
             shlex.quote(origin + path),
             "-H",
             shlex.quote(f"Workload-Identity-Token: {wit}"),

@@ -36,12 +36,13 @@ def generate_private_jwk(alg: str, kid: str | None = None) -> dict[str, Any]:
     return jwk
 
 
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth")
+# Private members, and `key_ops` (pyjwt marks private JWKs "sign"; the public half verifies).
+_NOT_PUBLIC = ("d", "p", "q", "dp", "dq", "qi", "oth", "key_ops")
 
 
 def public_jwk(private: dict[str, Any]) -> dict[str, Any]:
-    """The public half of a JWK (private members dropped)."""
-    return {name: value for name, value in private.items() if name not in _PRIVATE_MEMBERS}
+    """The public half of a JWK."""
+    return {name: value for name, value in private.items() if name not in _NOT_PUBLIC}
 
 
 def private_key_from_jwk(jwk: dict[str, Any]) -> PrivateKey:

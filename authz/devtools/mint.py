@@ -9,30 +9,43 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from jwt.algorithms import OKPAlgorithm
-from jwt.api_jws import PyJWS
+from jwt.algorithms import OKPAlgorithm, get_default_algorithms
 
 from authz.credentials.claims import token_hash
+from authz.credentials.jose import b64url_encode
 from authz.devtools.keys import private_key_from_jwk, public_jwk
 
-_signer = PyJWS()
-# pyjwt knows EdDSA but not RFC 9864's fully-specified "Ed25519" name.
-_signer.register_algorithm("Ed25519", OKPAlgorithm())
+# pyjwt's algorithms, plus RFC 9864's fully-specified "Ed25519" name it does not register.
+_SIGNERS = {**get_default_algorithms(), "Ed25519": OKPAlgorithm()}
+
+
+def encode_jws(
+    header: Mapping[str, Any], claims: Mapping[str, Any], sign: Callable[[bytes], bytes]
+) -> str:
+    """A compact JWS with exactly `header` (nothing added) and `sign`'s signature."""
+    signing_input = ".".join(
+        b64url_encode(json.dumps(dict(part), separators=(",", ":")).encode())
+        for part in (header, claims)
+    )
+    return f"{signing_input}.{b64url_encode(sign(signing_input.encode('ascii')))}"
 
 
 def sign_jws(
     claims: Mapping[str, Any], private_jwk: dict[str, Any], header: Mapping[str, Any]
 ) -> str:
-    """Sign `claims` with `private_jwk` (its `alg`, unless `header` names another)."""
-    algorithm = str(header.get("alg", private_jwk["alg"]))
-    headers = {k: v for k, v in header.items() if k != "alg" and v is not None}
-    payload = json.dumps(dict(claims), separators=(",", ":")).encode()
-    return _signer.encode(
-        payload, private_key_from_jwk(private_jwk), algorithm=algorithm, headers=headers
-    )
+    """Sign `claims` with `private_jwk`, using its `alg` unless `header` names another.
+
+    Header members set to None are left out; nothing else is added or checked, so tests
+    can build any header an attacker could.
+    """
+    alg = str(header.get("alg") or private_jwk["alg"])
+    full_header = {"alg": alg, **{k: v for k, v in header.items() if k != "alg" and v is not None}}
+    key = private_key_from_jwk(private_jwk)
+    signer = _SIGNERS[alg]
+    return encode_jws(full_header, claims, lambda data: signer.sign(data, key))
 
 
 def mint_wit(

@@ -33,9 +33,15 @@ def is_rust_panic(error: BaseException) -> bool:
     return type(error).__name__ == "PanicException"
 
 
+# regorus refuses lines over 1024 columns by default; policy files come from operators and
+# routinely inline certificates or tokens on one line. These bounds only stop absurd files.
+POLICY_LENGTH_LIMITS = {"max_col": 1 << 20, "max_file_bytes": 16 << 20, "max_lines": 1 << 20}
+
+
 def build_engine(policy_set: PolicySet) -> Any:
     """A fresh regorus engine holding the set's modules, data and our builtin extensions."""
     engine = regorus.Engine()
+    engine.set_policy_length_config(**POLICY_LENGTH_LIMITS)
     register_extensions(engine)
     for path, source in policy_set.modules:
         try:

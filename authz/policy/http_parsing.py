@@ -24,9 +24,8 @@ PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 def split_path(raw_path: str) -> tuple[str, str]:
     """Split Envoy's `:path` into (path, query); a fragment, if any, is dropped."""
-    path, _, query = raw_path.partition("?")
-    path = path.partition("#")[0]
-    return path, query.partition("#")[0]
+    path, _, query = raw_path.partition("#")[0].partition("?")
+    return path, query
 
 
 def _decode(component: str, *, plus_is_space: bool, reason: Reason) -> str:

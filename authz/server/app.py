@@ -71,6 +71,11 @@ class GatewayServer:
 
     async def start(self) -> None:
         """Bind every listener, then load keys and policies and report SERVING."""
+        await self.bind()
+        await self.load()
+
+    async def bind(self) -> None:
+        """Listen and answer: health NOT_SERVING, checks unavailable until `load`."""
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             self._authorization, self._server
         )
@@ -84,13 +89,19 @@ class GatewayServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for listener in self._config.server.listeners:
             address = _grpc_address(listener)
-            port = self._server.add_insecure_port(address)
+            try:
+                port = self._server.add_insecure_port(address)
+            except RuntimeError:  # grpc reports a failed bind this way
+                port = 0
             if port == 0:
-                raise OSError(f"cannot listen on {listener.address}")
+                raise OSError(f"cannot listen on {listener.address} (in use, or no permission)")
             self.bound.append(
                 address if address.startswith("unix:") else f"{address.rpartition(':')[0]}:{port}"
             )
         await self._server.start()
+
+    async def load(self) -> None:
+        """Load trust anchors and compile policies; then report SERVING."""
         self.gateway = build_gateway(self._config, self._clock, self.metrics)
         self._authorization.pipeline = self.gateway.pipeline
         for name in ("", AUTHORIZATION_SERVICE):

@@ -1,0 +1,203 @@
+"""Shared test scaffolding: a demo trust domain, a gateway built in-process, requests.
+
+`GatewayHarness` builds a real gateway (real keys, real regorus engine, the sample policy)
+from configuration and drives its pipeline with real `CheckRequest` protobufs, so unit-level
+tests exercise the same code path the gRPC server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+from authz.answers import Allowed, Denied, Failed, Verdict
+from authz.clock import Clock
+from authz.config import Config, parse_config
+from authz.devtools.mint import mint_wit, mint_wpt
+from authz.devtools.stack import Identities, Ports, ensure_identities, gateway_config
+from authz.gateway import Gateway, build_gateway
+from authz.pipeline import Pipeline
+from authz.policy.engine import PolicyEngine
+
+ORIGIN = "https://echo.demo.example"
+NOW = 1_800_000_000.0
+
+
+class MutableClock:
+    """A clock tests can move."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def check_request(
+    path: str = "/api/hello",
+    headers: Mapping[str, str] | None = None,
+    *,
+    method: str = "GET",
+    service: str | None = "echo",
+    principal: str = "",
+    body: str = "",
+    raw_body: bytes = b"",
+    context: Mapping[str, str] | None = None,
+) -> CheckRequest:
+    request = CheckRequest()
+    attributes = request.attributes
+    http = attributes.request.http
+    http.id = "test-request"
+    http.method = method
+    http.path = path
+    http.host = "echo.demo.example"
+    http.scheme = "https"
+    http.protocol = "HTTP/1.1"
+    for name, value in (headers or {}).items():
+        http.headers[name] = value
+    if body:
+        http.body = body
+        http.size = len(body.encode())
+    if raw_body:
+        http.raw_body = raw_body
+        http.size = len(raw_body)
+    attributes.source.address.socket_address.address = "10.0.0.7"
+    attributes.source.address.socket_address.port_value = 41000
+    attributes.destination.address.socket_address.address = "10.0.0.8"
+    attributes.destination.address.socket_address.port_value = 8080
+    if principal:
+        attributes.source.principal = principal
+    if service is not None:
+        attributes.context_extensions["wimse.service"] = service
+    for key, value in (context or {}).items():
+        attributes.context_extensions[key] = value
+    return request
+
+
+@dataclass
+class GatewayHarness:
+    directory: Path
+    identities: Identities
+    clock: MutableClock = field(default_factory=MutableClock)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _gateway: Gateway | None = None
+
+    def config(self) -> Config:
+        document = gateway_config(self.directory, Ports(443, 9901, 9191, 8081))
+        document["services"]["echo"]["origins"] = [ORIGIN]
+        for key, value in self.overrides.items():
+            if isinstance(value, dict) and isinstance(document.get(key), dict):
+                document[key] = {**document[key], **value}
+            else:
+                document[key] = value
+        return parse_config(document, "test-config", self.directory)
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            clock: Clock = self.clock
+            self._gateway = build_gateway(self.config(), clock)
+        return self._gateway
+
+    def rebuild(self, **overrides: Any) -> GatewayHarness:
+        """A fresh gateway (empty caches) with extra configuration overrides."""
+        return GatewayHarness(
+            self.directory, self.identities, self.clock, {**self.overrides, **overrides}
+        )
+
+    # --- credentials --------------------------------------------------------------------
+    def wit(self, workload: str = "frontend", **kwargs: Any) -> str:
+        kwargs.setdefault("now", self.clock.now)
+        return mint_wit(
+            self.identities.issuer,
+            self.identities.workload_id(workload),
+            self.identities.workloads[workload],
+            **kwargs,
+        )
+
+    def wpt(
+        self, wit: str, path: str = "/api/hello", workload: str = "frontend", **kwargs: Any
+    ) -> str:
+        kwargs.setdefault("now", self.clock.now)
+        return mint_wpt(self.identities.workloads[workload], wit, ORIGIN + path, **kwargs)
+
+    def signed_headers(
+        self, path: str = "/api/hello", workload: str = "frontend", **wpt_kwargs: Any
+    ) -> dict[str, str]:
+        wit = self.wit(workload)
+        return {
+            "workload-identity-token": wit,
+            "authorization": "WPT " + self.wpt(wit, path, workload, **wpt_kwargs),
+        }
+
+    # --- checks -------------------------------------------------------------------------
+    def check(self, request: CheckRequest) -> Verdict:
+        return asyncio.run(self.gateway.pipeline.check(request.attributes))
+
+    def check_path(
+        self, path: str = "/api/hello", headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> Verdict:
+        return self.check(check_request(path, headers, **kwargs))
+
+
+class HookedEngine:
+    """Wraps the gateway's real policy engine; `hook` runs before each evaluation and may
+    record the input, wait, or raise to simulate an engine failure."""
+
+    def __init__(
+        self, inner: PolicyEngine, hook: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        self._inner = inner
+        self._hook = hook
+
+    @property
+    def revision(self) -> str:
+        return self._inner.revision
+
+    async def evaluate(self, input_document: dict[str, Any]) -> object:
+        await self._hook(input_document)
+        return await self._inner.evaluate(input_document)
+
+
+def hook_engine(pipeline: Pipeline, hook: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    pipeline.engine = HookedEngine(pipeline.engine, hook)
+
+
+def expect_denied(verdict: Verdict, reason: str, status: int | None = None) -> Denied:
+    assert isinstance(verdict, Denied), f"expected a denial with {reason}, got {verdict!r}"
+    assert verdict.reason == reason, f"expected {reason}, got {verdict.reason}"
+    if status is not None:
+        assert verdict.status == status
+    return verdict
+
+
+def expect_allowed(verdict: Verdict) -> Allowed:
+    assert isinstance(verdict, Allowed), f"expected an allow, got {verdict!r}"
+    return verdict
+
+
+def expect_failed(verdict: Verdict, reason: str) -> Failed:
+    assert isinstance(verdict, Failed), f"expected unavailable with {reason}, got {verdict!r}"
+    assert verdict.reason == reason
+    return verdict
+
+
+def header(verdict: Allowed | Denied | Failed, name: str) -> str | None:
+    for key, value in verdict.headers:
+        if key == name:
+            return value
+    return None
+
+
+def make_identities(directory: Path) -> Identities:
+    return ensure_identities(directory)
+
+
+def wall_clock_now() -> float:
+    return time.time()

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from authz.credentials.algorithms import (
+    SUPPORTED_ALGORITHMS,
+    InvalidKey,
+    public_key_from_jwk,
+)
+from authz.credentials.trust import build_trust_store, read_jwks_file
+from authz.devtools.keys import generate_private_jwk, public_jwk
+from authz.devtools.mint import sign_jws
+from authz.errors import ConfigError
+
+
+def test_no_symmetric_or_unsigned_algorithm_is_representable() -> None:
+    assert not {"none", "HS256", "HS384", "HS512"} & set(SUPPORTED_ALGORITHMS)
+    assert {"ES256", "ES384", "EdDSA", "Ed25519", "RS256", "PS256"} <= set(SUPPORTED_ALGORITHMS)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "EdDSA", "Ed25519", "RS256", "PS256"])
+def test_each_algorithm_verifies_its_own_signature_and_rejects_a_tampered_one(alg: str) -> None:
+    private = generate_private_jwk(alg, kid="k")
+    key = public_key_from_jwk(public_jwk(private), [alg])
+    token = sign_jws({"n": 1}, private, {"typ": "x"})
+    signing_input, signature = token.rsplit(".", 1)
+    from authz.credentials.jose import b64url_decode
+
+    raw = b64url_decode(signature)
+    algorithm = SUPPORTED_ALGORITHMS[alg]
+    assert key.verify(algorithm, signing_input.encode(), raw)
+    assert not key.verify(algorithm, signing_input.encode() + b"x", raw)
+    assert not key.verify(algorithm, signing_input.encode(), raw[:-1])
+
+
+def test_ed25519_name_only_fits_ed25519_keys_and_eddsa_key_verifies_both_names() -> None:
+    private = generate_private_jwk("EdDSA")
+    jwk = public_jwk(private)
+    jwk.pop("alg")
+    key = public_key_from_jwk(jwk, ["EdDSA", "Ed25519"])
+    assert key.algorithms == {"EdDSA", "Ed25519"}
+
+
+def test_key_alg_narrows_what_it_may_verify() -> None:
+    jwk = public_jwk(generate_private_jwk("RS256"))
+    key = public_key_from_jwk(jwk, ["RS256", "PS256"])
+    assert key.algorithms == {"RS256"}
+    assert not key.verify(SUPPORTED_ALGORITHMS["PS256"], b"x", b"y")
+
+
+def test_key_without_alg_may_verify_every_allowed_algorithm_of_its_type() -> None:
+    jwk = public_jwk(generate_private_jwk("RS256"))
+    del jwk["alg"]
+    key = public_key_from_jwk(jwk, ["RS256", "PS256", "ES256"])
+    assert key.algorithms == {"RS256", "PS256"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda j: j.update(d="AAAA"), "private"),
+        (lambda j: j.update(k="c2VjcmV0", kty="oct"), "private"),
+        (lambda j: j.update(use="enc"), "use"),
+        (lambda j: j.update(key_ops=["encrypt"]), "key_ops"),
+        (lambda j: j.update(alg="HS256"), "does not fit"),
+        (lambda j: j.update(alg="RS256"), "does not fit"),
+        (lambda j: j.update(y=j["x"]), "parameters are invalid"),
+        (lambda j: j.update(x="AAAA"), "parameters are invalid"),
+        (lambda j: j.pop("kty"), "kty"),
+        (lambda j: j.update(kid=7), "kid"),
+    ],
+)
+def test_unusable_keys_are_refused(mutate: object, message: str) -> None:
+    jwk = public_jwk(generate_private_jwk("ES256", kid="k"))
+    assert callable(mutate)
+    mutate(jwk)
+    with pytest.raises(InvalidKey, match=message):
+        public_key_from_jwk(jwk, ["ES256", "RS256"])
+
+
+def test_key_outside_the_allow_list_is_refused() -> None:
+    jwk = public_jwk(generate_private_jwk("ES384"))
+    with pytest.raises(InvalidKey, match="none of the allowed"):
+        public_key_from_jwk(jwk, ["ES256"])
+
+
+def test_short_rsa_keys_are_refused() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    small = RSAAlgorithm.to_jwk(
+        rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key(), as_dict=True
+    )
+    with pytest.raises(InvalidKey, match="2048"):
+        public_key_from_jwk(small, ["RS256"])
+
+
+def test_trust_store_indexes_keys_by_kid_and_by_algorithm() -> None:
+    first = public_jwk(generate_private_jwk("ES256", kid="a"))
+    second = public_jwk(generate_private_jwk("EdDSA", kid="b"))
+    store = build_trust_store(
+        {"example.org": (frozenset({"ES256", "EdDSA"}), {"keys": [first, second]}, "here")}
+    )
+    domain = store.get("example.org")
+    assert domain is not None
+    assert domain.key_for_kid("a") is not None
+    assert domain.key_for_kid("zz") is None
+    assert [k.kid for k in domain.keys_for_alg("EdDSA")] == ["b"]
+    assert store.get("other.org") is None
+
+
+def test_trust_store_revision_changes_with_its_keys() -> None:
+    jwks = {"keys": [public_jwk(generate_private_jwk("ES256", kid="a"))]}
+    one = build_trust_store({"e.org": (frozenset({"ES256"}), jwks, "x")})
+    same = build_trust_store({"e.org": (frozenset({"ES256"}), jwks, "x")})
+    other = build_trust_store(
+        {
+            "e.org": (
+                frozenset({"ES256"}),
+                {"keys": [public_jwk(generate_private_jwk("ES256"))]},
+                "x",
+            )
+        }
+    )
+    assert one.revision == same.revision != other.revision
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"nokeys": []}, "not a JWKS"),
+        ({"keys": []}, "holds no keys"),
+        ({"keys": ["x"]}, "key #0"),
+    ],
+)
+def test_bad_jwks_documents_are_config_errors_naming_where(document: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"trust_domains.e.org: .*{message}|{message}"):
+        build_trust_store({"e.org": (frozenset({"ES256"}), document, "trust_domains.e.org")})
+
+
+def test_duplicate_kids_in_one_domain_are_a_config_error() -> None:
+    a = public_jwk(generate_private_jwk("ES256", kid="same"))
+    b = public_jwk(generate_private_jwk("ES256", kid="same"))
+    with pytest.raises(ConfigError, match="share kid"):
+        build_trust_store({"e.org": (frozenset({"ES256"}), {"keys": [a, b]}, "td")})
+
+
+def test_unreadable_jwks_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_jwks_file(tmp_path / "missing.json", "trust_domains.e.org.jwks_file")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not JSON"):
+        read_jwks_file(bad, "trust_domains.e.org.jwks_file")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"keys": []}))
+    assert read_jwks_file(good, "w") == {"keys": []}

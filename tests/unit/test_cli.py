@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from authz.cli import main
+from authz.devtools.stack import Ports, ensure_identities, gateway_config
+from tests.support import GatewayHarness, expect_allowed
+
+
+def test_keys_generate_writes_a_private_jwk_and_adds_the_public_half_to_a_jwks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jwks = tmp_path / "issuer.jwks.json"
+    for kid in ("k1", "k2"):
+        assert (
+            main(
+                [
+                    "keys",
+                    "generate",
+                    "--alg",
+                    "ES256",
+                    "--kid",
+                    kid,
+                    "--out",
+                    str(tmp_path / f"{kid}.json"),
+                    "--jwks",
+                    str(jwks),
+                ]
+            )
+            == 0
+        )
+    private = json.loads((tmp_path / "k1.json").read_text())
+    assert private["kid"] == "k1"
+    assert "d" in private
+    assert (tmp_path / "k1.json").stat().st_mode & 0o077 == 0, "private keys are not world-readable"
+    public = json.loads(jwks.read_text())["keys"]
+    assert [k["kid"] for k in public] == ["k1", "k2"]
+    assert all("d" not in k for k in public)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_minted_tokens_from_the_cli_are_accepted_by_the_gateway(
+    harness: GatewayHarness, identity_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = identity_dir / "keys"
+    harness.clock.now = time.time()  # the CLI mints at wall-clock time
+    assert (
+        main(
+            [
+                "token",
+                "mint",
+                "wit",
+                "--issuer-key",
+                str(keys / "issuer.jwk.json"),
+                "--sub",
+                "spiffe://demo.example/frontend",
+                "--workload-key",
+                str(keys / "frontend.jwk.json"),
+            ]
+        )
+        == 0
+    )
+    wit = capsys.readouterr().out.strip()
+    wit_file = identity_dir / "frontend.wit"
+    wit_file.write_text(wit)
+    assert (
+        main(
+            [
+                "token",
+                "mint",
+                "wpt",
+                "--workload-key",
+                str(keys / "frontend.jwk.json"),
+                "--wit",
+                f"@{wit_file}",
+                "--aud",
+                "https://echo.demo.example/api/hello",
+            ]
+        )
+        == 0
+    )
+    wpt = capsys.readouterr().out.strip()
+    verdict = harness.check_path(
+        "/api/hello", {"workload-identity-token": wit, "authorization": f"WPT {wpt}"}
+    )
+    expect_allowed(verdict)
+
+
+def test_config_check_loads_keys_and_policies(
+    identity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_identities(identity_dir)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(gateway_config(identity_dir, Ports(1, 2, 3, 4))))
+    assert main(["config", "check", "--config", str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_config_errors_exit_2_with_the_key_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("server: {listeners: []}\n")
+    assert main(["config", "check", "--config", str(path)]) == 2
+    assert "server.listeners" in capsys.readouterr().err
+
+
+def test_serving_path_never_imports_the_dev_issuer() -> None:
+    code = (
+        "import sys, authz.server.app, authz.gateway, authz.cli;"
+        "leaked = [m for m in sys.modules if m.startswith('authz.devtools')];"
+        "print(leaked); sys.exit(1 if leaked else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
