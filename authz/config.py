@@ -237,7 +237,8 @@ class UpstreamConfig(_Strict):
 class UnavailableConfig(_Strict):
     status: int = 503
     as_envoy_error: bool = False
-    """Answer with `error_response` so Envoy's own `status_on_error` applies instead."""
+    """Fail the Check RPC instead, so Envoy answers with its own `status_on_error` (and
+    applies `failure_mode_allow` if it is set: only for operators who want that)."""
 
     _check_status = field_validator("status")(_status)
 

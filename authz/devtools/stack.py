@@ -93,14 +93,17 @@ def ensure_identities(directory: Path) -> Identities:
 
 
 def gateway_config(
-    directory: Path,
+    identity_dir: Path,
     ports: Ports,
     *,
     policy_dir: Path = POLICY_DIR,
     listeners: list[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The demo gateway configuration (a dict; `write_yaml` it), with optional overrides."""
+    """The demo gateway configuration (a dict; `write_yaml` it), with optional overrides.
+
+    `identity_dir` is where `ensure_identities` put the demo trust domain's keys.
+    """
     config: dict[str, Any] = {
         "server": {
             "listeners": [{"address": a} for a in listeners or [f"127.0.0.1:{ports.gateway}"]],
@@ -109,7 +112,7 @@ def gateway_config(
         "trust_domains": {
             TRUST_DOMAIN: {
                 "algorithms": ["ES256"],
-                "jwks_file": str(directory / "trust" / f"{TRUST_DOMAIN}.jwks.json"),
+                "jwks_file": str(identity_dir / "trust" / f"{TRUST_DOMAIN}.jwks.json"),
             }
         },
         "services": {

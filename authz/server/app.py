@@ -130,7 +130,12 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # Configuration that cannot load: release the listeners before reporting it.
+        await server.stop()
+        raise
     log.info("pid %d ready", os.getpid())
     await stop.wait()
     log.info("shutting down: draining in-flight checks")

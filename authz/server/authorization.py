@@ -6,10 +6,11 @@ import logging
 import time
 from typing import Any
 
+import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from authz.answers import Allowed, Answers, Denied, Verdict
+from authz.answers import Allowed, Answers, Denied, Failed, Verdict
 from authz.observability.metrics import Metrics
 from authz.pipeline import Pipeline, new_decision_id
 from authz.reasons import Reason
@@ -33,6 +34,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             verdict = self._answers.unavailable(new_decision_id(), Reason.GATEWAY_NOT_READY)
         else:
             verdict = await self.pipeline.check(request.attributes)
+        if isinstance(verdict, Failed) and verdict.as_envoy_error:
+            self._record(verdict, started)
+            # A failed RPC is what Envoy treats as an authorization-service error: it answers
+            # with its `status_on_error` (and honours `failure_mode_allow`, if set).
+            await context.abort(grpc.StatusCode.UNAVAILABLE, verdict.reason.value)
         try:
             response = check_response(verdict)
         except Exception:
@@ -40,9 +46,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             log.exception("could not encode the answer for %s", verdict.decision_id)
             verdict = self._answers.unavailable(verdict.decision_id, Reason.INTERNAL_ERROR)
             response = check_response(verdict)
+        self._record(verdict, started)
+        return response
+
+    def _record(self, verdict: Verdict, started: float) -> None:
         self._metrics.decisions.labels(_result(verdict), verdict.reason.value).inc()
         self._metrics.check_duration.observe(time.perf_counter() - started)
-        return response
 
 
 def _result(verdict: Verdict) -> str:

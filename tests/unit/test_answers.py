@@ -159,11 +159,8 @@ def test_unavailable_is_a_503_denial_by_default() -> None:
     assert response.denied_response.status.code == 503
 
 
-def test_unavailable_can_defer_to_envoy_status_on_error() -> None:
+def test_unavailable_can_be_marked_for_envoy_to_answer() -> None:
     answers = Answers(
         ResponsesConfig(unavailable=UnavailableConfig(as_envoy_error=True)), UpstreamConfig()
     )
-    response = check_response(answers.unavailable("d1", Reason.POLICY_ERROR))
-    assert response.status.code == code_pb2.UNAVAILABLE
-    assert not response.HasField("denied_response")
-    assert response.error_response.status.code == 503
+    assert answers.unavailable("d1", Reason.POLICY_ERROR).as_envoy_error

@@ -1,0 +1,192 @@
+"""A running stack for end-to-end tests: echo upstream, gateway process, real Envoy.
+
+Envoy runs `deploy/envoy/gateway.yaml` (ports rewritten); the gateway runs as its own
+process with the sample policy. Requests go over real HTTP through Envoy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz.devtools.mint import mint_wit, mint_wpt
+from authz.devtools.stack import (
+    Identities,
+    ManagedProcess,
+    Ports,
+    envoy_config,
+    envoy_process,
+    gateway_config,
+    gateway_process,
+    wait_for_http,
+    write_yaml,
+)
+from authz.devtools.upstream import EchoServer
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def upstream_headers(self) -> Mapping[str, str]:
+        """What the echo upstream says it received (only for proxied 200 answers)."""
+        headers: Mapping[str, str] = self.json()["headers"]
+        return headers
+
+
+@dataclass
+class RunningStack:
+    directory: Path
+    ports: Ports
+    identities: Identities
+    upstream: EchoServer
+    gateway: ManagedProcess
+    envoy: ManagedProcess
+
+    def request(
+        self,
+        path: str,
+        headers: Sequence[tuple[str, str]] | Mapping[str, str] = (),
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> Response:
+        """One HTTP/1.1 request through Envoy; repeated header names are sent repeatedly."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.ports.envoy, timeout=10)
+        try:
+            connection.putrequest(method, path, skip_accept_encoding=True)
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            for name, value in items:
+                connection.putheader(name, value)
+            if body is not None:
+                connection.putheader("content-length", str(len(body)))
+            connection.endheaders(body)
+            answer = connection.getresponse()
+            return Response(
+                answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+            )
+        finally:
+            connection.close()
+
+    def wit(self, workload: str = "frontend") -> str:
+        return mint_wit(
+            self.identities.issuer,
+            self.identities.workload_id(workload),
+            self.identities.workloads[workload],
+        )
+
+    def wpt(self, wit: str, path: str, workload: str = "frontend", **kwargs: Any) -> str:
+        return mint_wpt(
+            self.identities.workloads[workload], wit, self.ports.origin + path, **kwargs
+        )
+
+    def signed(self, path: str, workload: str = "frontend", **kwargs: Any) -> dict[str, str]:
+        wit = self.wit(workload)
+        audience_path = path.partition("?")[0]
+        return {
+            "workload-identity-token": wit,
+            "authorization": f"WPT {self.wpt(wit, audience_path, workload, **kwargs)}",
+        }
+
+    def envoy_stats(self) -> dict[str, int]:
+        url = f"http://127.0.0.1:{self.ports.admin}/stats?filter=ext_authz"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        stats: dict[str, int] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                stats[name] = int(value)
+        return stats
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.gateway.stop()
+        self.upstream.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail(40)}" for p in (self.gateway, self.envoy))
+
+
+def wait_for_gateway(address: str, timeout: float) -> None:
+    """Until the gateway's gRPC health service reports SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"gateway at {address} never reported SERVING")
+
+
+def start_stack(
+    directory: Path,
+    identity_dir: Path,
+    identities: Identities,
+    *,
+    gateway_overrides: Mapping[str, Any] | None = None,
+    gateway_listeners: list[str] | None = None,
+    envoy_gateway_address: Mapping[str, Any] | None = None,
+    expect_healthz: bool = True,
+) -> RunningStack:
+    """Start upstream, gateway and Envoy; return once all three answer.
+
+    `expect_healthz=False` is for gateway configurations under which the public health
+    path cannot be allowed (the test then checks what is answered instead).
+    """
+    ports = Ports.free()
+    upstream = EchoServer("127.0.0.1", ports.upstream).start()
+    config = gateway_config(
+        identity_dir, ports, listeners=gateway_listeners, overrides=gateway_overrides
+    )
+    gateway_yaml = write_yaml(directory / "gateway.yaml", config)
+    envoy_yaml = write_yaml(
+        directory / "envoy.yaml", envoy_config(ports, gateway_address=envoy_gateway_address)
+    )
+    stack = RunningStack(
+        directory,
+        ports,
+        identities,
+        upstream,
+        gateway_process(gateway_yaml, directory / "gateway.log").start(),
+        envoy_process(envoy_yaml, directory / "envoy.log").start(),
+    )
+    gateway_address = (gateway_listeners or [f"127.0.0.1:{ports.gateway}"])[0]
+    try:
+        wait_for_gateway(gateway_address, timeout=30)
+        wait_for_http(f"http://127.0.0.1:{ports.admin}/ready", timeout=30)
+        if expect_healthz:
+            wait_for_http(f"{ports.origin}/healthz", timeout=30)
+    except TimeoutError as exc:
+        logs = stack.logs()
+        stack.stop()
+        raise RuntimeError(f"stack did not come up: {exc}\n{logs}") from None
+    return stack
+
+
+def wait_until(condition: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise TimeoutError("condition not met in time")
