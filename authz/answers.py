@@ -81,9 +81,14 @@ class Answers:
 
     def __init__(self, responses: ResponsesConfig, upstream: UpstreamConfig) -> None:
         self._responses = responses
-        self._identity = upstream.identity_headers
+        identity = upstream.identity_headers
+        # Read once: these are pydantic properties, too slow to evaluate per request.
+        self._caller_header = identity.caller
+        self._trust_domain_header = identity.trust_domain
+        self._authenticated_by_header = identity.authenticated_by
+        self._identity_names = identity.names()
         self._strip_proofs = upstream.strip_proof_headers
-        self.managed_headers = frozenset((*self._identity.names(), responses.reason_header))
+        self.managed_headers = frozenset((*self._identity_names, responses.reason_header))
 
     def _metadata(self, decision_id: str, reason: Reason, caller: Caller | None) -> dict[str, Any]:
         metadata: dict[str, Any] = {"decision_id": decision_id, "reason": reason.value}
@@ -169,14 +174,14 @@ class Answers:
         identity: list[tuple[str, str]] = []
         if caller is not None:
             for name, value in (
-                (self._identity.caller, caller.id.uri),
-                (self._identity.trust_domain, caller.id.trust_domain),
-                (self._identity.authenticated_by, caller.authenticated_by.value),
+                (self._caller_header, caller.id.uri),
+                (self._trust_domain_header, caller.id.trust_domain),
+                (self._authenticated_by_header, caller.authenticated_by.value),
             ):
                 if name:
                     identity.append((name, value))
         set_names = {name for name, _ in identity}
-        to_remove = [name for name in self._identity.names() if name not in set_names]
+        to_remove = [name for name in self._identity_names if name not in set_names]
         if self._strip_proofs:
             to_remove.extend(self._proof_headers(authentication))
         to_remove.extend(decision.request_headers_to_remove)

@@ -18,9 +18,13 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     # bool is an int subclass in Python; a JSON `true` is not a date.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"'{name}' is not a number")
-    if not math.isfinite(value):
+    try:
+        date = float(value)  # a JSON integer may be far beyond what a float can hold
+    except OverflowError:
+        raise ValueError(f"'{name}' is out of range") from None
+    if not math.isfinite(date):
         raise ValueError(f"'{name}' is not finite")
-    return float(value)
+    return date
 
 
 def optional_string(claims: Mapping[str, Any], name: str) -> str | None:

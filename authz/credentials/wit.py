@@ -185,15 +185,16 @@ class WitVerifier:
 
 def _issuer_keys(jws: CompactJws, domain: TrustDomain) -> tuple[str | None, tuple[PublicKey, ...]]:
     """The anchor keys that may have signed `jws`: the `kid` key, or every key for its alg."""
-    kid = jws.header.get("kid")
-    if kid is None:
+    if "kid" not in jws.header:
         keys = domain.keys_for_alg(jws.alg)
         if not keys:
             raise CredentialError(
                 Reason.WIT_SIGNATURE_INVALID, f"no anchor in {domain.name!r} uses {jws.alg}"
             )
         return None, keys
+    kid = jws.header["kid"]
     if not isinstance(kid, str):
+        # Present but null is not "no kid": that would widen the keys tried to every anchor.
         raise CredentialError(Reason.WIT_MALFORMED, "JOSE 'kid' is not a string")
     key = domain.key_for_kid(kid)
     if key is None:

@@ -19,6 +19,11 @@ from authz.routing import ServiceTarget
 INPUT_VERSION = {"ext_authz": "v3", "encoding": "protojson"}
 
 
+def _numeric_date(value: float) -> int | float:
+    """JWT dates as the token wrote them: integral seconds stay integers."""
+    return int(value) if value.is_integer() else value
+
+
 def caller_document(caller: Caller) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": caller.id.uri,
@@ -33,14 +38,14 @@ def caller_document(caller: Caller) -> dict[str, Any]:
             "issuer_kid": caller.wit.issuer_kid,
             "alg": caller.wit.issuer_alg,
             "proof_alg": caller.wit.proof_alg,
-            "expires_at": caller.wit.expires_at,
+            "expires_at": _numeric_date(caller.wit.expires_at),
         }
     if caller.proof is not None:
         document["proof"] = {
             "type": "wpt",
             "jti": caller.proof.jti,
             "aud": caller.proof.audience,
-            "expires_at": caller.proof.expires_at,
+            "expires_at": _numeric_date(caller.proof.expires_at),
             "bound_headers": sorted(caller.proof.bound_headers),
         }
     return document

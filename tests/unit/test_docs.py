@@ -1,0 +1,36 @@
+"""The documentation stays in step with the code it describes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from authz.config import parse_config
+from authz.reasons import Reason
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_reason_code_is_documented_and_no_other() -> None:
+    text = (REPO / "docs" / "reasons.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z0-9_]+\.[a-z0-9_]+)` \|", text, re.M))
+    assert documented == {reason.value for reason in Reason}
+
+
+def test_the_example_configuration_is_valid() -> None:
+    path = REPO / "deploy" / "gateway" / "gateway.example.yaml"
+    config = parse_config(yaml.safe_load(path.read_text()), str(path), path.parent)
+    assert config.default_service == "orders"
+
+
+def test_readme_setup_is_the_two_make_targets() -> None:
+    readme = (REPO / "README.md").read_text()
+    setup = readme.split("## Set-up", 1)[1].split("```", 2)[1]
+    commands = [line.split("#")[0].strip() for line in setup.strip().splitlines()]
+    assert commands == ["make run", "make test"]
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^run:", makefile, re.M)
+    assert re.search(r"^test:", makefile, re.M)
+    assert "make test" in (REPO / ".ci" / "run").read_text()
