@@ -204,4 +204,6 @@ class Answers:
         headers = [SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER] if presented.signature else []
         if presented.wpt is not None:
             headers.append(LEGACY_WPT_HEADER if presented.legacy_form else AUTHORIZATION_HEADER)
+        if presented.legacy_header_refused:
+            headers.append(LEGACY_WPT_HEADER)  # ignored here, but still a proof: not forwarded
         return headers

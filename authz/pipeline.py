@@ -9,6 +9,7 @@ answered as unavailable. Nothing here can turn an error into an allow.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 
@@ -16,7 +17,12 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
 from authz.answers import Answers, Verdict
 from authz.credentials.authenticator import Authentication, Authenticator
-from authz.credentials.presentation import SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER, ProofStyle
+from authz.credentials.presentation import (
+    SIGNATURE_HEADER,
+    SIGNATURE_INPUT_HEADER,
+    WIT_HEADER,
+    ProofStyle,
+)
 from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.policy.decision import decision_from_result
 from authz.policy.engine import PolicyEngine
@@ -31,6 +37,14 @@ log = logging.getLogger("authz.pipeline")
 
 def new_decision_id() -> str:
     return os.urandom(16).hex()
+
+
+def _short_hash(request: RequestView | None, header: str) -> str:
+    """A token's SHA-256 prefix, to correlate log lines without ever logging the token."""
+    value = request.headers.get(header) if request is not None else None
+    if value is None:
+        return "-"
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:12]
 
 
 def _proof_style(request: RequestView | None) -> ProofStyle:
@@ -66,7 +80,13 @@ class Pipeline:
             request = request_view(attributes)
             return await self._decide(decision_id, request)
         except CredentialError as error:
-            log.info("deny %s %s: %s", decision_id, error.reason, error.message)
+            log.info(
+                "deny %s %s: %s (wit %s)",
+                decision_id,
+                error.reason,
+                error.message,
+                _short_hash(request, WIT_HEADER),
+            )
             return self._answers.invalid_credentials(
                 decision_id, error.reason, _proof_style(request)
             )

@@ -8,6 +8,7 @@ denies. Ctrl-C stops Envoy, then the gateway (which drains), then the upstream.
 from __future__ import annotations
 
 import shlex
+import signal
 import time
 from pathlib import Path
 
@@ -81,7 +82,14 @@ Press Ctrl-C to stop.""",
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(directory: Path, envoy_port: int, gateway_port: int, upstream_port: int) -> int:
+    # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     directory = directory.resolve()
     ports = Ports(
         envoy=envoy_port, admin=envoy_port + 1, gateway=gateway_port, upstream=upstream_port

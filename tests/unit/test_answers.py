@@ -164,3 +164,9 @@ def test_unavailable_can_be_marked_for_envoy_to_answer() -> None:
         ResponsesConfig(unavailable=UnavailableConfig(as_envoy_error=True)), UpstreamConfig()
     )
     assert answers.unavailable("d1", Reason.POLICY_ERROR).as_envoy_error
+
+
+def test_an_ignored_pre02_proof_header_is_not_forwarded_either() -> None:
+    stray = PresentedCredentials("wit", "wpt", False, None, True, False)
+    allowed = ANSWERS.allowed("d1", PolicyDecision(allowed=True), Authentication(CALLER, stray))
+    assert set(allowed.headers_to_remove) == {"authorization", "workload-proof-token"}

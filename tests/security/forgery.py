@@ -1,0 +1,246 @@
+"""Building WITs and WPTs byte by byte, so an attack can change exactly one thing.
+
+`Forge` starts from the same claims and JOSE headers `mint_wit`/`mint_wpt` produce for a
+valid request and lets a test override, add or drop (`DROP`) any member, sign with any key
+(or an HMAC secret), or supply raw header/claims bytes (duplicate members, arrays, NaN).
+Nothing here is used by the gateway: it is an attacker's toolbox for the security tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import hmac
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from authz.credentials.claims import token_hash
+from authz.devtools.keys import generate_private_jwk, private_key_from_jwk, public_jwk
+from tests.support import ORIGIN, GatewayHarness
+
+WIT_HEADER = "workload-identity-token"
+AUTHORIZATION = "authorization"
+TARGET = ORIGIN + "/api/hello"
+
+
+class _Drop:
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Any = _Drop()
+"""A change value meaning "remove this member"."""
+
+_jti_counter = itertools.count(1)
+
+
+def fresh_jti() -> str:
+    return f"attack-jti-{next(_jti_counter):06d}"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def compact_json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def apply_changes(base: Mapping[str, Any], changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    result = dict(base)
+    for name, value in (changes or {}).items():
+        if value is DROP:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+Key = dict[str, Any] | bytes
+"""A private JWK (sign with its key type) or bytes (an HMAC-SHA256 secret)."""
+
+
+def sign(signing_input: bytes, key: Key) -> bytes:
+    """Sign with the key's own primitive, whatever `alg` the JOSE header claims."""
+    if isinstance(key, bytes):
+        return hmac.new(key, signing_input, hashlib.sha256).digest()
+    private = private_key_from_jwk(key)
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        return ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input, private)
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        return OKPAlgorithm().sign(signing_input, private)
+    raise AssertionError(f"no signer for {type(private).__name__}")
+
+
+def compact(header: bytes, claims: bytes, key: Key | None) -> str:
+    """A compact JWS over exactly these header and claims bytes (`key=None`: unsigned)."""
+    signing_input = f"{b64url(header)}.{b64url(claims)}"
+    signature = b"" if key is None else sign(signing_input.encode("ascii"), key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def public_pem(private_jwk: dict[str, Any]) -> bytes:
+    return (
+        private_key_from_jwk(private_jwk)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def public_jwk_json(private_jwk: dict[str, Any]) -> bytes:
+    return json.dumps(public_jwk(private_jwk)).encode()
+
+
+def self_signed_x5c(private_jwk: dict[str, Any]) -> list[str]:
+    """An `x5c` chain: one self-signed certificate for an attacker's EC or Ed25519 key."""
+    key = private_key_from_jwk(private_jwk)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attacker")])
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("spiffe://demo.example/frontend")]
+            ),
+            critical=False,
+        )
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    )
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return [base64.b64encode(der).decode("ascii")]
+
+
+def weak_rsa_jwk() -> dict[str, Any]:
+    """A public 1024-bit RSA JWK for RS256 (too short to be accepted)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    return {**jwk, "alg": "RS256"}
+
+
+_attacker_keys: dict[str, dict[str, Any]] = {}
+
+
+def attacker_key(alg: str) -> dict[str, Any]:
+    """A private key no trust anchor or WIT knows about (one per algorithm, reused)."""
+    if alg not in _attacker_keys:
+        _attacker_keys[alg] = generate_private_jwk(alg, kid=f"attacker-{alg}")
+    return _attacker_keys[alg]
+
+
+@dataclass
+class Forge:
+    """Valid-by-default WIT/WPT builders for one harness (its clock and demo keys)."""
+
+    harness: GatewayHarness
+
+    @property
+    def now(self) -> int:
+        return int(self.harness.clock.now)
+
+    @property
+    def issuer(self) -> dict[str, Any]:
+        return self.harness.identities.issuer
+
+    def workload_key(self, workload: str = "frontend") -> dict[str, Any]:
+        return self.harness.identities.workloads[workload]
+
+    # --- WIT ------------------------------------------------------------------------------
+    def wit_header(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        base = {"alg": self.issuer["alg"], "typ": "wit+jwt", "kid": self.issuer["kid"]}
+        return apply_changes(base, changes)
+
+    def wit_claims(
+        self, changes: Mapping[str, Any] | None = None, workload: str = "frontend"
+    ) -> dict[str, Any]:
+        confirmation = public_jwk(self.workload_key(workload))
+        confirmation.pop("kid", None)
+        base = {
+            "sub": self.harness.identities.workload_id(workload),
+            "iat": self.now,
+            "exp": self.now + 3600,
+            "jti": fresh_jti(),
+            "cnf": {"jwk": confirmation},
+        }
+        return apply_changes(base, changes)
+
+    def wit(
+        self,
+        *,
+        header: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | None = None,
+        key: Key | None = None,
+        workload: str = "frontend",
+        raw_header: bytes | None = None,
+        raw_claims: bytes | None = None,
+    ) -> str:
+        header_bytes = raw_header or compact_json(self.wit_header(header))
+        claims_bytes = raw_claims or compact_json(self.wit_claims(claims, workload))
+        return compact(header_bytes, claims_bytes, self.issuer if key is None else key)
+
+    # --- WPT ------------------------------------------------------------------------------
+    def wpt_header(
+        self, changes: Mapping[str, Any] | None = None, workload: str = "frontend"
+    ) -> dict[str, Any]:
+        base = {"alg": self.workload_key(workload)["alg"], "typ": "wpt+jwt"}
+        return apply_changes(base, changes)
+
+    def wpt_claims(
+        self, wit: str, changes: Mapping[str, Any] | None = None, audience: str = TARGET
+    ) -> dict[str, Any]:
+        base = {"aud": audience, "exp": self.now + 60, "jti": fresh_jti(), "wth": token_hash(wit)}
+        return apply_changes(base, changes)
+
+    def wpt(
+        self,
+        wit: str,
+        *,
+        header: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | None = None,
+        key: Key | None = None,
+        workload: str = "frontend",
+        audience: str = TARGET,
+        raw_header: bytes | None = None,
+        raw_claims: bytes | None = None,
+    ) -> str:
+        header_bytes = raw_header or compact_json(self.wpt_header(header, workload))
+        claims_bytes = raw_claims or compact_json(self.wpt_claims(wit, claims, audience))
+        signer = self.workload_key(workload) if key is None else key
+        return compact(header_bytes, claims_bytes, signer)
+
+    # --- whole requests -------------------------------------------------------------------
+    def headers(
+        self,
+        *,
+        wit: str | None = None,
+        workload: str = "frontend",
+        audience: str = TARGET,
+        wpt_header: Mapping[str, Any] | None = None,
+        wpt_claims: Mapping[str, Any] | None = None,
+    ) -> dict[str, str]:
+        """A valid request's credential headers; a forged `wit` gets a WPT that binds it."""
+        wit = self.wit(workload=workload) if wit is None else wit
+        wpt = self.wpt(
+            wit, header=wpt_header, claims=wpt_claims, workload=workload, audience=audience
+        )
+        return {WIT_HEADER: wit, AUTHORIZATION: "WPT " + wpt}
+
+
+def with_wpt(wit: str, wpt: str) -> dict[str, str]:
+    return {WIT_HEADER: wit, AUTHORIZATION: "WPT " + wpt}
