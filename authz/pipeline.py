@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import random
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
@@ -36,7 +36,8 @@ log = logging.getLogger("authz.pipeline")
 
 
 def new_decision_id() -> str:
-    return os.urandom(16).hex()
+    """A correlation id: unique, not secret (so no system call for fresh randomness)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def _short_hash(request: RequestView | None, header: str) -> str:

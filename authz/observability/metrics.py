@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,11 +40,21 @@ class Metrics:
             "Unexpired proof identifiers held by the replay cache.",
             registry=self.registry,
         )
+        self._decision_children: dict[tuple[str, str], Any] = {}
         self.policy_engine_rebuilds = Counter(
             "wimse_authz_policy_engine_rebuilds",
             "Embedded engines dropped and rebuilt after a panic inside the engine.",
             registry=self.registry,
         )
+
+    def count_decision(self, result: str, reason: str) -> None:
+        child = self._decision_children.get((result, reason))
+        if child is None:
+            # labels() takes a lock and builds a key each time; resolve each pair once.
+            child = self._decision_children[(result, reason)] = self.decisions.labels(
+                result, reason
+            )
+        child.inc()
 
     def watch_replay_cache(self, size: Callable[[], int]) -> None:
         self.replay_cache_entries.set_function(lambda: float(size()))

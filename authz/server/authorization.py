@@ -50,7 +50,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         return response
 
     def _record(self, verdict: Verdict, started: float) -> None:
-        self._metrics.decisions.labels(_result(verdict), verdict.reason.value).inc()
+        self._metrics.count_decision(_result(verdict), verdict.reason)
         self._metrics.check_duration.observe(time.perf_counter() - started)
 
 
