@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.devtools.stack import Identities
-from tests.support import GatewayHarness, make_identities
+from authz.devtools.stack import Identities, ensure_identities
+from tests.support import GatewayHarness
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def identity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def identities(identity_dir: Path) -> Identities:
     """The demo trust domain's keys, generated once per test session."""
-    return make_identities(identity_dir)
+    return ensure_identities(identity_dir)
 
 
 @pytest.fixture

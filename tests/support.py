@@ -8,7 +8,6 @@ tests exercise the same code path the gRPC server does.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from authz.answers import Allowed, Denied, Failed, Verdict
 from authz.clock import Clock
 from authz.config import Config, parse_config
 from authz.devtools.mint import mint_wit, mint_wpt
-from authz.devtools.stack import Identities, Ports, ensure_identities, gateway_config
+from authz.devtools.stack import Identities, Ports, gateway_config
 from authz.gateway import Gateway, build_gateway
 from authz.pipeline import Pipeline
 from authz.policy.engine import PolicyEngine
@@ -193,11 +192,3 @@ def header(verdict: Allowed | Denied | Failed, name: str) -> str | None:
         if key == name:
             return value
     return None
-
-
-def make_identities(directory: Path) -> Identities:
-    return ensure_identities(directory)
-
-
-def wall_clock_now() -> float:
-    return time.time()

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import stat
 from pathlib import Path
 
@@ -42,18 +43,25 @@ _SERVER_OPTIONS = [
 def _grpc_address(listener: ListenerConfig) -> str:
     if listener.address.startswith("unix:"):
         path = Path(listener.address.removeprefix("unix:").removeprefix("//"))
-        _remove_stale_socket(path)
+        _refuse_live_socket(path)
         return f"unix:{path}"
     return listener.address
 
 
-def _remove_stale_socket(path: Path) -> None:
-    """A socket file left by a previous run would make bind fail; anything else is kept."""
+def _refuse_live_socket(path: Path) -> None:
+    """gRPC unlinks whatever socket file is at the path before binding, which would silently
+    take over a running gateway's socket: refuse if something answers there."""
     try:
-        if stat.S_ISSOCK(path.lstat().st_mode):
-            path.unlink()
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return  # stale: nothing listens, gRPC may replace it
+    raise OSError(f"cannot listen on unix:{path}: another server is answering there")
 
 
 class GatewayServer:

@@ -215,3 +215,19 @@ def test_a_bad_configuration_exits_with_a_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "server.listeners.0.address" in result.stderr
+
+
+def test_a_live_unix_socket_is_never_taken_over(harness: GatewayHarness, tmp_path: Path) -> None:
+    path = tmp_path / "live.sock"
+
+    async def scenario() -> None:
+        first = server_for(harness, [f"unix:{path}"])
+        await first.start()
+        second = server_for(harness, [f"unix:{path}"])
+        with pytest.raises(OSError, match="cannot listen"):
+            await second.bind()
+        async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+            assert await health(channel) == SERVING, "the first gateway still answers"
+        await first.stop()
+
+    run(scenario)
