@@ -149,7 +149,10 @@ def test_stop_drains_in_flight_checks(harness: GatewayHarness) -> None:
         await server.start()
         assert server.gateway is not None
 
+        evaluating = asyncio.Event()
+
         async def slow(document: dict[str, Any]) -> None:
+            evaluating.set()
             await asyncio.sleep(0.5)
 
         hook_engine(server.gateway.pipeline, slow)
@@ -157,7 +160,7 @@ def test_stop_drains_in_flight_checks(harness: GatewayHarness) -> None:
             in_flight = asyncio.ensure_future(
                 check(channel, check_request("/api/hello", harness.signed_headers()))
             )
-            await asyncio.sleep(0.1)
+            await evaluating.wait()  # the check is inside the gateway when stop begins
             await server.stop()
             response = await in_flight
             assert response.status.code == code_pb2.OK, "the in-flight check completed"
