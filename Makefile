@@ -36,10 +36,10 @@ $(VENV)/.dev-installed: requirements/dev.lock pyproject.toml
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.run-installed
 
-# Regenerate the lock files after changing dependencies in pyproject.toml (needs pip-tools).
-LOCK := pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
+# Regenerate the lock files after changing dependencies in pyproject.toml.
+LOCK := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
         --no-emit-index-url --no-emit-find-links pyproject.toml
-lock:
+lock: $(VENV)/.dev-installed
 	$(LOCK) --extra demo -o requirements/run.lock
 	$(LOCK) --extra demo --extra dev -o requirements/dev.lock
 
