@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from authz.answers import Answers
@@ -70,7 +70,7 @@ class GatewayServer:
         self._clock = clock
         self.metrics = Metrics()
         self._server = grpc.aio.server(options=_SERVER_OPTIONS)
-        self._health = HealthServicer()
+        self._health = health_aio.HealthServicer()
         self._authorization = AuthorizationService(
             Answers(config.responses, config.upstream), self.metrics
         )
@@ -126,9 +126,6 @@ class GatewayServer:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self._config.server.shutdown_grace_seconds)
         log.info("stopped")
-
-    async def wait(self) -> None:
-        await self._server.wait_for_termination()
 
 
 async def serve(config: Config) -> None:
