@@ -17,12 +17,7 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
 from authz.answers import Answers, Verdict
 from authz.credentials.authenticator import Authentication, Authenticator
-from authz.credentials.presentation import (
-    SIGNATURE_HEADER,
-    SIGNATURE_INPUT_HEADER,
-    WIT_HEADER,
-    ProofStyle,
-)
+from authz.credentials.presentation import WIT_HEADER, ProofStyle, proof_style
 from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.policy.decision import decision_from_result
 from authz.policy.engine import PolicyEngine
@@ -46,17 +41,6 @@ def _short_hash(request: RequestView | None, header: str) -> str:
     if value is None:
         return "-"
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:12]
-
-
-def _proof_style(request: RequestView | None) -> ProofStyle:
-    """How an invalid request presented its proof, for choosing 401 versus 400."""
-    if request is None:
-        return ProofStyle.WPT
-    headers = request.headers
-    signed = SIGNATURE_HEADER in headers or SIGNATURE_INPUT_HEADER in headers
-    if signed and not headers.get("authorization", "").lower().startswith("wpt"):
-        return ProofStyle.HTTP_SIGNATURE
-    return ProofStyle.WPT
 
 
 class Pipeline:
@@ -89,7 +73,9 @@ class Pipeline:
                 _short_hash(request, WIT_HEADER),
             )
             return self._answers.invalid_credentials(
-                decision_id, error.reason, _proof_style(request)
+                decision_id,
+                error.reason,
+                proof_style(request.headers) if request is not None else ProofStyle.WPT,
             )
         except RequestError as error:
             log.info("deny %s %s: %s", decision_id, error.reason, error.message)

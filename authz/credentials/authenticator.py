@@ -58,7 +58,7 @@ class Authenticator:
         legacy_wpt: bool,
         context_headers: Sequence[str],
     ) -> None:
-        self.wit_verifier = wit_verifier
+        self._wit_verifier = wit_verifier
         self._wpt_verifier = wpt_verifier
         self._limits = limits
         self._mtls = mtls
@@ -96,7 +96,7 @@ class Authenticator:
                 )
             raise CredentialError(Reason.WPT_MISSING, "a WIT needs a proof of possession")
 
-        wit = self.wit_verifier.verify(presented.wit)
+        wit = self._wit_verifier.verify(presented.wit)
         proof = await self._wpt_verifier.verify(
             presented.wpt,
             wit,

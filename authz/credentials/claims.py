@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from authz.credentials.jose import b64url_encode
+from authz.errors import CredentialError
+from authz.reasons import Reason
 
 
 def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
@@ -39,3 +42,51 @@ def optional_string(claims: Mapping[str, Any], name: str) -> str | None:
 def token_hash(header_value: str) -> str:
     """base64url(SHA-256(value)) without padding: the `wth`/`tth`/`oth` binding hash."""
     return b64url_encode(hashlib.sha256(header_value.encode("utf-8")).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeReasons:
+    """The reason codes one token type uses for its time checks."""
+
+    claim_invalid: Reason
+    exp_missing: Reason
+    expired: Reason
+    exp_too_far: Reason
+    iat_in_future: Reason
+    lifetime_exceeded: Reason
+    not_yet_valid: Reason | None
+    """None: this token type has no `nbf` rule, and the claim is not read."""
+
+
+def check_lifetime(
+    claims: Mapping[str, Any],
+    *,
+    now: float,
+    clock_skew: float,
+    max_lifetime: float,
+    reasons: LifetimeReasons,
+) -> float:
+    """Check `exp` (required), `iat` and `nbf`; return `exp`.
+
+    `max_lifetime` bounds both `exp - now` and, when `iat` is present, `exp - iat`.
+    """
+    try:
+        exp = numeric_date(claims, "exp")
+        iat = numeric_date(claims, "iat")
+        nbf = numeric_date(claims, "nbf") if reasons.not_yet_valid is not None else None
+    except ValueError as exc:
+        raise CredentialError(reasons.claim_invalid, str(exc)) from None
+    if exp is None:
+        raise CredentialError(reasons.exp_missing, "'exp' is required")
+    if now > exp + clock_skew:
+        raise CredentialError(reasons.expired, "'exp' has passed")
+    if exp - now > max_lifetime + clock_skew:
+        raise CredentialError(reasons.exp_too_far, "'exp' is further ahead than allowed")
+    if iat is not None:
+        if iat > now + clock_skew:
+            raise CredentialError(reasons.iat_in_future, "'iat' is in the future")
+        if exp - iat > max_lifetime:
+            raise CredentialError(reasons.lifetime_exceeded, "'exp - iat' exceeds the limit")
+    if nbf is not None and reasons.not_yet_valid is not None and nbf > now + clock_skew:
+        raise CredentialError(reasons.not_yet_valid, "'nbf' is in the future")
+    return exp

@@ -59,11 +59,17 @@ class PresentedCredentials:
     signature: bool
     """`Signature`/`Signature-Input` headers are present."""
 
-    @property
-    def proof_style(self) -> ProofStyle:
-        if self.signature and self.wpt is None:
-            return ProofStyle.HTTP_SIGNATURE
+
+def proof_style(headers: Mapping[str, str]) -> ProofStyle:
+    """How a request presents its proof, read from raw headers so it can be told even for a
+    request whose credentials failed to parse: signature headers and no `WPT` scheme in
+    `Authorization` make it an HTTP-signature request."""
+    if SIGNATURE_HEADER not in headers and SIGNATURE_INPUT_HEADER not in headers:
         return ProofStyle.WPT
+    authorization = headers.get(AUTHORIZATION_HEADER, "")
+    if authorization.lstrip(" ").lower().startswith("wpt"):
+        return ProofStyle.WPT
+    return ProofStyle.HTTP_SIGNATURE
 
 
 def _byte_length(value: str) -> int:

@@ -22,7 +22,12 @@ from authz.credentials.algorithms import (
     PublicKey,
     public_key_from_jwk,
 )
-from authz.credentials.claims import numeric_date, optional_string, token_hash
+from authz.credentials.claims import (
+    LifetimeReasons,
+    check_lifetime,
+    optional_string,
+    token_hash,
+)
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
 from authz.credentials.jose import CompactJws, JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.trust import TrustDomain, TrustStore
@@ -36,6 +41,15 @@ _JOSE_REASONS = JoseReasons(
     header_key_forbidden=Reason.WIT_HEADER_KEY_FORBIDDEN,
     crit_unsupported=Reason.WIT_CRIT_UNSUPPORTED,
     b64_unsupported=Reason.WIT_B64_UNSUPPORTED,
+)
+_LIFETIME_REASONS = LifetimeReasons(
+    claim_invalid=Reason.WIT_CLAIM_INVALID,
+    exp_missing=Reason.WIT_EXP_MISSING,
+    expired=Reason.WIT_EXPIRED,
+    exp_too_far=Reason.WIT_EXP_TOO_FAR,
+    iat_in_future=Reason.WIT_IAT_IN_FUTURE,
+    lifetime_exceeded=Reason.WIT_LIFETIME_EXCEEDED,
+    not_yet_valid=Reason.WIT_NOT_YET_VALID,
 )
 
 
@@ -124,7 +138,13 @@ class WitVerifier:
         ):
             raise CredentialError(Reason.WIT_SIGNATURE_INVALID, "signature does not verify")
 
-        expires_at = self._check_times(jws.claims)
+        expires_at = check_lifetime(
+            jws.claims,
+            now=self._clock(),
+            clock_skew=self._rules.clock_skew,
+            max_lifetime=self._rules.max_lifetime,
+            reasons=_LIFETIME_REASONS,
+        )
         proof_key = self._confirmation_key(jws.claims)
         try:
             optional_string(jws.claims, "iss")
@@ -141,29 +161,6 @@ class WitVerifier:
             proof_alg=next(iter(proof_key.algorithms)),
             token_hash=token_hash(token),
         )
-
-    def _check_times(self, claims: Mapping[str, Any]) -> float:
-        rules, now = self._rules, self._clock()
-        try:
-            exp = numeric_date(claims, "exp")
-            iat = numeric_date(claims, "iat")
-            nbf = numeric_date(claims, "nbf")
-        except ValueError as exc:
-            raise CredentialError(Reason.WIT_CLAIM_INVALID, str(exc)) from None
-        if exp is None:
-            raise CredentialError(Reason.WIT_EXP_MISSING, "'exp' is required")
-        if now > exp + rules.clock_skew:
-            raise CredentialError(Reason.WIT_EXPIRED, "WIT has expired")
-        if exp - now > rules.max_lifetime + rules.clock_skew:
-            raise CredentialError(Reason.WIT_EXP_TOO_FAR, "'exp' is further ahead than allowed")
-        if iat is not None:
-            if iat > now + rules.clock_skew:
-                raise CredentialError(Reason.WIT_IAT_IN_FUTURE, "'iat' is in the future")
-            if exp - iat > rules.max_lifetime:
-                raise CredentialError(Reason.WIT_LIFETIME_EXCEEDED, "'exp - iat' exceeds the limit")
-        if nbf is not None and nbf > now + rules.clock_skew:
-            raise CredentialError(Reason.WIT_NOT_YET_VALID, "'nbf' is in the future")
-        return exp
 
     def _confirmation_key(self, claims: Mapping[str, Any]) -> PublicKey:
         cnf = claims.get("cnf")

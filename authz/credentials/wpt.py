@@ -15,8 +15,9 @@ from typing import Any
 
 from authz.clock import Clock
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
-from authz.credentials.claims import numeric_date, token_hash
+from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
+from authz.credentials.presentation import TXN_TOKEN_HEADER
 from authz.credentials.replay import ReplayCache
 from authz.credentials.wit import VerifiedWit
 from authz.errors import CredentialError
@@ -24,13 +25,21 @@ from authz.reasons import Reason
 
 WPT_TYP = "wpt+jwt"
 MAX_JTI_LENGTH = 256
-TXN_TOKEN_HEADER = "txn-token"
 
 _JOSE_REASONS = JoseReasons(
     malformed=Reason.WPT_MALFORMED,
     header_key_forbidden=Reason.WPT_HEADER_KEY_FORBIDDEN,
     crit_unsupported=Reason.WPT_CRIT_UNSUPPORTED,
     b64_unsupported=Reason.WPT_B64_UNSUPPORTED,
+)
+_LIFETIME_REASONS = LifetimeReasons(
+    claim_invalid=Reason.WPT_CLAIM_INVALID,
+    exp_missing=Reason.WPT_EXP_MISSING,
+    expired=Reason.WPT_EXPIRED,
+    exp_too_far=Reason.WPT_EXP_TOO_FAR,
+    iat_in_future=Reason.WPT_IAT_IN_FUTURE,
+    lifetime_exceeded=Reason.WPT_LIFETIME_EXCEEDED,
+    not_yet_valid=None,  # wpt-02 defines no `nbf`; it is not read
 )
 
 
@@ -90,7 +99,13 @@ class WptVerifier:
             raise CredentialError(Reason.WPT_AUD_INVALID, "'aud' must be a single target URI")
         if audience not in context.audiences:
             raise CredentialError(Reason.WPT_AUD_MISMATCH, "'aud' is not this request's target")
-        expires_at = self._check_times(claims)
+        expires_at = check_lifetime(
+            claims,
+            now=self._clock(),
+            clock_skew=self._rules.clock_skew,
+            max_lifetime=self._rules.max_lifetime,
+            reasons=_LIFETIME_REASONS,
+        )
 
         wth = claims.get("wth")
         if not isinstance(wth, str):
@@ -119,26 +134,6 @@ class WptVerifier:
             bound_headers=frozenset(bound),
             claims=claims,
         )
-
-    def _check_times(self, claims: Mapping[str, Any]) -> float:
-        rules, now = self._rules, self._clock()
-        try:
-            exp = numeric_date(claims, "exp")
-            iat = numeric_date(claims, "iat")
-        except ValueError as exc:
-            raise CredentialError(Reason.WPT_CLAIM_INVALID, str(exc)) from None
-        if exp is None:
-            raise CredentialError(Reason.WPT_EXP_MISSING, "'exp' is required")
-        if now > exp + rules.clock_skew:
-            raise CredentialError(Reason.WPT_EXPIRED, "WPT has expired")
-        if exp - now > rules.max_lifetime + rules.clock_skew:
-            raise CredentialError(Reason.WPT_EXP_TOO_FAR, "'exp' is further ahead than allowed")
-        if iat is not None:
-            if iat > now + rules.clock_skew:
-                raise CredentialError(Reason.WPT_IAT_IN_FUTURE, "'iat' is in the future")
-            if exp - iat > rules.max_lifetime:
-                raise CredentialError(Reason.WPT_LIFETIME_EXCEEDED, "'exp - iat' exceeds the limit")
-        return exp
 
     @staticmethod
     def _check_txn_binding(claims: Mapping[str, Any], headers: Mapping[str, str]) -> set[str]:

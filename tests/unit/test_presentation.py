@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz.credentials.presentation import ProofStyle, SizeLimits, read_credentials
+from authz.credentials.presentation import ProofStyle, SizeLimits, proof_style, read_credentials
 from authz.errors import CredentialError
 from authz.reasons import Reason
 
@@ -20,7 +20,9 @@ def test_wit_and_wpt_are_found() -> None:
         {"workload-identity-token": "a.b.c", "authorization": "WPT d.e.f"}, LIMITS, legacy_wpt=False
     )
     assert (found.wit, found.wpt, found.legacy_form) == ("a.b.c", "d.e.f", False)
-    assert found.proof_style is ProofStyle.WPT
+    assert proof_style({"workload-identity-token": "a.b.c", "authorization": "WPT d.e.f"}) is (
+        ProofStyle.WPT
+    )
 
 
 @pytest.mark.parametrize("scheme", ["WPT", "wpt", "Wpt"])
@@ -91,7 +93,11 @@ def test_legacy_and_current_forms_together_are_ambiguous() -> None:
 def test_signature_headers_mark_http_signature_style() -> None:
     found = read_credentials({"signature-input": "sig1=()"}, LIMITS, legacy_wpt=False)
     assert found.signature
-    assert found.proof_style is ProofStyle.HTTP_SIGNATURE
+    assert proof_style({"signature-input": "sig1=()"}) is ProofStyle.HTTP_SIGNATURE
+    assert proof_style({"signature": "sig1=:x:", "authorization": "Bearer t"}) is (
+        ProofStyle.HTTP_SIGNATURE
+    )
+    assert proof_style({"signature": "sig1=:x:", "authorization": "WPT a.b.c"}) is ProofStyle.WPT
 
 
 def test_context_headers_count_towards_the_total() -> None:
