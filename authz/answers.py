@@ -82,7 +82,7 @@ class Answers:
     def __init__(self, responses: ResponsesConfig, upstream: UpstreamConfig) -> None:
         self._responses = responses
         identity = upstream.identity_headers
-        # Read once: these are pydantic properties, too slow to evaluate per request.
+        # Resolved once: `names()` builds a tuple on every call.
         self._caller_header = identity.caller
         self._trust_domain_header = identity.trust_domain
         self._authenticated_by_header = identity.authenticated_by
@@ -171,17 +171,21 @@ class Answers:
         self, decision_id: str, decision: PolicyDecision, authentication: Authentication
     ) -> Allowed:
         caller = authentication.caller
-        identity: list[tuple[str, str]] = []
+        identity: HeaderList = ()
+        # With a caller every configured identity header is set; without one, none is, and
+        # all of them are removed so a client-sent copy never reaches the upstream.
+        to_remove = list(self._identity_names)
         if caller is not None:
-            for name, value in (
-                (self._caller_header, caller.id.uri),
-                (self._trust_domain_header, caller.id.trust_domain),
-                (self._authenticated_by_header, caller.authenticated_by.value),
-            ):
-                if name:
-                    identity.append((name, value))
-        set_names = {name for name, _ in identity}
-        to_remove = [name for name in self._identity_names if name not in set_names]
+            identity = tuple(
+                (name, value)
+                for name, value in (
+                    (self._caller_header, caller.id.uri),
+                    (self._trust_domain_header, caller.id.trust_domain),
+                    (self._authenticated_by_header, caller.authenticated_by.value),
+                )
+                if name
+            )
+            to_remove = []
         if self._strip_proofs:
             to_remove.extend(self._proof_headers(authentication))
         to_remove.extend(decision.request_headers_to_remove)

@@ -50,7 +50,7 @@ from authz.errors import ConfigError
 from authz.policy.builtins import EXTENSIONS
 
 # Imported first: it switches regorus's error backtraces off before regorus loads.
-from authz.policy.embedded import build_engine
+from authz.policy.embedded import build_engine, error_summary, is_rust_panic
 from authz.policy.loader import PolicySet
 
 DEFAULT_CASES = (
@@ -277,9 +277,9 @@ def run_case(case: dict[str, Any], index: int, modules: list[str]) -> Outcome:
     # A Rust panic inside regorus surfaces as pyo3's PanicException, a BaseException subclass
     # that cannot be imported by name; anything else (KeyboardInterrupt...) propagates.
     except BaseException as exc:
-        if not isinstance(exc, ENGINE_ERRORS) and type(exc).__name__ != "PanicException":
+        if not isinstance(exc, ENGINE_ERRORS) and not is_rust_panic(exc):
             raise
-        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        message = error_summary(exc)
         if expects_error and any(marker in message for marker in COMPILE_ERRORS):
             expected = case.get("want_error") or case.get("want_error_code")
             return Outcome(False, detail=f"expected error {_short(expected)}; raised {message}")

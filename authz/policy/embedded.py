@@ -97,16 +97,18 @@ class EmbeddedRegoEngine:
             engine.set_input(input_document)
             return engine.eval_rule(self._rule)
         except Exception as exc:  # noqa: BLE001 - any engine failure is "cannot decide"
-            raise PolicyEngineError(f"evaluation failed: {_first_line(exc)}") from None
+            raise PolicyEngineError(f"evaluation failed: {error_summary(exc)}") from None
         except BaseException as exc:
             if not is_rust_panic(exc):
                 raise
             self._local.engine = None
             if self._on_rebuild is not None:
                 self._on_rebuild()
-            raise PolicyEngineError(f"engine panicked: {_first_line(exc)}") from None
+            raise PolicyEngineError(f"engine panicked: {error_summary(exc)}") from None
 
 
-def _first_line(error: BaseException) -> str:
+def error_summary(error: BaseException) -> str:
+    """The message line of a regorus error (its last line: the lines before it show the
+    policy source around the failure)."""
     text = str(error).strip()
     return text.splitlines()[-1] if text else type(error).__name__

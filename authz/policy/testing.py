@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz.policy.embedded import build_engine, is_rust_panic
+from authz.policy.embedded import build_engine, error_summary, is_rust_panic
 from authz.policy.loader import load_policy_set
 from authz.policy.rego_ast import RuleHead, rule_heads
 
@@ -49,7 +49,7 @@ def run_policy_tests(directory: Path) -> list[TestOutcome]:
         try:
             result = engine.eval_rule(head.path)
         except Exception as exc:  # noqa: BLE001 - an erroring test is a failing test
-            result, error = None, str(exc).strip().splitlines()[-1]
+            result, error = None, error_summary(exc)
         except BaseException as exc:
             if not is_rust_panic(exc):
                 raise
