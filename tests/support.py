@@ -88,13 +88,12 @@ class GatewayHarness:
     _gateway: Gateway | None = None
 
     def config(self) -> Config:
-        document = gateway_config(self.directory, Ports(443, 9901, 9191, 8081))
-        document["services"]["echo"]["origins"] = [ORIGIN]
-        for key, value in self.overrides.items():
-            if isinstance(value, dict) and isinstance(document.get(key), dict):
-                document[key] = {**document[key], **value}
-            else:
-                document[key] = value
+        document = gateway_config(
+            self.directory,
+            Ports(443, 9901, 9191, 8081),
+            origins=[ORIGIN],
+            overrides=self.overrides,
+        )
         return parse_config(document, "test-config", self.directory)
 
     @property

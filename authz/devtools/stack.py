@@ -98,11 +98,13 @@ def gateway_config(
     *,
     policy_dir: Path = POLICY_DIR,
     listeners: list[str] | None = None,
+    origins: list[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The demo gateway configuration (a dict; `write_yaml` it), with optional overrides.
 
-    `identity_dir` is where `ensure_identities` put the demo trust domain's keys.
+    `identity_dir` is where `ensure_identities` put the demo trust domain's keys. Each
+    override replaces a top-level key, or is merged into it when both are mappings.
     """
     config: dict[str, Any] = {
         "server": {
@@ -118,7 +120,7 @@ def gateway_config(
         "services": {
             "echo": {
                 "id": SERVICE_ID,
-                "origins": [ports.origin, f"http://localhost:{ports.envoy}"],
+                "origins": origins or [ports.origin, f"http://localhost:{ports.envoy}"],
             }
         },
         "policy": {"directory": str(policy_dir), "decision": "envoy/authz/decision"},

@@ -24,15 +24,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authz.config import parse_config
 from authz.devtools.stack import Ports, free_port, gateway_config
 from authz.server.app import AUTHORIZATION_SERVICE, GatewayServer
-from tests.support import GatewayHarness, check_request, hook_engine
+from tests.support import ORIGIN, GatewayHarness, check_request, hook_engine
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def server_for(harness: GatewayHarness, listeners: list[str]) -> GatewayServer:
-    document = gateway_config(harness.directory, Ports(443, 1, 2, 3), listeners=listeners)
-    document["services"]["echo"]["origins"] = ["https://echo.demo.example"]
+    document = gateway_config(
+        harness.directory, Ports(443, 1, 2, 3), listeners=listeners, origins=[ORIGIN]
+    )
     return GatewayServer(parse_config(document, "test", harness.directory), harness.clock)
 
 
