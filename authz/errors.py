@@ -39,3 +39,9 @@ class UnavailableError(AuthzError):
 
 class ConfigError(Exception):
     """Configuration that cannot be loaded; the message names the offending key."""
+
+
+def is_rust_panic(error: BaseException) -> bool:
+    """pyo3 raises a Rust panic (regorus, cryptography) as `pyo3_runtime.PanicException`, a
+    BaseException that `except Exception` misses and that cannot be imported by name."""
+    return type(error).__name__ == "PanicException"

@@ -18,7 +18,7 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from authz.answers import Answers, Verdict
 from authz.credentials.authenticator import Authentication, Authenticator
 from authz.credentials.presentation import WIT_HEADER, ProofStyle, proof_style
-from authz.errors import CredentialError, RequestError, UnavailableError
+from authz.errors import CredentialError, RequestError, UnavailableError, is_rust_panic
 from authz.policy.decision import decision_from_result
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
@@ -85,6 +85,13 @@ class Pipeline:
             return self._answers.unavailable(decision_id, error.reason)
         except Exception:
             log.exception("unavailable %s: unexpected error", decision_id)
+            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
+        except BaseException as error:
+            # A Rust panic in an extension (cryptography, regorus) is still our failure to
+            # answer, not a gRPC error left to Envoy's failure_mode_allow.
+            if not is_rust_panic(error):
+                raise
+            log.exception("unavailable %s: panic in a native extension", decision_id)
             return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
 
     async def _decide(self, decision_id: str, request: RequestView) -> Verdict:

@@ -46,11 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authz.errors import ConfigError
-from authz.policy.builtins import EXTENSIONS
-
 # Imported first: it switches regorus's error backtraces off before regorus loads.
-from authz.policy.embedded import build_engine, error_summary, is_rust_panic
+from authz.errors import ConfigError, is_rust_panic
+from authz.policy.builtins import EXTENSIONS
+from authz.policy.embedded import build_engine, error_summary
 from authz.policy.loader import PolicySet
 
 DEFAULT_CASES = (

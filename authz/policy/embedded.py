@@ -21,17 +21,11 @@ from typing import Any
 
 import regorus
 
-from authz.errors import ConfigError
+from authz.errors import ConfigError, is_rust_panic
 from authz.policy.builtins import register_extensions
 from authz.policy.engine import PolicyEngineError
 from authz.policy.loader import PolicySet
 from authz.policy.rego_ast import rule_heads
-
-
-def is_rust_panic(error: BaseException) -> bool:
-    """pyo3 raises Rust panics as `pyo3_runtime.PanicException`, a BaseException."""
-    return type(error).__name__ == "PanicException"
-
 
 # regorus refuses lines over 1024 columns by default; policy files come from operators and
 # routinely inline certificates or tokens on one line. These bounds only stop absurd files.

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz.policy.embedded import build_engine, error_summary, is_rust_panic
+from authz.errors import is_rust_panic
+from authz.policy.embedded import build_engine, error_summary
 from authz.policy.loader import load_policy_set
 from authz.policy.rego_ast import RuleHead, rule_heads
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.errors import ConfigError
-from authz.policy.embedded import EmbeddedRegoEngine, is_rust_panic
+from authz.errors import ConfigError, is_rust_panic
+from authz.policy.embedded import EmbeddedRegoEngine
 from authz.policy.engine import PolicyEngineError
 from authz.policy.loader import load_policy_set
 
@@ -74,7 +74,7 @@ def test_each_thread_gets_its_own_engine(tmp_path: Path) -> None:
     assert results == [True]
 
 
-def _capture_panic() -> BaseException:
+def capture_panic() -> BaseException:
     """A real `pyo3_runtime.PanicException`: regorus panics when an engine crosses threads."""
     import regorus
 
@@ -94,7 +94,7 @@ def _capture_panic() -> BaseException:
 
 
 def test_a_rust_panic_is_an_engine_error_and_the_engine_is_rebuilt(tmp_path: Path) -> None:
-    panic = _capture_panic()
+    panic = capture_panic()
     assert is_rust_panic(panic)
     assert not isinstance(panic, Exception), "PanicException escapes `except Exception`"
 

@@ -22,6 +22,7 @@ from tests.support import (
     header,
     hook_engine,
 )
+from tests.unit.test_embedded_engine import capture_panic
 
 
 def test_valid_caller_on_a_granted_path_is_allowed(harness: GatewayHarness) -> None:
@@ -124,3 +125,11 @@ def test_boolean_decision_rule(harness: GatewayHarness) -> None:
     verdict = boolean.check_path("/api/hello", boolean.signed_headers())
     assert isinstance(verdict, Allowed)
     assert header(verdict, "x-authz-policy") is None
+
+
+def test_a_rust_panic_outside_the_engine_is_answered_unavailable(harness: GatewayHarness) -> None:
+    _failing_engine(harness, capture_panic())
+    failed = expect_failed(
+        harness.check_path("/api/hello", harness.signed_headers()), Reason.INTERNAL_ERROR
+    )
+    assert failed.status == 503
