@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -36,6 +36,9 @@ from authz.http_names import ENVOY_STATUS_CODES, HEADER_NAME
 
 SERVICE_CONTEXT_KEY = "wimse.service"
 """The `context_extensions` key an Envoy route sets to name the service it protects."""
+
+TXN_TOKEN_CONTEXT_KEY = "wimse.txn_token"
+"""The `context_extensions` key a route sets to `required` or `optional` for Txn-Tokens."""
 
 _RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -99,7 +102,9 @@ class LimitsConfig(_Strict):
     """Bodies larger than this are not parsed into `input.parsed_body`."""
 
 
-class TrustDomainConfig(_Strict):
+class KeySetConfig(_Strict):
+    """The keys one signer may use, and the algorithms it may use them with."""
+
     algorithms: list[str]
     jwks_file: Path | None = None
     jwks: dict[str, Any] | None = None
@@ -107,10 +112,17 @@ class TrustDomainConfig(_Strict):
     _check_algorithms = field_validator("algorithms")(_algorithms)
 
     @model_validator(mode="after")
-    def _one_source(self) -> TrustDomainConfig:
+    def _one_source(self) -> KeySetConfig:
         if (self.jwks_file is None) == (self.jwks is None):
             raise ValueError("set exactly one of 'jwks_file' or 'jwks'")
         return self
+
+
+class TrustDomainConfig(KeySetConfig):
+    """A trust domain's WIT issuer keys, and its Transaction Token Service's keys."""
+
+    txn_token_service: KeySetConfig | None = None
+    """Anchors for Txn-Tokens whose `aud` is this trust domain; none: no Txn-Token verifies."""
 
 
 class ServiceConfig(_Strict):
@@ -118,6 +130,9 @@ class ServiceConfig(_Strict):
     """The protected workload's own identifier."""
     origins: list[str] = Field(min_length=1)
     """`scheme://host[:port]` values a WPT `aud` may start with (aliases allowed)."""
+    txn_token: Literal["required", "optional"] | None = None
+    """Whether this service's requests must carry a Txn-Token; default `txn_token.required`.
+    A route may override it with the `wimse.txn_token` context extension."""
 
     @field_validator("id")
     @classmethod
@@ -175,6 +190,64 @@ class WptConfig(_Strict):
             if value in CREDENTIAL_HEADERS:
                 raise ValueError(f"{value!r} has its own binding and cannot be listed here")
         return values
+
+
+class TxnTokenConfig(_Strict):
+    required: bool = False
+    """Default for services that set no `txn_token`: require a Txn-Token on every request."""
+    max_lifetime_seconds: PositiveSeconds = 600.0
+    """Upper bound for `exp - iat` and `exp - now` (the draft: minutes or less)."""
+    legacy_names: bool = False
+    """Accept earlier drafts' names: typ `txn_token`, `purp`, `azd`, `req_ctx`, `sub_id`, and
+    `req_wl` as a comma-joined string or a list inside `rctx`. Off by default."""
+    max_chain_hops: Annotated[int, Field(gt=0, le=64)] = 8
+    """Bound on nested `act` depth and on legacy `req_wl` list length."""
+
+
+class UserIssuerConfig(KeySetConfig):
+    audiences: list[str] = Field(min_length=1)
+    """`aud` values naming this gateway's services (an ID token's is a client id)."""
+
+
+class UserTokenConfig(_Strict):
+    header: str = "x-user-token"
+    """Request header carrying the end-user token (a bare compact JWS), bound by WPT `oth`."""
+    issuers: dict[str, UserIssuerConfig] = Field(min_length=1)
+    """Issuer (`iss`) → its keys and accepted audiences."""
+    id_tokens: bool = False
+    """Also accept OpenID Connect ID tokens (their audience is a client, not this service)."""
+    max_lifetime_seconds: PositiveSeconds = 3600.0
+    accept_from_mtls_callers: bool = False
+    """An mTLS-only caller cannot bind a user token to its request; accepting one anyway
+    lets any holder of the token replay it through such a caller. Off by default."""
+
+    _check_header = field_validator("header")(_header_name)
+
+
+class AttestationConfig(_Strict):
+    header: str | None = None
+    """Request header carrying an EAR JWT, signed by a verifier and bound by WPT `oth`."""
+    wit_claim: str | None = None
+    """WIT claim holding an EAR (an object, or a nested EAR JWT)."""
+    txn_rctx_claim: str | None = None
+    """Member of the Txn-Token's `rctx` holding an EAR (an object, or a nested EAR JWT)."""
+    verifiers: dict[str, KeySetConfig] = Field(default_factory=dict)
+    """Attestation verifiers whose signed EARs are trusted, by name."""
+    max_age_seconds: PositiveSeconds = 3600.0
+    """Results issued longer ago than this (or past their `exp`) count as status `none`."""
+
+    @field_validator("header")
+    @classmethod
+    def _check_header(cls, value: str | None) -> str | None:
+        return None if value is None else _header_name(value)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> AttestationConfig:
+        if self.header is None and self.wit_claim is None and self.txn_rctx_claim is None:
+            raise ValueError("set at least one of 'header', 'wit_claim', 'txn_rctx_claim'")
+        if self.header is not None and not self.verifiers:
+            raise ValueError("an attestation 'header' needs at least one of 'verifiers'")
+        return self
 
 
 class MtlsConfig(_Strict):
@@ -278,6 +351,9 @@ class Config(_Strict):
     wit: WitConfig = WitConfig()
     wpt: WptConfig = WptConfig()
     mtls: MtlsConfig = MtlsConfig()
+    txn_token: TxnTokenConfig = TxnTokenConfig()
+    user_token: UserTokenConfig | None = None
+    attestation: AttestationConfig | None = None
     upstream: UpstreamConfig = UpstreamConfig()
     responses: ResponsesConfig = ResponsesConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -301,7 +377,28 @@ class Config(_Strict):
         reason = self.responses.reason_header
         if reason in self.upstream.identity_headers.names():
             raise ValueError("responses.reason_header collides with an identity header")
+        context = self.context_token_headers
+        for name in context:
+            if name in CREDENTIAL_HEADERS:
+                raise ValueError(f"{name!r} is a credential header, not a context token header")
+        if len(context) != len(set(context)):
+            raise ValueError("user_token.header and attestation.header must differ")
         return self
+
+    @property
+    def context_token_headers(self) -> tuple[str, ...]:
+        """Headers carrying a user token or attestation result (each bound by WPT `oth`)."""
+        names = []
+        if self.user_token is not None:
+            names.append(self.user_token.header)
+        if self.attestation is not None and self.attestation.header is not None:
+            names.append(self.attestation.header)
+        return tuple(names)
+
+    @property
+    def bindable_headers(self) -> frozenset[str]:
+        """Every header a WPT `oth` claim may bind."""
+        return frozenset(self.wpt.bindable_headers) | frozenset(self.context_token_headers)
 
     @property
     def mtls_trust_domains(self) -> frozenset[str]:
@@ -310,18 +407,37 @@ class Config(_Strict):
         return frozenset(self.trust_domains)
 
 
+_K = TypeVar("_K", bound=KeySetConfig)
+
+
 def _resolve_paths(config: Config, base: Path) -> Config:
     def resolve(path: Path) -> Path:
         return path if path.is_absolute() else (base / path).resolve()
 
+    def resolve_keys(key_set: _K) -> _K:
+        if key_set.jwks_file is None:
+            return key_set
+        return key_set.model_copy(update={"jwks_file": resolve(key_set.jwks_file)})
+
     domains = {
-        name: domain.model_copy(update={"jwks_file": resolve(domain.jwks_file)})
-        if domain.jwks_file is not None
-        else domain
+        name: resolve_keys(domain).model_copy(
+            update={"txn_token_service": resolve_keys(domain.txn_token_service)}
+        )
+        if domain.txn_token_service is not None
+        else resolve_keys(domain)
         for name, domain in config.trust_domains.items()
     }
-    policy = config.policy.model_copy(update={"directory": resolve(config.policy.directory)})
-    return config.model_copy(update={"trust_domains": domains, "policy": policy})
+    update: dict[str, Any] = {
+        "trust_domains": domains,
+        "policy": config.policy.model_copy(update={"directory": resolve(config.policy.directory)}),
+    }
+    if config.user_token is not None:
+        issuers = {k: resolve_keys(v) for k, v in config.user_token.issuers.items()}
+        update["user_token"] = config.user_token.model_copy(update={"issuers": issuers})
+    if config.attestation is not None:
+        verifiers = {k: resolve_keys(v) for k, v in config.attestation.verifiers.items()}
+        update["attestation"] = config.attestation.model_copy(update={"verifiers": verifiers})
+    return config.model_copy(update=update)
 
 
 def _format_validation_error(source: str, error: ValidationError) -> str:

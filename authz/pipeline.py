@@ -17,6 +17,7 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
 from authz.answers import Answers, Verdict
 from authz.credentials.authenticator import Authentication, Authenticator
+from authz.credentials.context import ContextVerifier
 from authz.credentials.presentation import WIT_HEADER, ProofStyle, proof_style
 from authz.errors import CredentialError, RequestError, UnavailableError, is_rust_panic
 from authz.policy.decision import decision_from_result
@@ -46,14 +47,17 @@ def _short_hash(request: RequestView | None, header: str) -> str:
 class Pipeline:
     def __init__(
         self,
+        *,
         router: ServiceRouter,
         authenticator: Authenticator,
+        context_verifier: ContextVerifier,
         engine: PolicyEngine,
         answers: Answers,
         parsed_body_bytes: int,
     ) -> None:
         self._router = router
         self._authenticator = authenticator
+        self._context_verifier = context_verifier
         self.engine = engine
         self._answers = answers
         self._parsed_body_bytes = parsed_body_bytes
@@ -99,9 +103,21 @@ class Pipeline:
         authentication: Authentication = await self._authenticator.authenticate(
             request.headers, request.source_principal, service.audiences(request.path)
         )
+        context = self._context_verifier.verify(
+            request.headers,
+            authentication.caller,
+            service.id.trust_domain,
+            txn_required=service.requires_txn_token(request.context_extensions),
+        )
         http = request.attributes.request.http
         parsed_body = parse_body(request.headers, http.body, http.raw_body, self._parsed_body_bytes)
-        document = build_input(request, parsed_body, authentication.caller, service)
+        document = build_input(
+            request,
+            parsed_body,
+            authentication.caller,
+            service,
+            context,
+        )
         result = await self.engine.evaluate(document)
         decision = decision_from_result(result, self._answers.managed_headers)
         if decision.allowed:

@@ -3,6 +3,8 @@
 A route names its service in the `wimse.service` context extension; routes that name none
 use the configured default. The service fixes the target URIs a WPT `aud` may carry: its
 configured origins plus the request's raw path. The `Host` header never takes part.
+Whether a Txn-Token is required comes from the route's `wimse.txn_token` context extension
+(`required` or `optional`), else the service's `txn_token`, else `txn_token.required`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from authz.config import SERVICE_CONTEXT_KEY, Config
+from authz.config import SERVICE_CONTEXT_KEY, TXN_TOKEN_CONTEXT_KEY, Config
 from authz.credentials.identifiers import WorkloadId
 from authz.errors import UnavailableError
 from authz.reasons import Reason
@@ -21,6 +23,19 @@ class ServiceTarget:
     name: str
     id: WorkloadId
     origins: tuple[str, ...]
+    txn_token_required: bool = False
+
+    def requires_txn_token(self, context_extensions: Mapping[str, str]) -> bool:
+        setting = context_extensions.get(TXN_TOKEN_CONTEXT_KEY)
+        if setting is None:
+            return self.txn_token_required
+        if setting not in ("required", "optional"):
+            # A route typo must not silently drop a requirement: answered as our fault.
+            raise UnavailableError(
+                Reason.ROUTE_CONFIG_INVALID,
+                f"{TXN_TOKEN_CONTEXT_KEY} must be 'required' or 'optional', not {setting!r}",
+            )
+        return setting == "required"
 
     def audiences(self, path: str) -> tuple[str, ...]:
         """The WPT `aud` values acceptable for a request to `path` (raw, query removed)."""
@@ -35,7 +50,14 @@ class ServiceRouter:
     @classmethod
     def from_config(cls, config: Config) -> ServiceRouter:
         services = {
-            name: ServiceTarget(name, service.workload_id, tuple(service.origins))
+            name: ServiceTarget(
+                name,
+                service.workload_id,
+                tuple(service.origins),
+                txn_token_required=service.txn_token == "required"
+                if service.txn_token is not None
+                else config.txn_token.required,
+            )
             for name, service in config.services.items()
         }
         return cls(services, config.default_service)

@@ -18,8 +18,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from authz.answers import Allowed, Denied, Failed, Verdict
 from authz.clock import Clock
 from authz.config import Config, parse_config
-from authz.devtools.mint import mint_wit, mint_wpt
-from authz.devtools.stack import Identities, Ports, gateway_config
+from authz.devtools.mint import mint_txn_token, mint_wit, mint_wpt
+from authz.devtools.stack import TRUST_DOMAIN, Identities, Ports, gateway_config
 from authz.gateway import Gateway, build_gateway
 from authz.pipeline import Pipeline
 from authz.policy.engine import PolicyEngine
@@ -124,6 +124,15 @@ class GatewayHarness:
     ) -> str:
         kwargs.setdefault("now", self.clock.now)
         return mint_wpt(self.identities.workloads[workload], wit, ORIGIN + path, **kwargs)
+
+    def txn_token(self, **kwargs: Any) -> str:
+        """A Txn-Token from the demo TTS: a checkout started by the frontend, by default."""
+        kwargs.setdefault("now", self.clock.now)
+        kwargs.setdefault("audience", TRUST_DOMAIN)
+        kwargs.setdefault("requesting_workload", self.identities.workload_id("frontend"))
+        kwargs.setdefault("subject", "user-4711")
+        kwargs.setdefault("scope", "checkout")
+        return mint_txn_token(self.identities.tts, **kwargs)
 
     def signed_headers(
         self, path: str = "/api/hello", workload: str = "frontend", **wpt_kwargs: Any

@@ -91,7 +91,10 @@ def read_credentials(
             total += _byte_length(value)
     if total > limits.credential_headers_bytes:
         raise CredentialError(Reason.CREDENTIALS_TOO_LARGE, "credential headers exceed the limit")
-    for name in (TXN_TOKEN_HEADER, *context_headers):
+    txn_token = headers.get(TXN_TOKEN_HEADER)
+    if txn_token is not None and _byte_length(txn_token) > limits.token_header_bytes:
+        raise CredentialError(Reason.TXN_TOO_LARGE, "Txn-Token exceeds the limit")
+    for name in context_headers:
         value = headers.get(name)
         if value is not None and _byte_length(value) > limits.token_header_bytes:
             raise CredentialError(Reason.CREDENTIALS_TOO_LARGE, f"{name} exceeds the limit")

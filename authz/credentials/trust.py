@@ -1,8 +1,10 @@
-"""Trust anchors: per trust domain, the issuer keys that may sign its WITs.
+"""Trust anchors: named sets of configured keys, and per trust domain the WIT issuer keys.
 
-A `TrustStore` is immutable; a reload builds a new one and swaps it in whole, so a check
-never sees half of an old key set and half of a new one. Keys are parsed and bound to their
-algorithms once, here, never per request.
+A `KeySet` is every key one party may sign with (a trust domain's WIT issuer, its
+Transaction Token Service, a user-token issuer, an attestation verifier) with that party's
+algorithm allow-list. A `TrustStore` is immutable; a reload builds a new one and swaps it in
+whole, so a check never sees half of an old key set and half of a new one. Keys are parsed
+and bound to their algorithms once, here, never per request.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from authz.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
-class TrustDomain:
-    """One trust domain: its allowed algorithms and the issuer keys it trusts."""
+class KeySet:
+    """One signer's keys (a trust domain's issuer, a TTS, a verifier) and allowed algorithms."""
 
     name: str
     algorithms: frozenset[str]
@@ -37,9 +39,7 @@ class TrustDomain:
         return self._by_alg.get(alg, ())
 
 
-def build_trust_domain(
-    name: str, algorithms: Iterable[str], keys: Iterable[PublicKey]
-) -> TrustDomain:
+def build_key_set(name: str, algorithms: Iterable[str], keys: Iterable[PublicKey]) -> KeySet:
     allowed = frozenset(algorithms)
     key_tuple = tuple(keys)
     by_kid: dict[str, PublicKey] = {}
@@ -49,17 +49,17 @@ def build_trust_domain(
                 raise ValueError(f"two keys share kid {key.kid!r}")
             by_kid[key.kid] = key
     by_alg = {alg: tuple(k for k in key_tuple if alg in k.algorithms) for alg in allowed}
-    return TrustDomain(name, allowed, key_tuple, by_kid, by_alg)
+    return KeySet(name, allowed, key_tuple, by_kid, by_alg)
 
 
 @dataclass(frozen=True, slots=True)
 class TrustStore:
     """All configured trust domains; `revision` changes whenever any key or setting does."""
 
-    domains: Mapping[str, TrustDomain]
+    domains: Mapping[str, KeySet]
     revision: str
 
-    def get(self, trust_domain: str) -> TrustDomain | None:
+    def get(self, trust_domain: str) -> KeySet | None:
         return self.domains.get(trust_domain)
 
 
@@ -88,20 +88,31 @@ def read_jwks_file(path: Path, where: str) -> Any:
         raise ConfigError(f"{where}: {path} is not JSON: {exc}") from None
 
 
-def build_trust_store(domains: Mapping[str, tuple[frozenset[str], object, str]]) -> TrustStore:
-    """Build a store from `{name: (algorithms, jwks_document, where)}`."""
-    built: dict[str, TrustDomain] = {}
+KeySources = Mapping[str, tuple[frozenset[str], object, str]]
+"""`{name: (algorithms, jwks_document, where)}`: key sets as configured, before parsing."""
+
+
+def build_key_sets(sources: KeySources) -> tuple[dict[str, KeySet], str]:
+    """Parse every source into a `KeySet`; also return a digest of them all (a revision)."""
+    built: dict[str, KeySet] = {}
     digest = hashlib.sha256()
-    for name in sorted(domains):
-        algorithms, document, where = domains[name]
-        if not is_valid_trust_domain(name):
-            raise ConfigError(f"{where}: {name!r} is not a canonical trust domain name")
+    for name in sorted(sources):
+        algorithms, document, where = sources[name]
         keys = parse_jwks(document, algorithms, where)
         try:
-            built[name] = build_trust_domain(name, algorithms, keys)
+            built[name] = build_key_set(name, algorithms, keys)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         digest.update(name.encode())
         digest.update(json.dumps(sorted(algorithms)).encode())
         digest.update(json.dumps(document, sort_keys=True).encode())
-    return TrustStore(domains=built, revision=digest.hexdigest()[:16])
+    return built, digest.hexdigest()[:16]
+
+
+def build_trust_store(domains: KeySources) -> TrustStore:
+    """Build a store of WIT issuer key sets, one per trust domain."""
+    for name, (_, _, where) in domains.items():
+        if not is_valid_trust_domain(name):
+            raise ConfigError(f"{where}: {name!r} is not a canonical trust domain name")
+    built, revision = build_key_sets(domains)
+    return TrustStore(domains=built, revision=revision)

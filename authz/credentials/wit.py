@@ -29,8 +29,9 @@ from authz.credentials.claims import (
     token_hash,
 )
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
-from authz.credentials.jose import CompactJws, JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.trust import TrustDomain, TrustStore
+from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
+from authz.credentials.signature import SignatureReasons, verify_signature
+from authz.credentials.trust import TrustStore
 from authz.errors import CredentialError
 from authz.reasons import Reason
 
@@ -41,6 +42,12 @@ _JOSE_REASONS = JoseReasons(
     header_key_forbidden=Reason.WIT_HEADER_KEY_FORBIDDEN,
     crit_unsupported=Reason.WIT_CRIT_UNSUPPORTED,
     b64_unsupported=Reason.WIT_B64_UNSUPPORTED,
+)
+_SIGNATURE_REASONS = SignatureReasons(
+    malformed=Reason.WIT_MALFORMED,
+    alg_not_allowed=Reason.WIT_ALG_NOT_ALLOWED,
+    kid_unknown=Reason.WIT_KID_UNKNOWN,
+    signature_invalid=Reason.WIT_SIGNATURE_INVALID,
 )
 _LIFETIME_REASONS = LifetimeReasons(
     claim_invalid=Reason.WIT_CLAIM_INVALID,
@@ -126,17 +133,7 @@ class WitVerifier:
                 Reason.WIT_TRUST_DOMAIN_UNKNOWN,
                 f"no trust anchors for trust domain {subject.trust_domain!r}",
             )
-        alg = jws.alg
-        algorithm = SUPPORTED_ALGORITHMS.get(alg)
-        if algorithm is None or alg not in domain.algorithms:
-            raise CredentialError(
-                Reason.WIT_ALG_NOT_ALLOWED, f"alg {alg!r} is not allowed in {domain.name!r}"
-            )
-        kid, key_candidates = _issuer_keys(jws, domain)
-        if not any(
-            key.verify(algorithm, jws.signing_input, jws.signature) for key in key_candidates
-        ):
-            raise CredentialError(Reason.WIT_SIGNATURE_INVALID, "signature does not verify")
+        signer = verify_signature(jws, (domain,), _SIGNATURE_REASONS)
 
         expires_at = check_lifetime(
             jws.claims,
@@ -154,8 +151,8 @@ class WitVerifier:
         return VerifiedWit(
             subject=subject,
             claims=jws.claims,
-            issuer_kid=kid,
-            issuer_alg=alg,
+            issuer_kid=signer.kid,
+            issuer_alg=jws.alg,
             expires_at=expires_at,
             proof_key=proof_key,
             proof_alg=next(iter(proof_key.algorithms)),
@@ -178,24 +175,3 @@ class WitVerifier:
             return public_key_from_jwk(jwk, (alg,))
         except InvalidKey as exc:
             raise CredentialError(Reason.WIT_CNF_KEY_INVALID, f"'cnf.jwk': {exc}") from None
-
-
-def _issuer_keys(jws: CompactJws, domain: TrustDomain) -> tuple[str | None, tuple[PublicKey, ...]]:
-    """The anchor keys that may have signed `jws`: the `kid` key, or every key for its alg."""
-    if "kid" not in jws.header:
-        keys = domain.keys_for_alg(jws.alg)
-        if not keys:
-            raise CredentialError(
-                Reason.WIT_SIGNATURE_INVALID, f"no anchor in {domain.name!r} uses {jws.alg}"
-            )
-        return None, keys
-    kid = jws.header["kid"]
-    if not isinstance(kid, str):
-        # Present but null is not "no kid": that would widen the keys tried to every anchor.
-        raise CredentialError(Reason.WIT_MALFORMED, "JOSE 'kid' is not a string")
-    key = domain.key_for_kid(kid)
-    if key is None:
-        raise CredentialError(Reason.WIT_KID_UNKNOWN, f"no anchor in {domain.name!r} has that kid")
-    if jws.alg not in key.algorithms:
-        raise CredentialError(Reason.WIT_ALG_NOT_ALLOWED, f"the kid's key does not use {jws.alg}")
-    return kid, (key,)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -100,3 +101,97 @@ def mint_wpt(
         claims["oth"] = {name: token_hash(value) for name, value in other_tokens.items()}
     claims.update(extra_claims or {})
     return sign_jws(claims, workload_jwk, {"typ": "wpt+jwt", **(header or {})})
+
+
+def mint_txn_token(
+    tts_jwk: dict[str, Any],
+    *,
+    audience: str | list[str],
+    requesting_workload: str,
+    subject: str,
+    scope: str,
+    tctx: Mapping[str, Any] | None = None,
+    rctx: Mapping[str, Any] | None = None,
+    actor: Mapping[str, Any] | None = None,
+    ttl: float = 300,
+    now: float | None = None,
+    txn: str | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+    typ: str = "txntoken+jwt",
+) -> str:
+    """A Transaction Token (draft -10 claim names) as a trust domain's TTS would issue it."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iat": issued,
+        "aud": audience,
+        "exp": int(issued + ttl),
+        "txn": txn or str(uuid.uuid4()),
+        "sub": subject,
+        "scope": scope,
+        "req_wl": requesting_workload,
+    }
+    for name, value in (("tctx", tctx), ("rctx", rctx), ("act", actor)):
+        if value is not None:
+            claims[name] = dict(value)
+    claims.update(extra_claims or {})
+    return sign_jws(claims, tts_jwk, {"typ": typ, "kid": tts_jwk.get("kid")})
+
+
+def ear_claims(
+    submods: Mapping[str, tuple[str, Mapping[str, int]]],
+    *,
+    now: float | None = None,
+    subject: str | None = None,
+    profile: str = "tag:ietf.org,2026:rats/ear#03",
+) -> dict[str, Any]:
+    """EAR claims (current names) from `{submod: (status, trustworthiness vector)}`."""
+    claims: dict[str, Any] = {
+        "eat_profile": profile,
+        "iat": int(time.time() if now is None else now),
+        "ear_verifier_id": {"developer": "https://wimse-authz.invalid", "build": "dev"},
+        "submods": {
+            name: {"ear_status": status, "ear_trustworthiness_vector": dict(vector)}
+            for name, (status, vector) in submods.items()
+        },
+    }
+    if subject is not None:
+        claims["sub"] = subject
+    return claims
+
+
+def mint_ear(verifier_jwk: dict[str, Any], claims: Mapping[str, Any]) -> str:
+    """An EAR JWT signed as an attestation verifier would sign it."""
+    return sign_jws(claims, verifier_jwk, {"typ": "JWT", "kid": verifier_jwk.get("kid")})
+
+
+def mint_user_token(
+    issuer_jwk: dict[str, Any],
+    *,
+    issuer: str,
+    subject: str,
+    audience: str | list[str],
+    client_id: str = "demo-client",
+    scope: str = "",
+    roles: list[str] | None = None,
+    ttl: float = 600,
+    now: float | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+    typ: str | None = "at+jwt",
+) -> str:
+    """An RFC 9068 JWT access token for an end user."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "client_id": client_id,
+        "iat": issued,
+        "exp": int(issued + ttl),
+        "jti": secrets.token_urlsafe(16),
+    }
+    if scope:
+        claims["scope"] = scope
+    if roles is not None:
+        claims["roles"] = roles
+    claims.update(extra_claims or {})
+    return sign_jws(claims, issuer_jwk, {"typ": typ, "kid": issuer_jwk.get("kid")})

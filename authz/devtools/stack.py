@@ -31,7 +31,19 @@ POLICY_DIR = REPO_ROOT / "policies"
 TRUST_DOMAIN = "demo.example"
 SERVICE_ID = f"spiffe://{TRUST_DOMAIN}/echo"
 # Demo workloads and the algorithm of each one's own key (what its WPTs are signed with).
-WORKLOAD_ALGORITHMS = {"frontend": "EdDSA", "ops": "ES256", "batch": "Ed25519"}
+WORKLOAD_ALGORITHMS = {
+    "frontend": "EdDSA",
+    "ops": "ES256",
+    "batch": "Ed25519",
+    "orders": "ES256",
+    "payments": "EdDSA",
+}
+USER_TOKEN_ISSUER = "https://idp.demo.example"
+USER_TOKEN_AUDIENCE = "https://api.demo.example"
+USER_TOKEN_HEADER = "x-user-token"
+ATTESTATION_HEADER = "x-wimse-attestation"
+ATTESTATION_VERIFIER = "demo-verifier"
+TXN_RCTX_EAR_CLAIM = "ear"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +64,14 @@ class Ports:
 
 @dataclass(frozen=True, slots=True)
 class Identities:
-    """The demo trust domain's issuer key and each workload's identifier and key."""
+    """The demo trust domain's signing keys (WIT issuer, Transaction Token Service, user
+    token issuer, attestation verifier) and each workload's identifier and key."""
 
     issuer: dict[str, Any]
     workloads: Mapping[str, dict[str, Any]]
+    tts: dict[str, Any]
+    user_issuer: dict[str, Any]
+    attestation_verifier: dict[str, Any]
 
     def workload_id(self, name: str) -> str:
         return f"spiffe://{TRUST_DOMAIN}/{name}"
@@ -83,13 +99,22 @@ def ensure_identities(directory: Path) -> Identities:
         path.chmod(0o600)
         return jwk
 
-    issuer = load_or_create("issuer", "ES256")
     trust = directory / "trust"
     trust.mkdir(exist_ok=True)
-    jwks_path = trust / f"{TRUST_DOMAIN}.jwks.json"
-    jwks_path.write_text(json.dumps({"keys": [public_jwk(issuer)]}, indent=2) + "\n")
-    workloads = {name: load_or_create(name, alg) for name, alg in WORKLOAD_ALGORITHMS.items()}
-    return Identities(issuer=issuer, workloads=workloads)
+
+    def signer(name: str, jwks_name: str) -> dict[str, Any]:
+        private = load_or_create(name, "ES256")
+        jwks = {"keys": [public_jwk(private)]}
+        (trust / f"{jwks_name}.jwks.json").write_text(json.dumps(jwks, indent=2) + "\n")
+        return private
+
+    return Identities(
+        issuer=signer("issuer", TRUST_DOMAIN),
+        workloads={name: load_or_create(name, alg) for name, alg in WORKLOAD_ALGORITHMS.items()},
+        tts=signer("tts", f"{TRUST_DOMAIN}.tts"),
+        user_issuer=signer("idp", "idp"),
+        attestation_verifier=signer("verifier", ATTESTATION_VERIFIER),
+    )
 
 
 def gateway_config(
@@ -106,6 +131,7 @@ def gateway_config(
     `identity_dir` is where `ensure_identities` put the demo trust domain's keys. Each
     override replaces a top-level key, or is merged into it when both are mappings.
     """
+    trust = identity_dir / "trust"
     config: dict[str, Any] = {
         "server": {
             "listeners": [{"address": a} for a in listeners or [f"127.0.0.1:{ports.gateway}"]],
@@ -114,7 +140,11 @@ def gateway_config(
         "trust_domains": {
             TRUST_DOMAIN: {
                 "algorithms": ["ES256"],
-                "jwks_file": str(identity_dir / "trust" / f"{TRUST_DOMAIN}.jwks.json"),
+                "jwks_file": str(trust / f"{TRUST_DOMAIN}.jwks.json"),
+                "txn_token_service": {
+                    "algorithms": ["ES256"],
+                    "jwks_file": str(trust / f"{TRUST_DOMAIN}.tts.jwks.json"),
+                },
             }
         },
         "services": {
@@ -124,6 +154,26 @@ def gateway_config(
             }
         },
         "policy": {"directory": str(policy_dir), "decision": "envoy/authz/decision"},
+        "user_token": {
+            "header": USER_TOKEN_HEADER,
+            "issuers": {
+                USER_TOKEN_ISSUER: {
+                    "algorithms": ["ES256"],
+                    "jwks_file": str(trust / "idp.jwks.json"),
+                    "audiences": [USER_TOKEN_AUDIENCE],
+                }
+            },
+        },
+        "attestation": {
+            "header": ATTESTATION_HEADER,
+            "txn_rctx_claim": TXN_RCTX_EAR_CLAIM,
+            "verifiers": {
+                ATTESTATION_VERIFIER: {
+                    "algorithms": ["ES256"],
+                    "jwks_file": str(trust / f"{ATTESTATION_VERIFIER}.jwks.json"),
+                }
+            },
+        },
     }
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

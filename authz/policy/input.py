@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from authz.credentials.attestation import AttestationResult
 from authz.credentials.authenticator import Caller
+from authz.credentials.context import TransactionContext
+from authz.credentials.presentation import TXN_TOKEN_HEADER
+from authz.credentials.txn_token import VerifiedTxnToken
+from authz.credentials.user_token import VerifiedUserToken
 from authz.policy.attributes import attributes_to_json
 from authz.policy.http_parsing import ParsedBody, parse_path, parse_query
 from authz.request import RequestView
@@ -51,6 +56,98 @@ def caller_document(caller: Caller) -> dict[str, Any]:
     return document
 
 
+def txn_document(txn: VerifiedTxnToken, caller: Caller | None) -> dict[str, Any]:
+    current_actor = dict(txn.actors[0].claims) if txn.actors else None
+    bound = (
+        caller is not None
+        and caller.proof is not None
+        and (TXN_TOKEN_HEADER in caller.proof.bound_headers)
+    )
+    return {
+        "id": txn.txn_id,
+        "sub": txn.subject,
+        "scope": list(txn.scopes),
+        "tctx": txn.tctx,
+        "rctx": txn.rctx,
+        # The transaction's origin; legacy list forms name it first.
+        "req_wl": txn.requesting_workloads[0],
+        "aud": list(txn.audiences),
+        "iss": txn.issuer,
+        "issued_at": _numeric_date(txn.issued_at),
+        "expires_at": _numeric_date(txn.expires_at),
+        "act": current_actor,
+        "kid": txn.kid,
+        "alg": txn.alg,
+        "legacy": txn.legacy,
+        "bound_by": "wpt" if bound else None,
+        "claims": txn.claims,
+    }
+
+
+def user_token_document(token: VerifiedUserToken, header: str) -> dict[str, Any]:
+    return {
+        "type": token.type.value,
+        "header": header,
+        "iss": token.issuer,
+        "sub": token.subject,
+        "aud": list(token.audiences),
+        "client_id": token.client_id,
+        "scope": list(token.scopes),
+        "roles": list(token.roles),
+        "groups": list(token.groups),
+        "entitlements": list(token.entitlements),
+        "issued_at": _numeric_date(token.issued_at),
+        "expires_at": _numeric_date(token.expires_at),
+        "claims": token.claims,
+    }
+
+
+def user_document(context: TransactionContext) -> dict[str, Any] | None:
+    """The principal of the transaction (from the Txn-Token) and the verified user token."""
+    txn, token = context.txn, context.user_token
+    if txn is None and token is None:
+        return None
+    return {
+        "sub": txn.subject if txn is not None else None,
+        "scope": list(txn.scopes) if txn is not None else None,
+        "tctx": txn.tctx if txn is not None else None,
+        "token": user_token_document(token, context.user_token_header)
+        if token is not None
+        else None,
+    }
+
+
+def attestation_result_document(result: AttestationResult) -> dict[str, Any]:
+    return {
+        "source": result.source.value,
+        "status": result.status.value,
+        "fresh": result.fresh,
+        "profile": result.profile,
+        "issued_at": _numeric_date(result.issued_at),
+        "expires_at": _numeric_date(result.expires_at) if result.expires_at is not None else None,
+        "verifier": result.verifier,
+        "signed_by": result.signed_by,
+        "submods": {
+            name: {
+                "status": submod.status.value,
+                "trustworthiness": dict(submod.trustworthiness),
+                "policy_ids": list(submod.policy_ids),
+            }
+            for name, submod in result.submods.items()
+        },
+    }
+
+
+def attestation_document(context: TransactionContext) -> dict[str, Any] | None:
+    status = context.attestation_status
+    if status is None:
+        return None
+    return {
+        "status": status.value,
+        "results": [attestation_result_document(result) for result in context.attestation],
+    }
+
+
 def service_document(service: ServiceTarget) -> dict[str, Any]:
     return {"name": service.name, "id": service.id.uri, "trust_domain": service.id.trust_domain}
 
@@ -60,6 +157,7 @@ def build_input(
     parsed_body: ParsedBody,
     caller: Caller | None,
     service: ServiceTarget,
+    context: TransactionContext,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "attributes": attributes_to_json(request.attributes),
@@ -71,11 +169,18 @@ def build_input(
         "wimse": {
             "caller": caller_document(caller) if caller is not None else None,
             "service": service_document(service),
-            # Reserved for transaction context, caller chains, user claims and attestation.
-            "txn": None,
-            "chain": None,
-            "user": None,
-            "attestation": None,
+            "txn": txn_document(context.txn, caller) if context.txn is not None else None,
+            "chain": [
+                {
+                    "id": hop.id,
+                    "trust_domain": hop.trust_domain,
+                    "source": hop.source.value,
+                    "verified": hop.verified,
+                }
+                for hop in context.chain
+            ],
+            "user": user_document(context),
+            "attestation": attestation_document(context),
         },
     }
     if request.source_principal:

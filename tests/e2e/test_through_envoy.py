@@ -42,7 +42,7 @@ def test_verified_caller_reaches_the_upstream_with_identity_and_without_its_proo
 
 
 def test_txn_token_bound_by_the_wpt_is_passed_on_unmodified(stack: RunningStack) -> None:
-    txn_token = "eyJhbGciOiJFUzI1NiJ9.eyJ0eG4iOiJ0LTEifQ.c2lnbmF0dXJl"
+    txn_token = stack.txn_token()
     wit = stack.wit()
     wpt = stack.wpt(wit, "/api/orders", txn_token=txn_token)
     response = stack.request(

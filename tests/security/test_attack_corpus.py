@@ -836,26 +836,27 @@ def test_full_replay_cache_fails_closed_and_recovers_after_expiry(
 
 
 def test_wpt_with_tth_but_no_txn_token_is_refused(harness: GatewayHarness, forge: Forge) -> None:
-    headers = forge.headers(wpt_claims={"tth": token_hash("txn-token-value")})
+    headers = forge.headers(wpt_claims={"tth": token_hash(harness.txn_token())})
     expect_refused(check(harness, headers), "wpt.tth_unbound")
 
 
 def test_txn_token_without_tth_is_refused(harness: GatewayHarness, forge: Forge) -> None:
-    headers = forge.headers() | {"txn-token": "txn-token-value"}
+    headers = forge.headers() | {"txn-token": harness.txn_token()}
     expect_refused(check(harness, headers), "wpt.tth_missing")
 
 
 def test_txn_token_with_wrong_tth_is_refused(harness: GatewayHarness, forge: Forge) -> None:
-    headers = forge.headers(wpt_claims={"tth": token_hash("another-txn-token")})
-    headers["txn-token"] = "txn-token-value"
+    headers = forge.headers(wpt_claims={"tth": token_hash(harness.txn_token())})
+    headers["txn-token"] = harness.txn_token()
     expect_refused(check(harness, headers), "wpt.tth_mismatch")
 
 
 def test_control_txn_token_with_matching_tth_is_accepted(
     harness: GatewayHarness, forge: Forge
 ) -> None:
-    headers = forge.headers(wpt_claims={"tth": token_hash("txn-token-value")})
-    headers["txn-token"] = "txn-token-value"
+    txn_token = harness.txn_token()
+    headers = forge.headers(wpt_claims={"tth": token_hash(txn_token)})
+    headers["txn-token"] = txn_token
     expect_allowed(check(harness, headers))
 
 
@@ -863,62 +864,62 @@ def test_control_txn_token_with_matching_tth_is_accepted(
 # `oth`: other context tokens.
 # =========================================================================================
 
-USER_TOKEN = "user-token-value"
+CONTEXT_VALUE = "context-value"
 
 
 def test_oth_naming_a_header_the_gateway_does_not_use_is_refused(
     harness: GatewayHarness, forge: Forge
 ) -> None:
-    headers = forge.headers(wpt_claims={"oth": {"x-user-token": token_hash(USER_TOKEN)}})
-    headers["x-user-token"] = USER_TOKEN
+    headers = forge.headers(wpt_claims={"oth": {"x-context": token_hash(CONTEXT_VALUE)}})
+    headers["x-context"] = CONTEXT_VALUE
     expect_refused(check(harness, headers), "wpt.oth_unknown_header")
 
 
 @pytest.fixture
 def bindable(harness: GatewayHarness) -> GatewayHarness:
-    return harness.rebuild(wpt={"bindable_headers": ["x-user-token"]})
+    return harness.rebuild(wpt={"bindable_headers": ["x-context"]})
 
 
 def test_oth_with_an_unconfigured_name_next_to_a_configured_one_is_refused(
     bindable: GatewayHarness,
 ) -> None:
     forge = Forge(bindable)
-    oth = {"x-user-token": token_hash(USER_TOKEN), "x-other": token_hash("v")}
-    headers = forge.headers(wpt_claims={"oth": oth}) | {"x-user-token": USER_TOKEN, "x-other": "v"}
+    oth = {"x-context": token_hash(CONTEXT_VALUE), "x-other": token_hash("v")}
+    headers = forge.headers(wpt_claims={"oth": oth}) | {"x-context": CONTEXT_VALUE, "x-other": "v"}
     expect_refused(check(bindable, headers), "wpt.oth_unknown_header")
 
 
 def test_oth_name_in_another_case_is_refused(bindable: GatewayHarness) -> None:
     forge = Forge(bindable)
-    headers = forge.headers(wpt_claims={"oth": {"X-User-Token": token_hash(USER_TOKEN)}})
-    headers["x-user-token"] = USER_TOKEN
+    headers = forge.headers(wpt_claims={"oth": {"X-Context": token_hash(CONTEXT_VALUE)}})
+    headers["x-context"] = CONTEXT_VALUE
     expect_refused(check(bindable, headers), "wpt.oth_unknown_header")
 
 
 def test_oth_bound_header_absent_is_refused(bindable: GatewayHarness) -> None:
     forge = Forge(bindable)
-    headers = forge.headers(wpt_claims={"oth": {"x-user-token": token_hash(USER_TOKEN)}})
+    headers = forge.headers(wpt_claims={"oth": {"x-context": token_hash(CONTEXT_VALUE)}})
     expect_refused(check(bindable, headers), "wpt.oth_header_missing")
 
 
 def test_oth_hash_mismatch_is_refused(bindable: GatewayHarness) -> None:
     forge = Forge(bindable)
-    headers = forge.headers(wpt_claims={"oth": {"x-user-token": token_hash("another-value")}})
-    headers["x-user-token"] = USER_TOKEN
+    headers = forge.headers(wpt_claims={"oth": {"x-context": token_hash("another-value")}})
+    headers["x-context"] = CONTEXT_VALUE
     expect_refused(check(bindable, headers), "wpt.oth_mismatch")
 
 
-@pytest.mark.parametrize("oth", [["x-user-token"], "x-user-token", {"x-user-token": 1}])
+@pytest.mark.parametrize("oth", [["x-context"], "x-context", {"x-context": 1}])
 def test_oth_of_the_wrong_shape_is_refused(bindable: GatewayHarness, oth: object) -> None:
     forge = Forge(bindable)
-    headers = forge.headers(wpt_claims={"oth": oth}) | {"x-user-token": USER_TOKEN}
+    headers = forge.headers(wpt_claims={"oth": oth}) | {"x-context": CONTEXT_VALUE}
     expect_refused(check(bindable, headers), "wpt.oth_invalid")
 
 
 def test_oth_matching_binding_is_accepted(bindable: GatewayHarness) -> None:
     forge = Forge(bindable)
-    headers = forge.headers(wpt_claims={"oth": {"x-user-token": token_hash(USER_TOKEN)}})
-    headers["x-user-token"] = USER_TOKEN
+    headers = forge.headers(wpt_claims={"oth": {"x-context": token_hash(CONTEXT_VALUE)}})
+    headers["x-context"] = CONTEXT_VALUE
     expect_allowed(check(bindable, headers))
 
 
@@ -936,8 +937,8 @@ decision := {
 @pytest.mark.parametrize(
     ("send_txn", "send_user", "bound"),
     [
-        (False, True, "x-user-token"),
-        (True, True, "txn-token,x-user-token"),
+        (False, True, "x-context"),
+        (True, True, "txn-token,x-context"),
         (True, False, "txn-token"),
         (False, False, ""),
     ],
@@ -946,18 +947,19 @@ def test_bound_headers_reach_policy_input(
     harness: GatewayHarness, tmp_path: Path, send_txn: bool, send_user: bool, bound: str
 ) -> None:
     gateway = harness.rebuild(
-        wpt={"bindable_headers": ["x-user-token"]},
+        wpt={"bindable_headers": ["x-context"]},
         policy=write_policy(tmp_path / "policy", BOUND_HEADERS_POLICY),
     )
     forge = Forge(gateway)
     claims: dict[str, Any] = {}
     extra: dict[str, str] = {}
     if send_txn:
-        claims["tth"] = token_hash("txn-token-value")
-        extra["txn-token"] = "txn-token-value"
+        txn_token = gateway.txn_token()
+        claims["tth"] = token_hash(txn_token)
+        extra["txn-token"] = txn_token
     if send_user:
-        claims["oth"] = {"x-user-token": token_hash(USER_TOKEN)}
-        extra["x-user-token"] = USER_TOKEN
+        claims["oth"] = {"x-context": token_hash(CONTEXT_VALUE)}
+        extra["x-context"] = CONTEXT_VALUE
     allowed = expect_allowed(check(gateway, forge.headers(wpt_claims=claims) | extra))
     assert header(allowed, "x-test-bound") == bound
 
@@ -966,11 +968,11 @@ def test_unbound_context_header_is_not_reported_as_bound(
     harness: GatewayHarness, tmp_path: Path
 ) -> None:
     gateway = harness.rebuild(
-        wpt={"bindable_headers": ["x-user-token"]},
+        wpt={"bindable_headers": ["x-context"]},
         policy=write_policy(tmp_path / "policy", BOUND_HEADERS_POLICY),
     )
-    # x-user-token is sent but the proof does not bind it: it must not count as bound.
-    headers = Forge(gateway).headers() | {"x-user-token": USER_TOKEN}
+    # x-context is sent but the proof does not bind it: it must not count as bound.
+    headers = Forge(gateway).headers() | {"x-context": CONTEXT_VALUE}
     allowed = expect_allowed(check(gateway, headers))
     assert header(allowed, "x-test-bound") == ""
 
@@ -1213,9 +1215,9 @@ def test_wit_over_a_configured_limit_is_refused(harness: GatewayHarness) -> None
 
 
 def test_oversized_txn_token_is_refused(harness: GatewayHarness, forge: Forge) -> None:
-    txn = "t" * 9000
+    txn = harness.txn_token(tctx={"padding": "t" * 9000})
     headers = forge.headers(wpt_claims={"tth": token_hash(txn)}) | {"txn-token": txn}
-    expect_refused(check(harness, headers), "credentials.too_large")
+    expect_refused(check(harness, headers), "txn.too_large")
 
 
 def _context_headers(harness: GatewayHarness, count: int) -> tuple[GatewayHarness, dict[str, str]]:
@@ -1247,7 +1249,7 @@ def test_total_credential_headers_over_a_configured_limit_are_refused(
 ) -> None:
     small = harness.rebuild(limits={"credential_headers_bytes": 4096})
     forge = Forge(small)
-    txn = "t" * 3500
+    txn = harness.txn_token(tctx={"padding": "t" * 3000})
     headers = forge.headers(wpt_claims={"tth": token_hash(txn)}) | {"txn-token": txn}
     assert sum(len(value) for value in headers.values()) > 4096
     expect_refused(check(small, headers), "credentials.too_large")

@@ -7,6 +7,7 @@ from typing import Any
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from google.protobuf import json_format
 
+from authz.credentials.context import NO_CONTEXT
 from authz.credentials.identifiers import parse_workload_id
 from authz.policy.attributes import attributes_to_json
 from authz.policy.http_parsing import NO_BODY
@@ -77,13 +78,13 @@ def test_raw_header_map_is_rendered_and_used_for_headers() -> None:
     assert request_view(request.attributes).headers["x-a"] == "1,2"
 
 
-def test_input_document_has_opa_envoy_fields_and_reserved_wimse_members() -> None:
+def test_input_document_has_opa_envoy_fields_and_empty_wimse_members() -> None:
     request = request_view(
         check_request(
             "//admin/a%2Fb?q=1&q=2", {}, principal="spiffe://demo.example/frontend"
         ).attributes
     )
-    document = build_input(request, NO_BODY, None, SERVICE)
+    document = build_input(request, NO_BODY, None, SERVICE, NO_CONTEXT)
     assert document["parsed_path"] == ["", "admin", "a/b"]
     assert document["parsed_query"] == {"q": ["1", "2"]}
     assert document["parsed_body"] is None
@@ -99,14 +100,16 @@ def test_input_document_has_opa_envoy_fields_and_reserved_wimse_members() -> Non
             "trust_domain": "demo.example",
         },
         "txn": None,
-        "chain": None,
+        "chain": [],
         "user": None,
         "attestation": None,
     }
 
 
 def test_source_principal_is_absent_without_mtls() -> None:
-    document = build_input(request_view(check_request("/").attributes), NO_BODY, None, SERVICE)
+    document = build_input(
+        request_view(check_request("/").attributes), NO_BODY, None, SERVICE, NO_CONTEXT
+    )
     assert "source_principal" not in document
 
 

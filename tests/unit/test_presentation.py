@@ -48,7 +48,7 @@ def test_bearer_tokens_are_not_proofs() -> None:
         ({"authorization": "WPT a.b.c extra"}, Reason.WPT_MALFORMED),
         ({"workload-identity-token": "x" * 101}, Reason.WIT_TOO_LARGE),
         ({"authorization": "WPT " + "x" * 101}, Reason.WPT_TOO_LARGE),
-        ({"txn-token": "x" * 101}, Reason.CREDENTIALS_TOO_LARGE),
+        ({"txn-token": "x" * 101}, Reason.TXN_TOO_LARGE),
         (
             {
                 "workload-identity-token": "x" * 90,
