@@ -126,6 +126,66 @@ def _cmd_mint_wpt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(value: str) -> dict[str, Any]:
+    """A JSON object given inline, or `@path` to read it from a file."""
+    document = json.loads(_token_argument(value))
+    if not isinstance(document, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return document
+
+
+def _cmd_mint_txn(args: argparse.Namespace) -> int:
+    from authz.devtools.mint import mint_txn_token
+
+    print(
+        mint_txn_token(
+            _read_json(args.tts_key),
+            audience=args.aud,
+            requesting_workload=args.req_wl,
+            subject=args.sub,
+            scope=args.scope,
+            tctx=args.tctx,
+            rctx=args.rctx,
+            actor=args.act,
+            ttl=args.ttl,
+        )
+    )
+    return 0
+
+
+def _cmd_mint_ear(args: argparse.Namespace) -> int:
+    from authz.devtools.mint import ear_claims, mint_ear
+
+    submods: dict[str, tuple[str, dict[str, int]]] = {}
+    for item in args.submod:
+        name, _, rest = item.partition("=")
+        status, _, vector = rest.partition(":")
+        claims = dict(pair.split("=", 1) for pair in vector.split(",") if pair)
+        submods[name] = (status, {claim: int(value) for claim, value in claims.items()})
+    claims = ear_claims(submods, subject=args.sub)
+    print(mint_ear(_read_json(args.verifier_key), claims))
+    return 0
+
+
+def _cmd_mint_user(args: argparse.Namespace) -> int:
+    from authz.devtools.mint import mint_user_token
+
+    print(
+        mint_user_token(
+            _read_json(args.issuer_key),
+            issuer=args.iss,
+            subject=args.sub,
+            audience=args.aud,
+            client_id=args.client_id,
+            scope=args.scope,
+            roles=args.role,
+            ttl=args.ttl,
+            typ=None if args.id_token else "at+jwt",
+        )
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from authz.devtools.demo import run_demo
 
@@ -184,6 +244,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", action="append", default=[], metavar="HEADER=VALUE", help="bind with oth"
     )
     wpt.set_defaults(handler=_cmd_mint_wpt)
+    txn = kinds.add_parser("txn", help="a Transaction Token, as a trust domain's TTS issues it")
+    txn.add_argument("--tts-key", type=Path, required=True)
+    txn.add_argument("--aud", required=True, help="the trust domain the token is for")
+    txn.add_argument("--req-wl", required=True, help="the workload that asked for the token")
+    txn.add_argument("--sub", required=True, help="the transaction's principal")
+    txn.add_argument("--scope", required=True, help="space-separated purpose")
+    txn.add_argument("--tctx", type=_json_object, help="transaction context (JSON or @file)")
+    txn.add_argument("--rctx", type=_json_object, help="request context (JSON or @file)")
+    txn.add_argument("--act", type=_json_object, help="RFC 8693 actor, e.g. '{\"sub\": ...}'")
+    txn.add_argument("--ttl", type=float, default=300)
+    txn.set_defaults(handler=_cmd_mint_txn)
+    ear = kinds.add_parser("ear", help="an attestation result (EAR JWT) from a verifier")
+    ear.add_argument("--verifier-key", type=Path, required=True)
+    ear.add_argument(
+        "--submod",
+        action="append",
+        required=True,
+        metavar="NAME=STATUS[:CLAIM=N,...]",
+        help="e.g. platform=affirming:hardware=2,executables=2",
+    )
+    ear.add_argument("--sub", help="the workload the result is about")
+    ear.set_defaults(handler=_cmd_mint_ear)
+    user = kinds.add_parser("user", help="an end-user access token (RFC 9068)")
+    user.add_argument("--issuer-key", type=Path, required=True)
+    user.add_argument("--iss", required=True)
+    user.add_argument("--sub", required=True)
+    user.add_argument("--aud", required=True)
+    user.add_argument("--client-id", default="demo-client")
+    user.add_argument("--scope", default="")
+    user.add_argument("--role", action="append", help="repeat for several roles")
+    user.add_argument("--ttl", type=float, default=600)
+    user.add_argument("--id-token", action="store_true", help="an OIDC ID token (no at+jwt typ)")
+    user.set_defaults(handler=_cmd_mint_user)
 
     demo = commands.add_parser("demo", help="run gateway + Envoy + sample upstream locally")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))

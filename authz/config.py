@@ -381,6 +381,8 @@ class Config(_Strict):
         for name in context:
             if name in CREDENTIAL_HEADERS:
                 raise ValueError(f"{name!r} is a credential header, not a context token header")
+            if name in (*self.upstream.identity_headers.names(), reason):
+                raise ValueError(f"{name!r} is a header the gateway sets itself")
         if len(context) != len(set(context)):
             raise ValueError("user_token.header and attestation.header must differ")
         return self

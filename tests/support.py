@@ -8,13 +8,16 @@ tests exercise the same code path the gRPC server does.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from jsonschema import Draft202012Validator
 
+import authz.policy
 from authz.answers import Allowed, Denied, Failed, Verdict
 from authz.clock import Clock
 from authz.config import Config, parse_config
@@ -101,6 +104,8 @@ class GatewayHarness:
         if self._gateway is None:
             clock: Clock = self.clock
             self._gateway = build_gateway(self.config(), clock)
+            # Every input any harness-driven test produces must match the published schema.
+            hook_engine(self._gateway.pipeline, validate_input)
         return self._gateway
 
     def rebuild(self, **overrides: Any) -> GatewayHarness:
@@ -151,6 +156,27 @@ class GatewayHarness:
         self, path: str = "/api/hello", headers: Mapping[str, str] | None = None, **kwargs: Any
     ) -> Verdict:
         return self.check(check_request(path, headers, **kwargs))
+
+
+INPUT_SCHEMA = json.loads(
+    (Path(authz.policy.__file__).parent / "input.schema.json").read_text(encoding="utf-8")
+)
+_INPUT_VALIDATOR = Draft202012Validator(INPUT_SCHEMA)
+
+
+class SchemaViolation(BaseException):
+    """An emitted policy input broke the schema. A BaseException on purpose: the pipeline
+    answers any Exception as 503, which would hide the violation from tests expecting one."""
+
+
+async def validate_input(document: dict[str, Any]) -> None:
+    """Fail the test if `document` does not match `authz/policy/input.schema.json`."""
+    errors = sorted(_INPUT_VALIDATOR.iter_errors(document), key=lambda e: list(e.path))
+    if errors:
+        raise SchemaViolation(
+            "policy input does not match its schema:\n"
+            + "\n".join(f"  {'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors)
+        )
 
 
 class HookedEngine:

@@ -119,7 +119,9 @@ def mint_txn_token(
     extra_claims: Mapping[str, Any] | None = None,
     typ: str = "txntoken+jwt",
 ) -> str:
-    """A Transaction Token (draft -10 claim names) as a trust domain's TTS would issue it."""
+    """A Transaction Token (draft -10 claim names) as a trust domain's TTS would issue it.
+
+    `extra_claims` are added last; a None value removes that claim (to forge tokens)."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "iat": issued,
@@ -134,6 +136,7 @@ def mint_txn_token(
         if value is not None:
             claims[name] = dict(value)
     claims.update(extra_claims or {})
+    claims = {name: value for name, value in claims.items() if value is not None}
     return sign_jws(claims, tts_jwk, {"typ": typ, "kid": tts_jwk.get("kid")})
 
 

@@ -41,7 +41,7 @@ WORKLOAD_ALGORITHMS = {
 USER_TOKEN_ISSUER = "https://idp.demo.example"
 USER_TOKEN_AUDIENCE = "https://api.demo.example"
 USER_TOKEN_HEADER = "x-user-token"
-ATTESTATION_HEADER = "x-wimse-attestation"
+ATTESTATION_HEADER = "x-attestation-result"
 ATTESTATION_VERIFIER = "demo-verifier"
 TXN_RCTX_EAR_CLAIM = "ear"
 

@@ -1,49 +1,36 @@
-# Sample mesh policy: which workloads may call which service, on which paths.
+# The gateway's decision: the WIMSE policy library (../wimse/) composed into one answer.
 #
-# Decision rule: data.envoy.authz.decision (an OPA-Envoy decision object). The per-service
-# allow-lists live in ../mesh/data.json (data.mesh), so adding a caller is a data change.
+# Decision rule: data.envoy.authz.decision (an OPA-Envoy decision object). Everything that
+# varies per service lives in ../mesh/data.json (data.mesh): grants say who may call,
+# route rules say what each request must also carry, so a change of policy is a data change.
 package envoy.authz
 
 import rego.v1
 
+import data.wimse.attestation
+import data.wimse.callers
+import data.wimse.chain
+import data.wimse.domains
+import data.wimse.txn
+import data.wimse.user
+
 default allow := false
 
-http := input.attributes.request.http
-
-caller := input.wimse.caller
-
-service := input.wimse.service.name
-
-# Unauthenticated requests may read the service's public health endpoint, nothing else.
+# Allowed when the caller is admitted (public path or a grant) AND no requirement of any
+# applying route rule failed. Each package reports one reason per failed requirement.
 allow if {
-	http.method in {"GET", "HEAD"}
-	input.parsed_path in data.mesh.public_paths
+	callers.admitted
+	count(failures) == 0
 }
 
-# Authenticated workloads: allowed when an entry for this service names the caller's exact
-# identifier, the method, and a path prefix (compared segment by segment, never as text).
-allow if {
-	some grant in data.mesh.services[service].callers
-	grant.id == caller.id
-	http.method in grant.methods
-	some prefix in grant.path_prefixes
-	path_has_prefix(input.parsed_path, prefix)
-}
+failures := chain.failures | txn.failures | user.failures | attestation.failures | domains.failures
 
-path_has_prefix(path, prefix) if {
-	count(path) >= count(prefix)
-	array.slice(path, 0, count(prefix)) == prefix
-}
-
-reasons contains "no credentials and not a public path" if {
+reasons contains reason if {
 	not allow
-	caller == null
+	some reason in callers.failures
 }
 
-reasons contains sprintf("%s has no grant for %s %s", [caller.id, http.method, http.path]) if {
-	not allow
-	caller != null
-}
+reasons contains reason if some reason in failures
 
 decision := {
 	"allowed": allow,

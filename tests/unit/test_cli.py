@@ -5,13 +5,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from authz.cli import main
 from authz.devtools.stack import Ports, ensure_identities, gateway_config
-from tests.support import GatewayHarness, expect_allowed
+from tests.support import GatewayHarness, expect_allowed, hook_engine
 
 
 def test_keys_generate_writes_a_private_jwk_and_adds_the_public_half_to_a_jwks(
@@ -91,6 +92,54 @@ def test_minted_tokens_from_the_cli_are_accepted_by_the_gateway(
         "/api/hello", {"workload-identity-token": wit, "authorization": f"WPT {wpt}"}
     )
     expect_allowed(verdict)
+
+
+def _mint(capsys: pytest.CaptureFixture[str], *arguments: str) -> str:
+    assert main(["token", "mint", *arguments]) == 0
+    return capsys.readouterr().out.strip()
+
+
+def test_minted_context_tokens_from_the_cli_reach_the_policy_input(
+    harness: GatewayHarness, identity_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = identity_dir / "keys"
+    harness.clock.now = time.time()  # the CLI mints at wall-clock time
+    txn = _mint(
+        capsys,
+        *("txn", "--tts-key", str(keys / "tts.jwk.json"), "--aud", "demo.example"),
+        *("--req-wl", "spiffe://demo.example/frontend", "--sub", "alice", "--scope", "checkout"),
+        *("--tctx", '{"amount": 250}', "--act", '{"sub": "spiffe://demo.example/orders"}'),
+    )
+    ear = _mint(
+        capsys,
+        *("ear", "--verifier-key", str(keys / "verifier.jwk.json")),
+        *("--submod", "platform=affirming:hardware=2,executables=2", "--submod", "tee=warning"),
+    )
+    user = _mint(
+        capsys,
+        *("user", "--issuer-key", str(keys / "idp.jwk.json"), "--iss", "https://idp.demo.example"),
+        *("--sub", "alice", "--aud", "https://api.demo.example", "--role", "customer"),
+    )
+    captured: list[dict[str, Any]] = []
+
+    async def record(document: dict[str, Any]) -> None:
+        captured.append(document)
+
+    hook_engine(harness.gateway.pipeline, record)
+    wit = harness.wit()
+    context = {"txn-token": txn, "x-user-token": user, "x-attestation-result": ear}
+    wpt = harness.wpt(
+        wit, txn_token=txn, other_tokens={k: v for k, v in context.items() if k != "txn-token"}
+    )
+    headers = {"workload-identity-token": wit, "authorization": f"WPT {wpt}", **context}
+    expect_allowed(harness.check_path("/api/hello", headers))
+    wimse = captured[-1]["wimse"]
+    assert (wimse["txn"]["sub"], wimse["txn"]["tctx"]) == ("alice", {"amount": 250})
+    assert wimse["txn"]["act"] == {"sub": "spiffe://demo.example/orders"}
+    assert wimse["user"]["token"]["roles"] == ["customer"]
+    assert wimse["attestation"]["status"] == "warning"
+    submods = wimse["attestation"]["results"][0]["submods"]
+    assert submods["platform"]["trustworthiness"] == {"hardware": 2, "executables": 2}
 
 
 def test_config_check_loads_keys_and_policies(

@@ -1,0 +1,61 @@
+# Route rules: what a service requires of a request beyond "who may call" (the grants).
+#
+# data.mesh.services[<service>].routes is a list of rules; a rule applies to a request when
+# the method is in its `methods` and the path is under one of its `path_prefixes` (either
+# key may be left out to mean "any"). EVERY applying rule's requirements must hold, so a
+# rule for ["api","payments","refunds"] only adds to the one for ["api","payments"].
+# The requirement packages (chain, txn, user, attestation, domains) each read their own
+# section of the applying rules and report `failures`.
+package wimse.routes
+
+import rego.v1
+
+# A rule applies unless the request is known to fall outside it. Written this way round, a
+# request whose method or path is missing gets more requirements, never fewer.
+applying contains rule if {
+	some rule in data.mesh.services[input.wimse.service.name].routes
+	not outside_methods(rule)
+	not outside_paths(rule)
+}
+
+outside_methods(rule) if {
+	listed := rule.methods
+	method := input.attributes.request.http.method
+	not method in listed
+}
+
+outside_paths(rule) if {
+	prefixes := rule.path_prefixes
+	is_array(input.parsed_path)
+	not under_any(input.parsed_path, prefixes)
+}
+
+under_any(path, prefixes) if {
+	some prefix in prefixes
+	has_prefix(path, prefix)
+}
+
+# Paths are compared segment by segment (["api","payments"] does not cover
+# ["api","payments-admin"]); is_array guards keep count() from aborting evaluation.
+has_prefix(path, prefix) if {
+	is_array(path)
+	is_array(prefix)
+	count(path) >= count(prefix)
+	array.slice(path, 0, count(prefix)) == prefix
+}
+
+# Labels for reason strings. Reasons are what make a failure count, so they are built only
+# from values that are always defined: an undefined sprintf argument would drop the failure.
+default service_label := "the service"
+
+service_label := name if {
+	name := input.wimse.service.name
+	is_string(name)
+}
+
+default method_label := "this method"
+
+method_label := method if {
+	method := input.attributes.request.http.method
+	is_string(method)
+}
