@@ -209,6 +209,13 @@ class UserIssuerConfig(KeySetConfig):
     """`aud` values naming this gateway's services (an ID token's is a client id)."""
 
 
+def _context_header(value: str) -> str:
+    _header_name(value)
+    if value in CREDENTIAL_HEADERS:
+        raise ValueError(f"{value!r} is a credential header, not a context token header")
+    return value
+
+
 class UserTokenConfig(_Strict):
     header: str = "x-user-token"
     """Request header carrying the end-user token (a bare compact JWS), bound by WPT `oth`."""
@@ -221,7 +228,7 @@ class UserTokenConfig(_Strict):
     """An mTLS-only caller cannot bind a user token to its request; accepting one anyway
     lets any holder of the token replay it through such a caller. Off by default."""
 
-    _check_header = field_validator("header")(_header_name)
+    _check_header = field_validator("header")(_context_header)
 
 
 class AttestationConfig(_Strict):
@@ -239,7 +246,7 @@ class AttestationConfig(_Strict):
     @field_validator("header")
     @classmethod
     def _check_header(cls, value: str | None) -> str | None:
-        return None if value is None else _header_name(value)
+        return None if value is None else _context_header(value)
 
     @model_validator(mode="after")
     def _check_sources(self) -> AttestationConfig:
@@ -378,29 +385,30 @@ class Config(_Strict):
         if reason in self.upstream.identity_headers.names():
             raise ValueError("responses.reason_header collides with an identity header")
         context = self.context_token_headers
-        for name in context:
-            if name in CREDENTIAL_HEADERS:
-                raise ValueError(f"{name!r} is a credential header, not a context token header")
-            if name in (*self.upstream.identity_headers.names(), reason):
-                raise ValueError(f"{name!r} is a header the gateway sets itself")
-        if len(context) != len(set(context)):
+        gateway_headers = (*self.upstream.identity_headers.names(), reason)
+        for key, name in context.items():
+            if name in gateway_headers:
+                raise ValueError(f"{key} {name!r} is a header the gateway sets itself")
+        if len(context) != len(set(context.values())):
             raise ValueError("user_token.header and attestation.header must differ")
         return self
 
     @property
-    def context_token_headers(self) -> tuple[str, ...]:
-        """Headers carrying a user token or attestation result (each bound by WPT `oth`)."""
-        names = []
+    def context_token_headers(self) -> dict[str, str]:
+        """Configuration key → header, for the headers carrying a user token or an
+        attestation result (each bound by the WPT's `oth`)."""
+        headers = {}
         if self.user_token is not None:
-            names.append(self.user_token.header)
+            headers["user_token.header"] = self.user_token.header
         if self.attestation is not None and self.attestation.header is not None:
-            names.append(self.attestation.header)
-        return tuple(names)
+            headers["attestation.header"] = self.attestation.header
+        return headers
 
     @property
     def bindable_headers(self) -> frozenset[str]:
         """Every header a WPT `oth` claim may bind."""
-        return frozenset(self.wpt.bindable_headers) | frozenset(self.context_token_headers)
+        context = self.context_token_headers.values()
+        return frozenset(self.wpt.bindable_headers) | frozenset(context)
 
     @property
     def mtls_trust_domains(self) -> frozenset[str]:

@@ -50,10 +50,11 @@ def load_trust_store(config: Config) -> TrustStore:
     return build_trust_store(_key_sources(config.trust_domains, "trust_domains"))
 
 
-def _key_sources(key_sets: Mapping[str, KeySetConfig], where: str) -> KeySources:
+def _key_sources(key_sets: Mapping[str, KeySetConfig], where: str, suffix: str = "") -> KeySources:
+    """Key sets as `build_key_sets` takes them; errors name `where.<name>suffix`."""
     sources: dict[str, tuple[frozenset[str], object, str]] = {}
     for name, key_set in key_sets.items():
-        label = f"{where}.{name}"
+        label = f"{where}.{name}{suffix}"
         if key_set.jwks_file is not None:
             document = read_jwks_file(Path(key_set.jwks_file), f"{label}.jwks_file")
         else:
@@ -70,7 +71,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
         for name, domain in config.trust_domains.items()
         if domain.txn_token_service is not None
     }
-    tts_key_sets, _ = build_key_sets(_key_sources(tts, "trust_domains"))
+    tts_key_sets, _ = build_key_sets(_key_sources(tts, "trust_domains", ".txn_token_service"))
     txn = config.txn_token
     txn_verifier = TxnTokenVerifier(
         tts_key_sets,

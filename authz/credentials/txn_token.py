@@ -24,6 +24,7 @@ from typing import Any
 
 from authz.clock import Clock
 from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
+from authz.credentials.identifiers import InvalidIdentifier, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.signature import SignatureReasons, verify_signature
 from authz.credentials.trust import KeySet
@@ -192,15 +193,17 @@ class TxnTokenVerifier:
             hops = legacy_list
         else:
             value = reader.string("req_wl")
-            if "," in value:
-                # draft -08: replacements appended hops, comma-joined.
+            if "," in value and not _is_workload_id(value):
+                # draft -08: replacements appended hops, comma-joined. (A canonical wimse://
+                # identifier may itself contain a comma: that is one hop.)
                 if not self._rules.legacy_names:
                     raise CredentialError(
-                        Reason.TXN_LEGACY_FORM_DISABLED,
-                        "comma-joined 'req_wl' is an earlier form",
+                        Reason.TXN_LEGACY_FORM_DISABLED, "comma-joined 'req_wl' is an earlier form"
                     )
                 reader.used_legacy = True
-            hops = [hop.strip() for hop in value.split(",")]
+                hops = [hop.strip() for hop in value.split(",")]
+            else:
+                hops = [value]
         if len(hops) > self._rules.max_chain_hops:
             raise CredentialError(Reason.TXN_CHAIN_TOO_LONG, "'req_wl' lists too many hops")
         if not all(_is_identifier_string(hop) for hop in hops):
@@ -263,6 +266,14 @@ def _audiences(value: object) -> tuple[str, ...]:
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise CredentialError(Reason.TXN_CLAIM_INVALID, "'aud' is not a string or list of strings")
+
+
+def _is_workload_id(value: str) -> bool:
+    try:
+        parse_workload_id(value)
+    except InvalidIdentifier:
+        return False
+    return True
 
 
 def _is_identifier_string(value: object) -> bool:

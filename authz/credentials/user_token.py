@@ -125,8 +125,8 @@ class UserTokenVerifier:
             if name not in claims:
                 raise CredentialError(Reason.USER_CLAIM_MISSING, f"'{name}' is required")
         for name in ("sub", "client_id", "jti"):
-            value = claims.get(name)
-            if value is not None and (not isinstance(value, str) or not value):
+            # Present means checked: a JSON null is not an absent claim.
+            if name in claims and not (isinstance(claims[name], str) and claims[name]):
                 raise CredentialError(Reason.USER_CLAIM_INVALID, f"'{name}' is not a string")
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
