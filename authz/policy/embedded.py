@@ -10,6 +10,7 @@ and rebuilt on next use, since its internal state can no longer be trusted.
 from __future__ import annotations
 
 import os
+import re
 
 # regorus attaches a captured backtrace to every error when RUST_BACKTRACE is set; that is
 # slow and floods logs. Library backtraces are switched off before the module loads.
@@ -91,14 +92,14 @@ class EmbeddedRegoEngine:
             engine.set_input(input_document)
             return engine.eval_rule(self._rule)
         except Exception as exc:  # noqa: BLE001 - any engine failure is "cannot decide"
-            raise PolicyEngineError(f"evaluation failed: {error_summary(exc)}") from None
+            raise PolicyEngineError(f"evaluation failed: {redacted_error_summary(exc)}") from None
         except BaseException as exc:
             if not is_rust_panic(exc):
                 raise
             self._local.engine = None
             if self._on_rebuild is not None:
                 self._on_rebuild()
-            raise PolicyEngineError(f"engine panicked: {error_summary(exc)}") from None
+            raise PolicyEngineError(f"engine panicked: {redacted_error_summary(exc)}") from None
 
 
 def error_summary(error: BaseException) -> str:
@@ -106,3 +107,16 @@ def error_summary(error: BaseException) -> str:
     policy source around the failure)."""
     text = str(error).strip()
     return text.splitlines()[-1] if text else type(error).__name__
+
+
+# Builtin type errors quote the offending value (`object.get expects object argument. Got
+# "eyJ…" instead`), and a value from the input may be a token, a header map, a body.
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?")
+
+
+def redacted_error_summary(error: BaseException) -> str:
+    """`error_summary` without quoted values or anything shaped like a token: what the
+    serving path may log about an evaluation error."""
+    summary = _QUOTED.sub('"…"', error_summary(error))
+    return _COMPACT_JWS.sub("…", summary)

@@ -5,6 +5,9 @@
 # what it wants rather than excluding "contraindicated". It may also hold:
 #   affirming_claims - trustworthiness claims (e.g. "hardware") that EVERY result must
 #                      affirm: at least one submod per result with that claim in 2..31
+# A result from the Txn-Token's rctx (source "txn") describes the workload that started the
+# transaction, not the immediate caller: the caller's own platform must be attested too, by
+# a result from its WIT or a bound attestation header.
 package wimse.attestation
 
 import rego.v1
@@ -15,6 +18,17 @@ failures contains "attestation is not affirming" if {
 	some rule in routes.applying
 	is_object(rule.attestation)
 	not affirming
+}
+
+failures contains "attestation does not cover the immediate caller" if {
+	some rule in routes.applying
+	is_object(rule.attestation)
+	not caller_attested
+}
+
+caller_attested if {
+	some result in input.wimse.attestation.results
+	result.source in {"header", "wit"}
 }
 
 # Needs at least one result: an empty list affirms nothing.

@@ -18,6 +18,8 @@ not_affirming := "attestation is not affirming"
 
 no_hardware := "attestation lacks affirming hardware claim"
 
+not_the_caller := "attestation does not cover the immediate caller"
+
 test_affirming_with_affirming_hardware_passes if {
 	every tier in [2, 3, 31] {
 		failures(f.attestation("affirming", {"hardware": tier, "executables": 2})) == set()
@@ -37,12 +39,12 @@ test_contraindicated_status_fails if {
 }
 
 test_missing_attestation_fails if {
-	failures(null) == {not_affirming, no_hardware}
+	failures(null) == {not_affirming, no_hardware, not_the_caller}
 }
 
 test_affirming_status_without_results_fails if {
-	failures({"status": "affirming", "results": []}) == {not_affirming, no_hardware}
-	failures({"status": "affirming"}) == {not_affirming, no_hardware}
+	failures({"status": "affirming", "results": []}) == {not_affirming, no_hardware, not_the_caller}
+	failures({"status": "affirming"}) == {not_affirming, no_hardware, not_the_caller}
 }
 
 test_hardware_claim_missing_fails if {
@@ -74,7 +76,7 @@ test_one_affirming_submod_per_result_is_enough if {
 
 test_malformed_submods_fail if {
 	failures({"status": "affirming", "results": [object.union(f.result({}), {"submods": null})]}) == {no_hardware}
-	failures({"status": "affirming", "results": [{"status": "affirming"}]}) == {no_hardware}
+	failures({"status": "affirming", "results": [{"status": "affirming"}]}) == {no_hardware, not_the_caller}
 }
 
 test_empty_section_requires_only_affirming_status if {
@@ -84,4 +86,20 @@ test_empty_section_requires_only_affirming_status if {
 
 test_nothing_required_without_an_attestation_section if {
 	failures_for({"txn": {}}, f.attestation("contraindicated", {"hardware": 100})) == set()
+}
+
+test_a_transaction_origin_result_alone_does_not_attest_the_caller if {
+	origin_only := object.union(
+		f.attestation("affirming", {"hardware": 2}),
+		{"results": [object.union(f.result({"hardware": 2}), {"source": "txn"})]},
+	)
+	failures(origin_only) == {not_the_caller}
+}
+
+test_a_wit_result_attests_the_caller if {
+	from_wit := object.union(
+		f.attestation("affirming", {"hardware": 2}),
+		{"results": [object.union(f.result({"hardware": 2}), {"source": "wit"})]},
+	)
+	failures(from_wit) == set()
 }

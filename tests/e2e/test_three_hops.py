@@ -265,6 +265,14 @@ def test_refunds_need_an_affirming_hardware_attestation(mesh: Mesh) -> None:
     missing = mesh.call("payments", "/api/payments/refunds", "orders", txn_token=txn)
     expect_policy_denial(mesh, missing, "attestation")
 
+    # The TTS's attestation of the transaction's origin says nothing about this caller.
+    origin = ear_claims({"platform": ("affirming", {"hardware": 2})})
+    txn_with_origin_ear = mesh.txn_token(rctx={"ear": origin})
+    origin_only = mesh.call(
+        "payments", "/api/payments/refunds", "orders", txn_token=txn_with_origin_ear
+    )
+    expect_policy_denial(mesh, origin_only, "attestation does not cover the immediate caller")
+
 
 def test_an_attestation_about_another_workload_is_refused(mesh: Mesh) -> None:
     ear = {ATTESTATION_HEADER: mesh.attestation("affirming", hardware=2, workload="frontend")}

@@ -1,8 +1,9 @@
-"""Building WITs and WPTs byte by byte, so an attack can change exactly one thing.
+"""Building WITs, WPTs and context tokens byte by byte, so an attack can change one thing.
 
 `Forge` starts from the same claims and JOSE headers `mint_wit`/`mint_wpt` produce for a
-valid request and lets a test override, add or drop (`DROP`) any member, sign with any key
-(or an HMAC secret), or supply raw header/claims bytes (duplicate members, arrays, NaN).
+valid request (and from valid demo Txn-Tokens, user tokens and EARs) and lets a test
+override, add or drop (`DROP`) any member, sign with any key (or an HMAC secret), or supply
+raw header/claims bytes (duplicate members, arrays, NaN).
 Nothing here is used by the gateway: it is an attacker's toolbox for the security tests.
 """
 
@@ -26,6 +27,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authz.credentials.claims import token_hash
 from authz.devtools.keys import generate_private_jwk, private_key_from_jwk, public_jwk
+from authz.devtools.stack import TRUST_DOMAIN, USER_TOKEN_AUDIENCE, USER_TOKEN_ISSUER
 from tests.support import ORIGIN, GatewayHarness
 
 WIT_HEADER = "workload-identity-token"
@@ -223,6 +225,137 @@ class Forge:
         claims_bytes = raw_claims or compact_json(self.wpt_claims(wit, claims, audience))
         signer = self.workload_key(workload) if key is None else key
         return compact(header_bytes, claims_bytes, signer)
+
+    # --- context tokens: Txn-Token (demo TTS), user token (demo IdP), EAR (demo verifier) -
+    def _signed(
+        self,
+        header: dict[str, Any],
+        claims: dict[str, Any],
+        signer: dict[str, Any],
+        key: Key | None,
+        raw_header: bytes | None,
+        raw_claims: bytes | None,
+    ) -> str:
+        header_bytes = raw_header or compact_json(header)
+        claims_bytes = raw_claims or compact_json(claims)
+        return compact(header_bytes, claims_bytes, signer if key is None else key)
+
+    def txn_header(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        tts = self.harness.identities.tts
+        return apply_changes({"alg": tts["alg"], "typ": "txntoken+jwt", "kid": tts["kid"]}, changes)
+
+    def txn_claims(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        base = {
+            "iat": self.now,
+            "aud": TRUST_DOMAIN,
+            "exp": self.now + 300,
+            "txn": f"txn-{fresh_jti()}",
+            "sub": "user-4711",
+            "scope": "checkout",
+            "req_wl": self.harness.identities.workload_id("frontend"),
+        }
+        return apply_changes(base, changes)
+
+    def txn_token(
+        self,
+        *,
+        header: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | None = None,
+        key: Key | None = None,
+        raw_header: bytes | None = None,
+        raw_claims: bytes | None = None,
+    ) -> str:
+        """A Txn-Token as the demo trust domain's TTS issues it, changed as asked."""
+        return self._signed(
+            self.txn_header(header),
+            self.txn_claims(claims),
+            self.harness.identities.tts,
+            key,
+            raw_header,
+            raw_claims,
+        )
+
+    def user_header(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        idp = self.harness.identities.user_issuer
+        return apply_changes({"alg": idp["alg"], "typ": "at+jwt", "kid": idp["kid"]}, changes)
+
+    def user_claims(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        base = {
+            "iss": USER_TOKEN_ISSUER,
+            "sub": "alice",
+            "aud": USER_TOKEN_AUDIENCE,
+            "client_id": "demo-client",
+            "iat": self.now,
+            "exp": self.now + 600,
+            "jti": fresh_jti(),
+            "scope": "orders:read",
+            "roles": ["customer"],
+        }
+        return apply_changes(base, changes)
+
+    def user_token(
+        self,
+        *,
+        header: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | None = None,
+        key: Key | None = None,
+        raw_header: bytes | None = None,
+        raw_claims: bytes | None = None,
+    ) -> str:
+        """An RFC 9068 access token from the demo user-token issuer, changed as asked."""
+        return self._signed(
+            self.user_header(header),
+            self.user_claims(claims),
+            self.harness.identities.user_issuer,
+            key,
+            raw_header,
+            raw_claims,
+        )
+
+    def ear_header(self, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        verifier = self.harness.identities.attestation_verifier
+        return apply_changes(
+            {"alg": verifier["alg"], "typ": "JWT", "kid": verifier["kid"]}, changes
+        )
+
+    def ear_claims(
+        self,
+        changes: Mapping[str, Any] | None = None,
+        submods: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """EAR claims (current names); `submods` replaces the one affirming `CPU` appraisal."""
+        base = {
+            "eat_profile": "tag:ietf.org,2026:rats/ear#03",
+            "iat": self.now,
+            "ear_verifier_id": {"developer": "https://wimse-authz.invalid", "build": "dev"},
+            "submods": dict(submods)
+            if submods is not None
+            else {
+                "CPU": {
+                    "ear_status": "affirming",
+                    "ear_trustworthiness_vector": {"hardware": 2, "executables": 2},
+                }
+            },
+        }
+        return apply_changes(base, changes)
+
+    def ear(
+        self,
+        *,
+        header: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | None = None,
+        submods: Mapping[str, Any] | None = None,
+        key: Key | None = None,
+    ) -> str:
+        """An EAR JWT signed by the demo attestation verifier, changed as asked."""
+        return self._signed(
+            self.ear_header(header),
+            self.ear_claims(claims, submods),
+            self.harness.identities.attestation_verifier,
+            key,
+            None,
+            None,
+        )
 
     # --- whole requests -------------------------------------------------------------------
     def headers(

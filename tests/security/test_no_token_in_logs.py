@@ -2,7 +2,9 @@
 
 Every scenario runs with all loggers at DEBUG and collects the tokens it sent; afterwards
 no log record, formatted in full (arguments, exception text, stack), may contain any of
-those tokens, nor any of their JWS segments, signature segments included.
+those tokens, nor any of their JWS segments, signature segments included. The context tokens
+(Txn-Token, end-user token, attestation result, and EARs nested inside a Txn-Token) are
+held to the same rule, on requests that are accepted and on requests that are refused.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ from pathlib import Path
 
 import pytest
 
-from authz.answers import Verdict
+from authz.answers import Allowed, Denied, Verdict
 from authz.credentials.claims import token_hash
+from authz.devtools.stack import ATTESTATION_HEADER, USER_TOKEN_HEADER
 from tests.security.forgery import (
     AUTHORIZATION,
     DROP,
     WIT_HEADER,
     Forge,
     attacker_key,
+    compact_json,
     with_wpt,
 )
 from tests.support import GatewayHarness, expect_allowed
 
+TXN_HEADER = "txn-token"
+CONTEXT_HEADERS = (TXN_HEADER, USER_TOKEN_HEADER, ATTESTATION_HEADER)
 MIN_SEGMENT = 8
 """Shorter segments (an empty signature, say) could match unrelated text by chance."""
 
@@ -78,7 +84,7 @@ class Scenario:
             if name == AUTHORIZATION:
                 for part in value.split(","):
                     self.sent.append(part.strip().partition(" ")[2])
-            if name in (WIT_HEADER, "workload-proof-token", "txn-token", "x-user-token"):
+            if name in (WIT_HEADER, "workload-proof-token", *CONTEXT_HEADERS):
                 self.sent.extend(value.split(","))
         verdict = self.harness.check_path(path, headers, **kwargs)
         self.verdicts.append(verdict)
@@ -243,6 +249,258 @@ def test_denials_are_logged_with_their_reason_but_without_tokens(
     messages = "\n".join(record.getMessage() for record in caplog.records)
     for reason in ("wit.signature_invalid", "wit.kid_unknown", "wit.typ_invalid"):
         assert reason in messages
+    assert leaks(caplog.records, scenario.sent) == []
+
+
+# --- context tokens: Txn-Token, end-user token, attestation results -------------------------
+
+ALLOW_ALL = 'package envoy.authz\n\nimport rego.v1\n\ndecision := {"allowed": true}\n'
+
+
+def allow_all(directory: Path) -> dict[str, str]:
+    """A policy allowing every request that reaches it (so accepted tokens are allowed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "policy.rego").write_text(ALLOW_ALL, encoding="utf-8")
+    return {"directory": str(directory), "decision": "envoy/authz/decision"}
+
+
+def bound(
+    forge: Forge, txn: str | None = None, others: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A WPT request binding (`tth`, `oth`) and sending a Txn-Token and other headers."""
+    claims: dict[str, object] = {}
+    headers: dict[str, str] = dict(others or {})
+    if txn is not None:
+        claims["tth"] = token_hash(txn)
+        headers[TXN_HEADER] = txn
+    if others:
+        claims["oth"] = {name: token_hash(value) for name, value in others.items()}
+    return forge.headers(wpt_claims=claims) | headers
+
+
+def _txn_accepted(s: Scenario) -> None:
+    forge = Forge(s.harness)
+    nested_ear = forge.ear()
+    s.sent.append(nested_ear)  # inside the Txn-Token's rctx: must not be logged either
+    for txn in (
+        forge.txn_token(),
+        forge.txn_token(claims={"tctx": {"order": "o-1"}, "act": {"sub": "spiffe://x/y"}}),
+        forge.txn_token(claims={"rctx": {"ear": forge.ear_claims()}}),
+        forge.txn_token(claims={"rctx": {"ear": nested_ear}}),
+    ):
+        s.send(bound(forge, txn))
+    s.send({TXN_HEADER: forge.txn_token()})  # context without a caller: still accepted
+    mtls = s.harness.rebuild(mtls={"authenticate": True})
+    Scenario(mtls, s.sent, s.verdicts).send(
+        {TXN_HEADER: Forge(mtls).txn_token()}, principal="spiffe://demo.example/frontend"
+    )
+
+
+def _txn_refused(s: Scenario) -> None:
+    forge = Forge(s.harness)
+    tts = s.harness.identities.tts
+    deep_act: dict[str, object] = {"sub": "spiffe://demo.example/a"}
+    for _ in range(9):
+        deep_act = {"sub": "spiffe://demo.example/a", "act": deep_act}
+    too_deep = "[" * 2500 + "]" * 2500  # beyond JSON recursion, within the size limit
+    nested_bad_ear = forge.ear(key=attacker_key("ES256"))
+    s.sent.append(nested_bad_ear)
+    for txn in (
+        forge.txn_token(header={"typ": "JWT"}),
+        forge.txn_token(header={"typ": "txn_token"}),
+        forge.txn_token(claims={"aud": "partner.example"}),
+        forge.txn_token(claims={"iat": forge.now - 900, "exp": forge.now - 300}),
+        forge.txn_token(claims={"exp": 10**400}),
+        forge.txn_token(claims={"sub": DROP}),
+        forge.txn_token(claims={"purp": "checkout", "scope": DROP}),
+        forge.txn_token(claims={"act": deep_act}),
+        forge.txn_token(claims={"act": "not-an-object"}),
+        forge.txn_token(
+            raw_claims=compact_json(forge.txn_claims())[:-1] + f',"tctx":{too_deep}}}'.encode()
+        ),
+        forge.txn_token(claims={"tctx": {"padding": "t" * 9000}}),
+        forge.txn_token(claims={"rctx": {"ear": nested_bad_ear}}),
+        forge.txn_token(key=attacker_key("ES256")),
+        forge.txn_token(header={"kid": "unknown-kid"}),
+        forge.txn_token(header={"alg": "HS256"}, key=b"secret"),
+        forge.txn_token(header={"jwk": {"kty": "EC"}}),
+        forge.txn_token(header={"crit": ["exp"]}),
+        forge.txn_token(header={"kid": tts["kid"]}, key=s.harness.identities.issuer),
+        forge.txn_token() + "\u00e9",
+        f"{forge.txn_token()},{forge.txn_token()}",
+    ):
+        s.send(bound(forge, txn))
+    txn = forge.txn_token()
+    s.send(forge.headers() | {TXN_HEADER: txn})  # tth missing
+    s.send(forge.headers(wpt_claims={"tth": token_hash(forge.txn_token())}) | {TXN_HEADER: txn})
+    s.send({TXN_HEADER: f"{txn},{txn}"})
+
+
+def _user_accepted(s: Scenario) -> None:
+    forge = Forge(s.harness)
+    s.send(bound(forge, others={USER_TOKEN_HEADER: forge.user_token()}))
+    s.send(bound(forge, forge.txn_token(), {USER_TOKEN_HEADER: forge.user_token()}))
+    lenient = s.harness.rebuild(
+        mtls={"authenticate": True}, user_token={"accept_from_mtls_callers": True}
+    )
+    Scenario(lenient, s.sent, s.verdicts).send(
+        {USER_TOKEN_HEADER: Forge(lenient).user_token()},
+        principal="spiffe://demo.example/frontend",
+    )
+
+
+def _user_refused(s: Scenario) -> None:
+    forge = Forge(s.harness)
+    tts = s.harness.identities.tts
+    idp_kid = s.harness.identities.user_issuer["kid"]
+    for token in (
+        forge.user_token(claims={"aud": "https://other-api.example"}),
+        forge.user_token(claims={"iss": "https://idp.evil.example"}, key=attacker_key("ES256")),
+        forge.user_token(header={"kid": idp_kid}, key=tts),
+        forge.user_token(header={"typ": "JWT"}),
+        forge.user_token(claims={"iat": forge.now - 900, "exp": forge.now - 300}),
+        forge.user_token(claims={"client_id": DROP}),
+        forge.user_token(header={"alg": "none"}),
+        forge.user_token(claims={"padding": "u" * 9000}),
+        forge.txn_token(),
+        f"{forge.user_token()},{forge.user_token()}",
+    ):
+        s.send(bound(forge, others={USER_TOKEN_HEADER: token}))
+    token = forge.user_token()
+    s.send(forge.headers() | {USER_TOKEN_HEADER: token})  # unbound
+    mismatch = bound(forge, others={USER_TOKEN_HEADER: forge.user_token()})
+    s.send(mismatch | {USER_TOKEN_HEADER: token})  # bound to another token
+    s.send({USER_TOKEN_HEADER: token})  # no caller at all
+    mtls = s.harness.rebuild(mtls={"authenticate": True})
+    Scenario(mtls, s.sent, s.verdicts).send(
+        {USER_TOKEN_HEADER: token}, principal="spiffe://demo.example/frontend"
+    )
+
+
+def _ear_accepted(s: Scenario) -> None:
+    forge = Forge(s.harness)
+    for ear in (
+        forge.ear(),
+        forge.ear(claims={"iat": forge.now - 86_400}),  # stale: accepted as `none`
+        forge.ear(submods={"CPU": {"ear_status": "contraindicated"}}),
+        forge.ear(claims={"sub": "spiffe://demo.example/frontend"}),
+    ):
+        s.send(bound(forge, others={ATTESTATION_HEADER: ear}))
+
+
+def _ear_refused(s: Scenario) -> None:
+    forge = Forge(s.harness)
+    verifier_kid = s.harness.identities.attestation_verifier["kid"]
+    tts = s.harness.identities.tts
+    for ear in (
+        forge.ear(header={"kid": verifier_kid}, key=attacker_key("ES256")),
+        forge.ear(header={"kid": tts["kid"]}, key=tts),
+        forge.ear(header={"kid": "unknown-kid"}),
+        forge.ear(claims={"sub": "spiffe://demo.example/ops"}),
+        forge.ear(claims={"ear_status": "affirming", "ear.status": "affirming"}),
+        forge.ear(claims={"iat": forge.now + 600}),
+        forge.ear(claims={"iat": 10**400}),
+        forge.ear(header={"alg": "none"}),
+        f"{forge.ear()},{forge.ear()}",
+    ):
+        s.send(bound(forge, others={ATTESTATION_HEADER: ear}))
+    ear = forge.ear()
+    s.send(forge.headers() | {ATTESTATION_HEADER: ear})  # unbound
+    s.send({ATTESTATION_HEADER: ear})  # no caller
+    mtls = s.harness.rebuild(mtls={"authenticate": True})
+    Scenario(mtls, s.sent, s.verdicts).send(
+        {ATTESTATION_HEADER: ear}, principal="spiffe://demo.example/frontend"
+    )
+
+
+CONTEXT_SCENARIOS: dict[str, tuple[Callable[[Scenario], None], type[Verdict]]] = {
+    "txn-accepted": (_txn_accepted, Allowed),
+    "txn-refused": (_txn_refused, Denied),
+    "user-accepted": (_user_accepted, Allowed),
+    "user-refused": (_user_refused, Denied),
+    "ear-accepted": (_ear_accepted, Allowed),
+    "ear-refused": (_ear_refused, Denied),
+}
+
+
+@pytest.mark.parametrize("name", CONTEXT_SCENARIOS)
+def test_no_context_token_in_logs(
+    harness: GatewayHarness, caplog: pytest.LogCaptureFixture, tmp_path: Path, name: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    scenario = Scenario(harness.rebuild(policy=allow_all(tmp_path / "policy")))
+    run, outcome = CONTEXT_SCENARIOS[name]
+    run(scenario)
+    assert scenario.sent, "the scenario sent no tokens"
+    # Each scenario is what its name says: every request accepted, or every one refused.
+    assert scenario.verdicts
+    assert all(isinstance(verdict, outcome) for verdict in scenario.verdicts), [
+        getattr(verdict, "reason", verdict) for verdict in scenario.verdicts
+    ]
+    assert leaks(caplog.records, scenario.sent) == []
+
+
+def test_context_denials_are_logged_with_their_reason_but_without_tokens(
+    harness: GatewayHarness, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # The checks above are only meaningful if context-token denials are logged at all.
+    caplog.set_level(logging.DEBUG)
+    scenario = Scenario(harness.rebuild(policy=allow_all(tmp_path / "policy")))
+    for run in (_txn_refused, _user_refused, _ear_refused):
+        run(scenario)
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    for reason in (
+        "txn.typ_invalid",
+        "txn.act_too_deep",
+        "txn.malformed",
+        "user.unbound",
+        "user.signature_invalid",
+        "ear.verifier_unknown",
+        "ear.subject_mismatch",
+    ):
+        assert reason in messages
+    assert leaks(caplog.records, scenario.sent) == []
+
+
+def test_scenarios_collect_every_context_token_they_send(harness: GatewayHarness) -> None:
+    forge = Forge(harness)
+    txn, user, ear = forge.txn_token(), forge.user_token(), forge.ear()
+    scenario = Scenario(harness)
+    scenario.send(bound(forge, txn, {USER_TOKEN_HEADER: user, ATTESTATION_HEADER: ear}))
+    assert {txn, user, ear} <= set(scenario.sent)
+
+
+# A policy that mistakes a context-token header for its decoded claims: regorus's type error
+# quotes the offending value, and the gateway logs that message with `policy.error`.
+CONTEXT_POLICY_ERRORS = {
+    TXN_HEADER: 'object.get(input.attributes.request.http.headers["txn-token"], "sub", "")',
+    USER_TOKEN_HEADER: (
+        f'object.get(input.attributes.request.http.headers["{USER_TOKEN_HEADER}"], "sub", "")'
+    ),
+    "all-headers": "lower(input.attributes.request.http.headers)",
+}
+
+
+@pytest.mark.parametrize("case", CONTEXT_POLICY_ERRORS)
+def test_no_context_token_in_logs_when_a_policy_type_error_quotes_it(
+    harness: GatewayHarness, caplog: pytest.LogCaptureFixture, tmp_path: Path, case: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    directory = tmp_path / "policy"
+    directory.mkdir()
+    (directory / "policy.rego").write_text(
+        "package envoy.authz\n\nimport rego.v1\n\n"
+        f'decision := {{"allowed": {CONTEXT_POLICY_ERRORS[case]} == "user-4711"}}\n',
+        encoding="utf-8",
+    )
+    gateway = harness.rebuild(
+        policy={"directory": str(directory), "decision": "envoy/authz/decision"}
+    )
+    scenario = Scenario(gateway)
+    forge = Forge(gateway)
+    others = {USER_TOKEN_HEADER: forge.user_token(), ATTESTATION_HEADER: forge.ear()}
+    scenario.send(bound(forge, forge.txn_token(), others))
+    assert any("policy.error" in record.getMessage() for record in caplog.records)
     assert leaks(caplog.records, scenario.sent) == []
 
 

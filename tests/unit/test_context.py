@@ -2,7 +2,7 @@
 user tokens and attestation headers, and what reaches `input.wimse`.
 
 Runs on the demo configuration (`authz/devtools/stack.py::gateway_config`): one trust domain
-with a TTS, a user-token issuer on `x-user-token`, attestation on `x-wimse-attestation` and
+with a TTS, a user-token issuer on `x-user-token`, attestation on `x-attestation-result` and
 in the Txn-Token's `rctx.ear`. Outcomes are read from the policy input (captured before the
 policy runs) so that they do not depend on what the sample policy decides.
 """
