@@ -12,6 +12,7 @@ import data.wimse.callers
 import data.wimse.chain
 import data.wimse.domains
 import data.wimse.txn
+import data.wimse.routes
 import data.wimse.user
 
 default allow := false
@@ -23,7 +24,15 @@ allow if {
 	count(failures) == 0
 }
 
-failures := chain.failures | txn.failures | user.failures | attestation.failures | domains.failures
+# Requirements come from route rules: with none applying, only the cross-domain rule can
+# fail, so the requirement packages are not evaluated at all (regorus pays per rule).
+failures := route_failures | domains.failures
+
+default route_failures := set()
+
+route_failures := chain.failures | txn.failures | user.failures | attestation.failures if {
+	count(routes.applying) > 0
+}
 
 reasons contains reason if {
 	not allow
