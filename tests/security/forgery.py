@@ -17,6 +17,7 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -25,10 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from authz.answers import Denied, Verdict
 from authz.credentials.claims import token_hash
 from authz.devtools.keys import generate_private_jwk, private_key_from_jwk, public_jwk
 from authz.devtools.stack import TRUST_DOMAIN, USER_TOKEN_AUDIENCE, USER_TOKEN_ISSUER
-from tests.support import ORIGIN, GatewayHarness
+from tests.support import ORIGIN, GatewayHarness, expect_denied, header
 
 WIT_HEADER = "workload-identity-token"
 AUTHORIZATION = "authorization"
@@ -377,3 +379,27 @@ class Forge:
 
 def with_wpt(wit: str, wpt: str) -> dict[str, str]:
     return {WIT_HEADER: wit, AUTHORIZATION: "WPT " + wpt}
+
+
+def key_bearing_header(name: str, key: dict[str, Any]) -> object:
+    """A JOSE `jwk`/`x5c` carrying the attacker's own key, or a `jku`/`x5u` pointing at it."""
+    if name == "jwk":
+        return public_jwk(key)
+    if name == "x5c":
+        return self_signed_x5c(key)
+    return f"https://attacker.example/{name}"
+
+
+def write_policy(directory: Path, source: str) -> dict[str, str]:
+    """A one-module policy directory; returns the `policy` configuration that loads it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "policy.rego").write_text(source, encoding="utf-8")
+    return {"directory": str(directory), "decision": "envoy/authz/decision"}
+
+
+def expect_refused(verdict: Verdict, reason: str) -> Denied:
+    """Denied as invalid WPT-presented credentials: 401 + `WWW-Authenticate: WPT`."""
+    denied = expect_denied(verdict, reason, 401)
+    assert header(denied, "www-authenticate") == "WPT"
+    assert header(denied, "x-wimse-authz-reason") == reason
+    return denied

@@ -16,7 +16,6 @@ import pytest
 
 from authz.answers import Allowed, Denied, Verdict
 from authz.credentials.claims import token_hash
-from authz.devtools.keys import public_jwk
 from authz.server.envoy_response import check_response
 from tests.security.forgery import (
     AUTHORIZATION,
@@ -28,11 +27,13 @@ from tests.security.forgery import (
     b64url,
     compact,
     compact_json,
+    expect_refused,
+    key_bearing_header,
     public_jwk_json,
     public_pem,
-    self_signed_x5c,
     weak_rsa_jwk,
     with_wpt,
+    write_policy,
 )
 from tests.support import (
     NOW,
@@ -55,22 +56,8 @@ def forge(harness: GatewayHarness) -> Forge:
     return Forge(harness)
 
 
-def expect_refused(verdict: Verdict, reason: str) -> Denied:
-    """Denied as invalid WPT-presented credentials: 401 + `WWW-Authenticate: WPT`."""
-    denied = expect_denied(verdict, reason, 401)
-    assert header(denied, "www-authenticate") == "WPT"
-    assert header(denied, "x-wimse-authz-reason") == reason
-    return denied
-
-
 def check(harness: GatewayHarness, headers: dict[str, str], path: str = "/api/hello") -> Verdict:
     return harness.check_path(path, headers)
-
-
-def write_policy(directory: Path, source: str) -> dict[str, str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "policy.rego").write_text(source, encoding="utf-8")
-    return {"directory": str(directory), "decision": "envoy/authz/decision"}
 
 
 # =========================================================================================
@@ -226,20 +213,12 @@ def test_wit_signed_by_another_workloads_es256_key_is_refused(
 # =========================================================================================
 
 
-def _key_header(name: str, key: dict[str, Any]) -> object:
-    if name == "jwk":
-        return public_jwk(key)
-    if name == "x5c":
-        return self_signed_x5c(key)
-    return f"https://attacker.example/{name}"
-
-
 @pytest.mark.parametrize("name", ["jwk", "jku", "x5u", "x5c"])
 def test_wit_with_key_bearing_header_is_refused(
     harness: GatewayHarness, forge: Forge, name: str
 ) -> None:
     key = attacker_key("ES256")
-    wit = forge.wit(header={"kid": DROP, name: _key_header(name, key)}, key=key)
+    wit = forge.wit(header={"kid": DROP, name: key_bearing_header(name, key)}, key=key)
     expect_refused(check(harness, forge.headers(wit=wit)), "wit.header_key_forbidden")
 
 
@@ -248,7 +227,7 @@ def test_wit_with_key_bearing_header_and_issuer_kid_is_refused(
     harness: GatewayHarness, forge: Forge, name: str
 ) -> None:
     # Even signed by the real issuer key, a key-bearing header is refused outright.
-    wit = forge.wit(header={name: _key_header(name, attacker_key("ES256"))})
+    wit = forge.wit(header={name: key_bearing_header(name, attacker_key("ES256"))})
     expect_refused(check(harness, forge.headers(wit=wit)), "wit.header_key_forbidden")
 
 
@@ -258,7 +237,7 @@ def test_wpt_with_key_bearing_header_is_refused(
 ) -> None:
     key = attacker_key("EdDSA")
     wit = forge.wit()
-    wpt = forge.wpt(wit, header={name: _key_header(name, key)}, key=key)
+    wpt = forge.wpt(wit, header={name: key_bearing_header(name, key)}, key=key)
     expect_refused(check(harness, with_wpt(wit, wpt)), "wpt.header_key_forbidden")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from authz.answers import Allowed, Denied, Failed, Verdict
+from authz.answers import Allowed, Failed, Verdict
 from authz.credentials.claims import token_hash
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit, mint_wpt
@@ -40,9 +40,11 @@ from tests.security.forgery import (
     attacker_key,
     compact,
     compact_json,
+    expect_refused,
+    key_bearing_header,
     public_jwk_json,
     public_pem,
-    self_signed_x5c,
+    write_policy,
 )
 from tests.support import (
     NOW,
@@ -50,8 +52,6 @@ from tests.support import (
     GatewayHarness,
     check_request,
     expect_allowed,
-    expect_denied,
-    header,
     hook_engine,
 )
 
@@ -88,12 +88,6 @@ decision := {"allowed": true} if input.wimse.caller != null
 # =========================================================================================
 
 
-def write_policy(directory: Path, source: str) -> dict[str, str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "policy.rego").write_text(source, encoding="utf-8")
-    return {"directory": str(directory), "decision": "envoy/authz/decision"}
-
-
 @pytest.fixture
 def gateway(harness: GatewayHarness, tmp_path: Path) -> GatewayHarness:
     """The demo gateway with a policy that allows every request reaching it."""
@@ -107,14 +101,6 @@ def forge(gateway: GatewayHarness) -> Forge:
 
 def check(gateway: GatewayHarness, headers: dict[str, str], **kwargs: Any) -> Verdict:
     return gateway.check_path("/api/hello", headers, **kwargs)
-
-
-def expect_refused(verdict: Verdict, reason: str) -> Denied:
-    """Denied as invalid WPT-presented credentials: 401 + `WWW-Authenticate: WPT`."""
-    denied = expect_denied(verdict, reason, 401)
-    assert header(denied, "www-authenticate") == "WPT"
-    assert header(denied, "x-wimse-authz-reason") == reason
-    return denied
 
 
 def decide(
@@ -574,20 +560,12 @@ def test_txn_token_with_non_string_kid_is_refused(
     expect_refused(check(gateway, signed(forge, txn=txn)), "txn.malformed")
 
 
-def _key_header(name: str, key: dict[str, Any]) -> object:
-    if name == "jwk":
-        return public_jwk(key)
-    if name == "x5c":
-        return self_signed_x5c(key)
-    return f"https://attacker.example/{name}"
-
-
 @pytest.mark.parametrize("name", ["jwk", "jku", "x5u", "x5c"])
 def test_txn_token_with_key_bearing_header_is_refused(
     gateway: GatewayHarness, forge: Forge, name: str
 ) -> None:
     key = attacker_key("ES256")
-    txn = forge.txn_token(header={"kid": DROP, name: _key_header(name, key)}, key=key)
+    txn = forge.txn_token(header={"kid": DROP, name: key_bearing_header(name, key)}, key=key)
     expect_refused(check(gateway, signed(forge, txn=txn)), "txn.header_key_forbidden")
 
 
@@ -596,7 +574,7 @@ def test_txn_token_with_key_bearing_header_and_the_tts_signature_is_refused(
     gateway: GatewayHarness, forge: Forge, name: str
 ) -> None:
     # Signed by the real TTS key: a header naming a key is refused all the same.
-    txn = forge.txn_token(header={name: _key_header(name, attacker_key("ES256"))})
+    txn = forge.txn_token(header={name: key_bearing_header(name, attacker_key("ES256"))})
     expect_refused(check(gateway, signed(forge, txn=txn)), "txn.header_key_forbidden")
 
 
@@ -1290,7 +1268,7 @@ def test_ear_with_key_bearing_header_is_refused(
     gateway: GatewayHarness, forge: Forge, name: str
 ) -> None:
     key = attacker_key("ES256")
-    ear = forge.ear(header={"kid": DROP, name: _key_header(name, key)}, key=key)
+    ear = forge.ear(header={"kid": DROP, name: key_bearing_header(name, key)}, key=key)
     expect_refused(
         check(gateway, signed(forge, bound={ATTESTATION_HEADER: ear})), "ear.header_key_forbidden"
     )
