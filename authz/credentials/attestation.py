@@ -30,18 +30,8 @@ from authz.reasons import Reason
 
 MAX_SUBMODS = 64
 
-_JOSE_REASONS = JoseReasons(
-    malformed=Reason.EAR_MALFORMED,
-    header_key_forbidden=Reason.EAR_HEADER_KEY_FORBIDDEN,
-    crit_unsupported=Reason.EAR_CRIT_UNSUPPORTED,
-    b64_unsupported=Reason.EAR_B64_UNSUPPORTED,
-)
-_SIGNATURE_REASONS = SignatureReasons(
-    malformed=Reason.EAR_MALFORMED,
-    alg_not_allowed=Reason.EAR_ALG_NOT_ALLOWED,
-    kid_unknown=Reason.EAR_VERIFIER_UNKNOWN,
-    signature_invalid=Reason.EAR_SIGNATURE_INVALID,
-)
+_JOSE_REASONS = JoseReasons.for_token("ear")
+_SIGNATURE_REASONS = SignatureReasons.for_token("ear", kid_unknown=Reason.EAR_VERIFIER_UNKNOWN)
 
 
 class EarStatus(StrEnum):

@@ -57,6 +57,20 @@ class LifetimeReasons:
     not_yet_valid: Reason | None
     """None: this token type has no `nbf` rule, and the claim is not read."""
 
+    @classmethod
+    def for_token(cls, token: str, *, reads_nbf: bool = True) -> LifetimeReasons:
+        """`<token>.claim_invalid`, `<token>.expired`, ...; `reads_nbf=False` for a token
+        type that defines no `nbf`."""
+        return cls(
+            claim_invalid=Reason(f"{token}.claim_invalid"),
+            exp_missing=Reason(f"{token}.exp_missing"),
+            expired=Reason(f"{token}.expired"),
+            exp_too_far=Reason(f"{token}.exp_too_far"),
+            iat_in_future=Reason(f"{token}.iat_in_future"),
+            lifetime_exceeded=Reason(f"{token}.lifetime_exceeded"),
+            not_yet_valid=Reason(f"{token}.not_yet_valid") if reads_nbf else None,
+        )
+
 
 def check_lifetime(
     claims: Mapping[str, Any],

@@ -32,6 +32,17 @@ class JoseReasons:
     crit_unsupported: Reason
     b64_unsupported: Reason
 
+    @classmethod
+    def for_token(cls, token: str) -> JoseReasons:
+        """`<token>.malformed`, `<token>.header_key_forbidden`, ...: every token type names
+        these codes alike (a missing code fails at import, not on a request)."""
+        return cls(
+            malformed=Reason(f"{token}.malformed"),
+            header_key_forbidden=Reason(f"{token}.header_key_forbidden"),
+            crit_unsupported=Reason(f"{token}.crit_unsupported"),
+            b64_unsupported=Reason(f"{token}.b64_unsupported"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class CompactJws:

@@ -29,6 +29,17 @@ class SignatureReasons:
     kid_unknown: Reason
     signature_invalid: Reason
 
+    @classmethod
+    def for_token(cls, token: str, *, kid_unknown: Reason | None = None) -> SignatureReasons:
+        """`<token>.malformed`, `<token>.alg_not_allowed`, ...; `kid_unknown` overrides the
+        code for a `kid` no configured key has."""
+        return cls(
+            malformed=Reason(f"{token}.malformed"),
+            alg_not_allowed=Reason(f"{token}.alg_not_allowed"),
+            kid_unknown=kid_unknown or Reason(f"{token}.kid_unknown"),
+            signature_invalid=Reason(f"{token}.signature_invalid"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Signer:

@@ -35,27 +35,9 @@ TXN_TOKEN_TYP = "txntoken+jwt"
 LEGACY_TXN_TOKEN_TYP = "txn_token"
 MAX_CLAIM_STRING = 2048
 
-_JOSE_REASONS = JoseReasons(
-    malformed=Reason.TXN_MALFORMED,
-    header_key_forbidden=Reason.TXN_HEADER_KEY_FORBIDDEN,
-    crit_unsupported=Reason.TXN_CRIT_UNSUPPORTED,
-    b64_unsupported=Reason.TXN_B64_UNSUPPORTED,
-)
-_SIGNATURE_REASONS = SignatureReasons(
-    malformed=Reason.TXN_MALFORMED,
-    alg_not_allowed=Reason.TXN_ALG_NOT_ALLOWED,
-    kid_unknown=Reason.TXN_KID_UNKNOWN,
-    signature_invalid=Reason.TXN_SIGNATURE_INVALID,
-)
-_LIFETIME_REASONS = LifetimeReasons(
-    claim_invalid=Reason.TXN_CLAIM_INVALID,
-    exp_missing=Reason.TXN_EXP_MISSING,
-    expired=Reason.TXN_EXPIRED,
-    exp_too_far=Reason.TXN_EXP_TOO_FAR,
-    iat_in_future=Reason.TXN_IAT_IN_FUTURE,
-    lifetime_exceeded=Reason.TXN_LIFETIME_EXCEEDED,
-    not_yet_valid=Reason.TXN_NOT_YET_VALID,
-)
+_JOSE_REASONS = JoseReasons.for_token("txn")
+_SIGNATURE_REASONS = SignatureReasons.for_token("txn")
+_LIFETIME_REASONS = LifetimeReasons.for_token("txn")
 # Current claim name → the name earlier drafts used for it.
 _LEGACY_NAMES = {"scope": "purp", "tctx": "azd", "rctx": "req_ctx", "sub": "sub_id"}
 

@@ -26,27 +26,9 @@ from authz.reasons import Reason
 
 ACCESS_TOKEN_TYP = "at+jwt"
 
-_JOSE_REASONS = JoseReasons(
-    malformed=Reason.USER_MALFORMED,
-    header_key_forbidden=Reason.USER_HEADER_KEY_FORBIDDEN,
-    crit_unsupported=Reason.USER_CRIT_UNSUPPORTED,
-    b64_unsupported=Reason.USER_B64_UNSUPPORTED,
-)
-_SIGNATURE_REASONS = SignatureReasons(
-    malformed=Reason.USER_MALFORMED,
-    alg_not_allowed=Reason.USER_ALG_NOT_ALLOWED,
-    kid_unknown=Reason.USER_KID_UNKNOWN,
-    signature_invalid=Reason.USER_SIGNATURE_INVALID,
-)
-_LIFETIME_REASONS = LifetimeReasons(
-    claim_invalid=Reason.USER_CLAIM_INVALID,
-    exp_missing=Reason.USER_EXP_MISSING,
-    expired=Reason.USER_EXPIRED,
-    exp_too_far=Reason.USER_EXP_TOO_FAR,
-    iat_in_future=Reason.USER_IAT_IN_FUTURE,
-    lifetime_exceeded=Reason.USER_LIFETIME_EXCEEDED,
-    not_yet_valid=Reason.USER_NOT_YET_VALID,
-)
+_JOSE_REASONS = JoseReasons.for_token("user")
+_SIGNATURE_REASONS = SignatureReasons.for_token("user")
+_LIFETIME_REASONS = LifetimeReasons.for_token("user")
 _REQUIRED = {
     "access_token": ("sub", "client_id", "iat", "jti"),
     "id_token": ("sub", "iat"),

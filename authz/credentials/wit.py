@@ -37,27 +37,9 @@ from authz.reasons import Reason
 
 WIT_TYP = "wit+jwt"
 
-_JOSE_REASONS = JoseReasons(
-    malformed=Reason.WIT_MALFORMED,
-    header_key_forbidden=Reason.WIT_HEADER_KEY_FORBIDDEN,
-    crit_unsupported=Reason.WIT_CRIT_UNSUPPORTED,
-    b64_unsupported=Reason.WIT_B64_UNSUPPORTED,
-)
-_SIGNATURE_REASONS = SignatureReasons(
-    malformed=Reason.WIT_MALFORMED,
-    alg_not_allowed=Reason.WIT_ALG_NOT_ALLOWED,
-    kid_unknown=Reason.WIT_KID_UNKNOWN,
-    signature_invalid=Reason.WIT_SIGNATURE_INVALID,
-)
-_LIFETIME_REASONS = LifetimeReasons(
-    claim_invalid=Reason.WIT_CLAIM_INVALID,
-    exp_missing=Reason.WIT_EXP_MISSING,
-    expired=Reason.WIT_EXPIRED,
-    exp_too_far=Reason.WIT_EXP_TOO_FAR,
-    iat_in_future=Reason.WIT_IAT_IN_FUTURE,
-    lifetime_exceeded=Reason.WIT_LIFETIME_EXCEEDED,
-    not_yet_valid=Reason.WIT_NOT_YET_VALID,
-)
+_JOSE_REASONS = JoseReasons.for_token("wit")
+_SIGNATURE_REASONS = SignatureReasons.for_token("wit")
+_LIFETIME_REASONS = LifetimeReasons.for_token("wit")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,21 +26,10 @@ from authz.reasons import Reason
 WPT_TYP = "wpt+jwt"
 MAX_JTI_LENGTH = 256
 
-_JOSE_REASONS = JoseReasons(
-    malformed=Reason.WPT_MALFORMED,
-    header_key_forbidden=Reason.WPT_HEADER_KEY_FORBIDDEN,
-    crit_unsupported=Reason.WPT_CRIT_UNSUPPORTED,
-    b64_unsupported=Reason.WPT_B64_UNSUPPORTED,
-)
-_LIFETIME_REASONS = LifetimeReasons(
-    claim_invalid=Reason.WPT_CLAIM_INVALID,
-    exp_missing=Reason.WPT_EXP_MISSING,
-    expired=Reason.WPT_EXPIRED,
-    exp_too_far=Reason.WPT_EXP_TOO_FAR,
-    iat_in_future=Reason.WPT_IAT_IN_FUTURE,
-    lifetime_exceeded=Reason.WPT_LIFETIME_EXCEEDED,
-    not_yet_valid=None,  # wpt-02 defines no `nbf`; it is not read
-)
+_JOSE_REASONS = JoseReasons.for_token("wpt")
+_LIFETIME_REASONS = LifetimeReasons.for_token(
+    "wpt", reads_nbf=False
+)  # wpt-02 defines no `nbf`; it is not read
 
 
 @dataclass(frozen=True, slots=True)
