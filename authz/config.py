@@ -202,6 +202,8 @@ class TxnTokenConfig(_Strict):
     `req_wl` as a comma-joined string or a list inside `rctx`. Off by default."""
     max_chain_hops: Annotated[int, Field(gt=0, le=64)] = 8
     """Bound on nested `act` depth and on legacy `req_wl` list length."""
+    cache_entries: PositiveInt = 10_000
+    """Verified Txn-Tokens, by exact bytes and trust domain, until `exp`."""
 
 
 class UserIssuerConfig(KeySetConfig):

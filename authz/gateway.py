@@ -82,6 +82,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
             max_chain_hops=txn.max_chain_hops,
         ),
         clock,
+        txn.cache_entries,
     )
     user_tokens = None
     if (user := config.user_token) is not None:

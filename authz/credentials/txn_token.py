@@ -28,6 +28,7 @@ from authz.credentials.identifiers import InvalidIdentifier, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.signature import SignatureReasons, verify_signature
 from authz.credentials.trust import KeySet
+from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
 
@@ -84,14 +85,32 @@ class VerifiedTxnToken:
 
 
 class TxnTokenVerifier:
-    def __init__(self, services: Mapping[str, KeySet], rules: TxnRules, clock: Clock) -> None:
+    def __init__(
+        self,
+        services: Mapping[str, KeySet],
+        rules: TxnRules,
+        clock: Clock,
+        cache_entries: int,
+    ) -> None:
         """`services`: each trust domain's TTS key set, by trust domain name."""
         self._services = services
         self._rules = rules
         self._clock = clock
+        # Every hop of a transaction presents the same token, and one gateway often
+        # protects several of those hops: verify it once per trust domain.
+        self._cache: VerifiedCache[tuple[str, str], VerifiedTxnToken] = VerifiedCache(
+            cache_entries, clock, rules.clock_skew
+        )
 
     def verify(self, token: str, trust_domain: str) -> VerifiedTxnToken:
         """Verify `token` for a request into `trust_domain`, or raise `CredentialError`."""
+        verified = self._cache.get((token, trust_domain))
+        if verified is None:
+            verified = self._verify_uncached(token, trust_domain)
+            self._cache.put((token, trust_domain), verified, verified.expires_at)
+        return verified
+
+    def _verify_uncached(self, token: str, trust_domain: str) -> VerifiedTxnToken:
         if "," in token:
             raise CredentialError(Reason.TXN_MULTIPLE, "more than one Txn-Token header")
         jws = parse_compact_jws(token, _JOSE_REASONS)

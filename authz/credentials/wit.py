@@ -32,6 +32,7 @@ from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_w
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.signature import SignatureReasons, verify_signature
 from authz.credentials.trust import TrustStore
+from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
 
@@ -78,8 +79,9 @@ class WitVerifier:
         self._trust_store = trust_store
         self._rules = rules
         self._clock = clock
-        self._cache_entries = cache_entries
-        self._cache: dict[str, VerifiedWit] = {}
+        self._cache: VerifiedCache[str, VerifiedWit] = VerifiedCache(
+            cache_entries, clock, rules.clock_skew
+        )
 
     @property
     def cached(self) -> int:
@@ -87,16 +89,10 @@ class WitVerifier:
 
     def verify(self, token: str) -> VerifiedWit:
         """Return the verified WIT for these exact bytes, or raise `CredentialError`."""
-        cached = self._cache.get(token)
-        if cached is not None:
-            if self._clock() <= cached.expires_at + self._rules.clock_skew:
-                return cached
-            del self._cache[token]  # expired: the full check below reports it
-        verified = self._verify_uncached(token)
-        if len(self._cache) >= self._cache_entries:
-            # The cache only saves work; dropping the oldest entry is always safe.
-            del self._cache[next(iter(self._cache))]
-        self._cache[token] = verified
+        verified = self._cache.get(token)
+        if verified is None:
+            verified = self._verify_uncached(token)
+            self._cache.put(token, verified, verified.expires_at)
         return verified
 
     def _verify_uncached(self, token: str) -> VerifiedWit:

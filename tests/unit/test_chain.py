@@ -155,7 +155,7 @@ def test_chain_from_a_verified_legacy_token_with_nested_act() -> None:
             TRUST_DOMAIN, algorithms, [public_key_from_jwk(public_jwk(tts), algorithms)]
         )
     }
-    verifier = TxnTokenVerifier(services, TxnRules(30, 600, True, 8), MutableClock(NOW))
+    verifier = TxnTokenVerifier(services, TxnRules(30, 600, True, 8), MutableClock(NOW), 16)
     act: dict[str, Any] = {"sub": ORDERS, "act": {"sub": CART}}
     minted = mint_txn_token(
         tts,

@@ -54,7 +54,7 @@ def verifier(
     rules = TxnRules(
         clock_skew=30, max_lifetime=600, legacy_names=legacy_names, max_chain_hops=max_chain_hops
     )
-    return TxnTokenVerifier(services, rules, clock or MutableClock(NOW))
+    return TxnTokenVerifier(services, rules, clock or MutableClock(NOW), 16)
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -479,3 +479,30 @@ def test_legacy_req_wl_list_is_bounded_by_max_chain_hops(
     assert at_limit.requesting_workloads == tuple(hops[:3])
     too_long = token(make(hops))
     assert reason(too_long, legacy_names=True, max_chain_hops=3) is Reason.TXN_CHAIN_TOO_LONG
+
+
+# --- the verified-token cache -------------------------------------------------------------
+
+
+def test_a_repeated_txn_token_is_verified_once_until_it_expires() -> None:
+    clock = MutableClock(NOW)
+    checker = verifier(clock=clock)
+    presented = token()
+    first = checker.verify(presented, TRUST_DOMAIN)
+    assert checker.verify(presented, TRUST_DOMAIN) is first, "served from the cache"
+    clock.now = NOW + 240 + 31  # past exp and the 30 s skew
+    with pytest.raises(CredentialError) as caught:
+        checker.verify(presented, TRUST_DOMAIN)
+    assert caught.value.reason is Reason.TXN_EXPIRED
+
+
+def test_a_cached_txn_token_is_not_accepted_for_another_trust_domain() -> None:
+    services = {
+        name: key_set(name, TTS, frozenset({"ES256"})) for name in (TRUST_DOMAIN, "other.example")
+    }
+    checker = verifier(services=services)
+    presented = token()
+    checker.verify(presented, TRUST_DOMAIN)
+    with pytest.raises(CredentialError) as caught:
+        checker.verify(presented, "other.example")
+    assert caught.value.reason is Reason.TXN_AUD_MISMATCH

@@ -58,7 +58,7 @@ def verify(
         )
     }
     rules = TxnRules(clock_skew=30, max_lifetime=600, legacy_names=legacy_names, max_chain_hops=8)
-    verifier = TxnTokenVerifier(services, rules, fixed_clock(at))
+    verifier = TxnTokenVerifier(services, rules, fixed_clock(at), 16)
     return verifier.verify(sign_txn_token(claims), TRUST_DOMAIN)
 
 
