@@ -120,7 +120,7 @@ class ContextVerifier:
             and caller.authenticated_by is AuthnMethod.MTLS
         )
         if not mtls_allowed:
-            _require_binding(source.header, caller, Reason.USER_UNBOUND)
+            _bound_caller(source.header, caller, Reason.USER_UNBOUND)
         return source.verifier.verify(token)
 
     def _attestation_results(
@@ -131,10 +131,9 @@ class ContextVerifier:
             return ()
         results: list[AttestationResult] = []
         if sources.header is not None and (token := headers.get(sources.header)) is not None:
-            _require_binding(sources.header, caller, Reason.EAR_UNBOUND)
-            assert caller is not None  # a bound header has a WPT caller
+            attested = _bound_caller(sources.header, caller, Reason.EAR_UNBOUND)
             result = sources.verifier.from_jwt(token, AttestationSource.HEADER)
-            results.append(_about(result, (caller.id.uri,)))
+            results.append(_about(result, (attested.id.uri,)))
         if sources.wit_claim is not None and caller is not None and caller.wit is not None:
             claim = caller.wit.claims.get(sources.wit_claim)
             if claim is not None:
@@ -148,10 +147,11 @@ class ContextVerifier:
         return tuple(results)
 
 
-def _require_binding(header: str, caller: Caller | None, reason: Reason) -> None:
-    proof = caller.proof if caller is not None else None
-    if proof is None or header not in proof.bound_headers:
+def _bound_caller(header: str, caller: Caller | None, reason: Reason) -> Caller:
+    """The caller whose WPT binds `header` (`oth`); anything else raises `reason`."""
+    if caller is None or caller.proof is None or header not in caller.proof.bound_headers:
         raise CredentialError(reason, f"{header} is not bound to the request by the WPT 'oth'")
+    return caller
 
 
 def _about(result: AttestationResult, workloads: tuple[str, ...]) -> AttestationResult:
