@@ -21,8 +21,8 @@ import authz.policy
 from authz.answers import Allowed, Denied, Failed, Verdict
 from authz.clock import Clock
 from authz.config import Config, parse_config
-from authz.devtools.mint import mint_txn_token, mint_wit, mint_wpt
-from authz.devtools.stack import TRUST_DOMAIN, Identities, Ports, gateway_config
+from authz.devtools.mint import mint_wit, mint_wpt
+from authz.devtools.stack import Identities, Ports, checkout_txn_token, gateway_config
 from authz.gateway import Gateway, build_gateway
 from authz.pipeline import Pipeline
 from authz.policy.engine import PolicyEngine
@@ -133,11 +133,7 @@ class GatewayHarness:
     def txn_token(self, **kwargs: Any) -> str:
         """A Txn-Token from the demo TTS: a checkout started by the frontend, by default."""
         kwargs.setdefault("now", self.clock.now)
-        kwargs.setdefault("audience", TRUST_DOMAIN)
-        kwargs.setdefault("requesting_workload", self.identities.workload_id("frontend"))
-        kwargs.setdefault("subject", "user-4711")
-        kwargs.setdefault("scope", "checkout")
-        return mint_txn_token(self.identities.tts, **kwargs)
+        return checkout_txn_token(self.identities, **kwargs)
 
     def signed_headers(
         self, path: str = "/api/hello", workload: str = "frontend", **wpt_kwargs: Any

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from authz.devtools.keys import generate_private_jwk, public_jwk
+from authz.devtools.mint import mint_txn_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVOY_TEMPLATE = REPO_ROOT / "deploy" / "envoy" / "gateway.yaml"
@@ -75,6 +76,16 @@ class Identities:
 
     def workload_id(self, name: str) -> str:
         return f"spiffe://{TRUST_DOMAIN}/{name}"
+
+
+def checkout_txn_token(identities: Identities, **claims: Any) -> str:
+    """A Txn-Token from the demo TTS for a checkout the frontend started, for user-4711;
+    any `mint_txn_token` argument may be overridden."""
+    claims.setdefault("audience", TRUST_DOMAIN)
+    claims.setdefault("requesting_workload", identities.workload_id("frontend"))
+    claims.setdefault("subject", "user-4711")
+    claims.setdefault("scope", "checkout")
+    return mint_txn_token(identities.tts, **claims)
 
 
 def free_port() -> int:

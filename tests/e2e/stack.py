@@ -18,12 +18,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz.devtools.mint import mint_txn_token, mint_wit, mint_wpt
+from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import (
-    TRUST_DOMAIN,
     Identities,
     ManagedProcess,
     Ports,
+    checkout_txn_token,
     envoy_config,
     envoy_process,
     gateway_config,
@@ -97,11 +97,7 @@ class RunningStack:
 
     def txn_token(self, **kwargs: Any) -> str:
         """A Txn-Token from the demo TTS: a checkout started by the frontend, by default."""
-        kwargs.setdefault("audience", TRUST_DOMAIN)
-        kwargs.setdefault("requesting_workload", self.identities.workload_id("frontend"))
-        kwargs.setdefault("subject", "user-4711")
-        kwargs.setdefault("scope", "checkout")
-        return mint_txn_token(self.identities.tts, **kwargs)
+        return checkout_txn_token(self.identities, **kwargs)
 
     def signed(self, path: str, workload: str = "frontend", **kwargs: Any) -> dict[str, str]:
         wit = self.wit(workload)

@@ -21,13 +21,13 @@ import pytest
 from authz.devtools.mint import ear_claims, mint_ear, mint_user_token, mint_wit, mint_wpt
 from authz.devtools.stack import (
     ATTESTATION_HEADER,
-    TRUST_DOMAIN,
     USER_TOKEN_AUDIENCE,
     USER_TOKEN_HEADER,
     USER_TOKEN_ISSUER,
     Identities,
     ManagedProcess,
     Ports,
+    checkout_txn_token,
     envoy_config,
     envoy_process,
     free_port,
@@ -88,14 +88,8 @@ class Mesh:
             connection.close()
 
     def txn_token(self, **claims: Any) -> str:
-        from authz.devtools.mint import mint_txn_token
-
-        claims.setdefault("audience", TRUST_DOMAIN)
-        claims.setdefault("requesting_workload", self.identities.workload_id("frontend"))
-        claims.setdefault("subject", "user-4711")
-        claims.setdefault("scope", "checkout")
         claims.setdefault("tctx", {"action": "checkout", "amount": 250})
-        return mint_txn_token(self.identities.tts, **claims)
+        return checkout_txn_token(self.identities, **claims)
 
     def user_token(self, roles: list[str]) -> str:
         return mint_user_token(
