@@ -40,6 +40,9 @@ SERVICE_CONTEXT_KEY = "wimse.service"
 TXN_TOKEN_CONTEXT_KEY = "wimse.txn_token"
 """The `context_extensions` key a route sets to `required` or `optional` for Txn-Tokens."""
 
+DRY_RUN_CONTEXT_KEY = "wimse.dry_run"
+"""The `context_extensions` key a route sets to `true` or `false` to override `dry_run`."""
+
 _RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -72,6 +75,13 @@ def _algorithms(values: list[str]) -> list[str]:
     return values
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port")
+    return value
+
+
 class ListenerConfig(_Strict):
     address: str
     """`host:port` for TCP (e.g. `127.0.0.1:9191`, `[::1]:9191`) or `unix:/path/to.sock`."""
@@ -83,10 +93,10 @@ class ListenerConfig(_Strict):
             if not value[len("unix:") :]:
                 raise ValueError("unix socket path is empty")
             return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("expected host:port or unix:/path")
-        return value
+        try:
+            return _host_port(value)
+        except ValueError:
+            raise ValueError("expected host:port or unix:/path") from None
 
 
 class ServerConfig(_Strict):
@@ -274,10 +284,85 @@ class MtlsConfig(_Strict):
         return values
 
 
+class BundleSigningConfig(_Strict):
+    """Keys that sign policy bundles (OPA's `.signatures.json`); with this set, an unsigned
+    bundle, or one whose signature or file digests do not verify, is refused."""
+
+    keys: dict[str, KeySetConfig] = Field(min_length=1)
+    """Key id (the signature's `keyid` claim, else its `kid` header) → the key and its
+    algorithms."""
+    scope: str | None = None
+    """When set, the signature's `scope` claim must equal it."""
+    exclude_files: list[str] = Field(default_factory=list)
+    """Bundle files the signature need not cover (OPA's `exclude_files`)."""
+
+
+class BundleConfig(_Strict):
+    """An OPA bundle (`.tar.gz` with `.manifest`, `*.rego`, `data.json`)."""
+
+    url: str | None = None
+    """`http://` or `https://` URL, polled with `If-None-Match`."""
+    file: Path | None = None
+    """A bundle file on disk, reloaded when it changes."""
+    poll_seconds: PositiveSeconds = 30.0
+    """How often the URL is polled (a file is checked with the other reload sources)."""
+    timeout_seconds: PositiveSeconds = 10.0
+    max_bytes: PositiveInt = 64 * 1024 * 1024
+    """Largest bundle accepted, compressed and uncompressed."""
+    ca_file: Path | None = None
+    """CA certificates for an `https` URL; default: the system's."""
+    signing: BundleSigningConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BundleConfig:
+        if (self.url is None) == (self.file is None):
+            raise ValueError("set exactly one of 'url' or 'file'")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("url must be an http:// or https:// URL")
+        return self
+
+
+class RemoteOpaConfig(_Strict):
+    """An OPA server evaluating the decision through its Data API."""
+
+    url: str
+    """`http(s)://host:port` of the OPA server."""
+    timeout_seconds: PositiveSeconds = 0.5
+    """Per decision; a timeout is answered as unavailable (503), never as a denial."""
+    token: str | None = None
+    """Bearer token for an OPA server run with `--authentication=token`."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise ValueError("expected http(s)://host:port with no path")
+        return value.rstrip("/")
+
+
+class ReloadConfig(_Strict):
+    watch: bool = True
+    """Poll the configuration, policy and key files for changes (SIGHUP always reloads)."""
+    poll_seconds: PositiveSeconds = 2.0
+    run_policy_tests: bool = True
+    """Run the set's Rego tests (`*_test.rego`) before serving it; a failing test refuses it."""
+    validation_timeout_seconds: PositiveSeconds = 60.0
+
+
 class PolicyConfig(_Strict):
-    directory: Path
+    directory: Path | None = None
+    """A policy directory (OPA's layout: `*.rego`, `data.json` placed by its path)."""
+    bundle: BundleConfig | None = None
+    """Or an OPA bundle, from a file or a URL."""
     decision: str = "envoy/authz/allow"
     """The rule to evaluate, as an OPA path (`envoy/authz/allow`) or `data.envoy.authz.allow`."""
+    backend: Literal["embedded", "opa"] = "embedded"
+    """`embedded`: regorus in this process. `opa`: an OPA server (`policy.opa`)."""
+    opa: RemoteOpaConfig | None = None
+    reload: ReloadConfig = ReloadConfig()
 
     @field_validator("decision")
     @classmethod
@@ -287,6 +372,58 @@ class PolicyConfig(_Strict):
         if len(segments) < 2 or not all(_RULE_SEGMENT.fullmatch(s) for s in segments):
             raise ValueError("expected a rule path such as envoy/authz/allow")
         return "data." + path
+
+    @model_validator(mode="after")
+    def _check_source(self) -> PolicyConfig:
+        if self.backend == "opa":
+            if self.opa is None:
+                raise ValueError("backend 'opa' needs 'opa.url'")
+            if self.directory is not None or self.bundle is not None:
+                raise ValueError("backend 'opa' loads its policies itself: drop directory/bundle")
+        elif (self.directory is None) == (self.bundle is None):
+            raise ValueError("set exactly one of 'directory' or 'bundle'")
+        return self
+
+
+class DenyListConfig(_Strict):
+    """The emergency deny-list: a file of workload ids, key ids and token ids to refuse."""
+
+    file: Path
+    poll_seconds: PositiveSeconds = 1.0
+
+
+class DecisionLogConfig(_Strict):
+    output: Literal["none", "stdout"] | Path = "none"
+    """`stdout`, a file path (appended to), or `none`."""
+    include_input: bool = False
+    """Add the policy input (credential headers always replaced by a SHA-256 prefix)."""
+    mask: list[str] = Field(default_factory=list)
+    """JSON pointers into the input to replace with `"**masked**"` (e.g. `/parsed_body/card`)."""
+    queue_entries: PositiveInt = 10_000
+    """Lines waiting for the writer; beyond this, lines are dropped and counted."""
+
+    @field_validator("mask")
+    @classmethod
+    def _check_pointers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith("/"):
+                raise ValueError(f"{value!r} is not a JSON pointer (it must start with '/')")
+        return values
+
+
+class DecisionCacheConfig(_Strict):
+    """Reuse a decision for an identical policy input (proof fields aside)."""
+
+    entries: PositiveInt = 10_000
+    max_ttl_seconds: PositiveSeconds = 30.0
+    """Upper bound for an entry's life; it never outlives the shortest token `exp`."""
+
+
+class DiagnosticsConfig(_Strict):
+    address: str = "127.0.0.1:9102"
+    """`host:port` for `/metrics`, `/healthz` and `/readyz` (plain HTTP: keep it private)."""
+
+    _check_address = field_validator("address")(_host_port)
 
 
 class IdentityHeadersConfig(_Strict):
@@ -366,6 +503,13 @@ class Config(_Strict):
     upstream: UpstreamConfig = UpstreamConfig()
     responses: ResponsesConfig = ResponsesConfig()
     logging: LoggingConfig = LoggingConfig()
+    dry_run: bool = False
+    """Answer policy denials of authenticated callers as allowed (logged and counted).
+    Credential failures are denied regardless. A route may override it (`wimse.dry_run`)."""
+    deny_list: DenyListConfig | None = None
+    decision_log: DecisionLogConfig = DecisionLogConfig()
+    decision_cache: DecisionCacheConfig | None = None
+    diagnostics: DiagnosticsConfig | None = None
 
     @field_validator("trust_domains")
     @classmethod
@@ -431,6 +575,22 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             return key_set
         return key_set.model_copy(update={"jwks_file": resolve(key_set.jwks_file)})
 
+    def _resolve_policy(policy: PolicyConfig) -> PolicyConfig:
+        update: dict[str, Any] = {}
+        if policy.directory is not None:
+            update["directory"] = resolve(policy.directory)
+        if (bundle := policy.bundle) is not None:
+            bundle_update: dict[str, Any] = {}
+            if bundle.file is not None:
+                bundle_update["file"] = resolve(bundle.file)
+            if bundle.ca_file is not None:
+                bundle_update["ca_file"] = resolve(bundle.ca_file)
+            if bundle.signing is not None:
+                keys = {k: resolve_keys(v) for k, v in bundle.signing.keys.items()}
+                bundle_update["signing"] = bundle.signing.model_copy(update={"keys": keys})
+            update["bundle"] = bundle.model_copy(update=bundle_update)
+        return policy.model_copy(update=update)
+
     domains = {
         name: resolve_keys(domain).model_copy(
             update={"txn_token_service": resolve_keys(domain.txn_token_service)}
@@ -439,10 +599,15 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         else resolve_keys(domain)
         for name, domain in config.trust_domains.items()
     }
-    update: dict[str, Any] = {
-        "trust_domains": domains,
-        "policy": config.policy.model_copy(update={"directory": resolve(config.policy.directory)}),
-    }
+    update: dict[str, Any] = {"trust_domains": domains, "policy": _resolve_policy(config.policy)}
+    if config.deny_list is not None:
+        update["deny_list"] = config.deny_list.model_copy(
+            update={"file": resolve(config.deny_list.file)}
+        )
+    if isinstance(config.decision_log.output, Path):
+        update["decision_log"] = config.decision_log.model_copy(
+            update={"output": resolve(config.decision_log.output)}
+        )
     if config.user_token is not None:
         issuers = {k: resolve_keys(v) for k, v in config.user_token.issuers.items()}
         update["user_token"] = config.user_token.model_copy(update={"issuers": issuers})

@@ -153,6 +153,13 @@ class Reason(StrEnum):
     POLICY_UNAUTHENTICATED = "policy.unauthenticated"
     POLICY_ERROR = "policy.error"
     POLICY_INVALID_DECISION = "policy.invalid_decision"
+    POLICY_DRY_RUN_DENIED = "policy.dry_run_denied"
+    POLICY_BACKEND_UNAVAILABLE = "policy.backend_unavailable"
+
+    # --- emergency deny-list (checked after credentials, before policy) ------------------
+    DENYLIST_WORKLOAD = "denylist.workload"
+    DENYLIST_KID = "denylist.kid"
+    DENYLIST_JTI = "denylist.jti"
 
     # --- our own availability -----------------------------------------------------------
     GATEWAY_NOT_READY = "gateway.not_ready"

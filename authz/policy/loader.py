@@ -1,19 +1,20 @@
-"""Reading a policy directory into an immutable `PolicySet` (sources, data, revision).
+"""Policy files into an immutable `PolicySet` (modules, tests, data, revision).
 
-Layout, as OPA loads a directory: every `*.rego` file is a module; every `data.json` or
-`data.yaml` is placed in `data` at the path of its directory (`acl/data.json` becomes
-`data.acl`). Files named `*_test.rego` are Rego unit tests: loaded by `policy test`, left
-out of the serving engine. The revision is a digest of everything loaded, so two gateways
-serving the same revision serve the same policy.
+Layout, as OPA loads a directory or a bundle: every `*.rego` file is a module; every
+`data.json` or `data.yaml` is placed in `data` at the path of its directory (`acl/data.json`
+becomes `data.acl`). Files named `*_test.rego` are Rego unit tests: kept apart, run before a
+set is served, never loaded into the serving engine. The revision is a digest of every file
+(or a bundle's own `.manifest` revision), so two gateways serving the same revision serve
+the same policy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -26,24 +27,31 @@ _DATA_FILES = ("data.json", "data.yaml", "data.yml")
 @dataclass(frozen=True, slots=True)
 class PolicySet:
     modules: tuple[tuple[str, str], ...]
-    """(path relative to the policy directory, Rego source), sorted by path."""
+    """(path inside the set, Rego source) of the serving modules, sorted by path."""
     data: Mapping[str, Any]
     revision: str
+    tests: tuple[tuple[str, str], ...] = ()
+    """(path, Rego source) of the `*_test.rego` modules."""
+    origin: str = ""
+    """Where the set came from, for logs: a directory, a bundle file or URL."""
+
+    def with_tests(self) -> tuple[tuple[str, str], ...]:
+        """Serving and test modules together, as `policy test` compiles them."""
+        return tuple(sorted((*self.modules, *self.tests)))
 
 
-def _is_test_module(path: Path) -> bool:
-    return path.name.endswith("_test.rego")
+def is_test_module(path: str) -> bool:
+    return path.endswith("_test.rego")
 
 
-def _read_data_file(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+def _parse_data(path: str, text: str) -> Any:
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot parse data file: {exc}") from None
 
 
-def _place(data: dict[str, Any], segments: tuple[str, ...], value: Any, source: Path) -> None:
+def _place(data: dict[str, Any], segments: tuple[str, ...], value: Any, source: str) -> None:
     node = data
     for segment in segments:
         child = node.setdefault(segment, {})
@@ -60,28 +68,48 @@ def _place(data: dict[str, Any], segments: tuple[str, ...], value: Any, source: 
         node[key] = item
 
 
-def load_policy_set(directory: Path, *, include_tests: bool = False) -> PolicySet:
-    """Read every module and data file under `directory`."""
-    if not directory.is_dir():
-        raise ConfigError(f"policy directory {directory} does not exist")
+def build_policy_set(
+    files: Iterable[tuple[str, str]], origin: str, revision: str | None = None
+) -> PolicySet:
+    """A set from (POSIX path inside the set, text) pairs; other file kinds are ignored.
+
+    `revision` names the set when its source does (a bundle manifest); otherwise it is a
+    digest of every module, test and data file.
+    """
     digest = hashlib.sha256()
     modules: list[tuple[str, str]] = []
+    tests: list[tuple[str, str]] = []
     data: dict[str, Any] = {}
-    for path in sorted(directory.rglob("*")):
-        if not path.is_file():
-            continue
-        relative = path.relative_to(directory)
-        if path.suffix == ".rego":
-            if _is_test_module(path) and not include_tests:
-                continue
-            source = path.read_text(encoding="utf-8")
-            modules.append((relative.as_posix(), source))
-        elif path.name in _DATA_FILES:
-            source = path.read_text(encoding="utf-8")
-            _place(data, relative.parent.parts, _read_data_file(path), path)
+    for path, text in sorted(files):
+        name = PurePosixPath(path)
+        if name.suffix == ".rego":
+            (tests if is_test_module(path) else modules).append((path, text))
+        elif name.name in _DATA_FILES:
+            _place(data, name.parent.parts, _parse_data(path, text), f"{origin}: {path}")
         else:
             continue
-        digest.update(relative.as_posix().encode() + b"\0" + source.encode() + b"\0")
+        digest.update(path.encode() + b"\0" + text.encode() + b"\0")
     if not modules:
-        raise ConfigError(f"policy directory {directory} holds no .rego modules")
-    return PolicySet(modules=tuple(modules), data=data, revision=digest.hexdigest()[:16])
+        raise ConfigError(f"{origin} holds no .rego modules")
+    return PolicySet(
+        modules=tuple(modules),
+        data=data,
+        revision=revision or digest.hexdigest()[:16],
+        tests=tuple(tests),
+        origin=origin,
+    )
+
+
+def load_policy_set(directory: Path) -> PolicySet:
+    """Read every module, test and data file under `directory`."""
+    if not directory.is_dir():
+        raise ConfigError(f"policy directory {directory} does not exist")
+    files: list[tuple[str, str]] = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and (path.suffix == ".rego" or path.name in _DATA_FILES):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: cannot read: {exc}") from None
+            files.append((path.relative_to(directory).as_posix(), text))
+    return build_policy_set(files, origin=f"policy directory {directory}")

@@ -8,12 +8,12 @@ against the same engine build (modules, data, builtin extensions) the gateway se
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from authz.errors import is_rust_panic
 from authz.policy.embedded import build_engine, error_summary
-from authz.policy.loader import load_policy_set
+from authz.policy.loader import PolicySet, load_policy_set
 from authz.policy.rego_ast import RuleHead, rule_heads
 
 
@@ -38,7 +38,12 @@ def discover_tests(heads: list[RuleHead]) -> list[RuleHead]:
 
 def run_policy_tests(directory: Path) -> list[TestOutcome]:
     """Run every test rule under `directory`; raises `ConfigError` if policies don't load."""
-    policy_set = load_policy_set(directory, include_tests=True)
+    return run_set_tests(load_policy_set(directory))
+
+
+def run_set_tests(policy_set: PolicySet) -> list[TestOutcome]:
+    """Run every test rule of a set, compiled with its serving modules."""
+    policy_set = replace(policy_set, modules=policy_set.with_tests(), tests=())
     engine = build_engine(policy_set)
     outcomes: list[TestOutcome] = []
     for head in discover_tests(rule_heads(engine.get_ast_as_json())):

@@ -26,8 +26,8 @@ def test_modules_and_data_are_loaded_at_their_directory_paths(tmp_path: Path) ->
     policy_set = load_policy_set(tmp_path)
     assert [path for path, _ in policy_set.modules] == ["a.rego"]
     assert policy_set.data == {"root": 1, "acl": {"teams": {"owners": ["alice"]}}}
-    with_tests = load_policy_set(tmp_path, include_tests=True)
-    assert [path for path, _ in with_tests.modules] == ["a.rego", "a_test.rego"]
+    assert [path for path, _ in policy_set.tests] == ["a_test.rego"]
+    assert [path for path, _ in policy_set.with_tests()] == ["a.rego", "a_test.rego"]
 
 
 def test_revision_changes_with_any_loaded_file(tmp_path: Path) -> None:
