@@ -89,7 +89,7 @@ def build_policy_set(
         else:
             continue
         digest.update(path.encode() + b"\0" + text.encode() + b"\0")
-    if not modules:
+    if not modules and not tests:
         raise ConfigError(f"{origin} holds no .rego modules")
     return PolicySet(
         modules=tuple(modules),
