@@ -14,11 +14,14 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz.credentials.algorithms import InvalidKey, PublicKey, public_key_from_jwk
 from authz.credentials.identifiers import is_valid_trust_domain
 from authz.errors import ConfigError
+
+if TYPE_CHECKING:
+    from authz.config import KeySetConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,20 @@ def read_jwks_file(path: Path, where: str) -> Any:
 
 KeySources = Mapping[str, tuple[frozenset[str], object, str]]
 """`{name: (algorithms, jwks_document, where)}`: key sets as configured, before parsing."""
+
+
+def key_sources(key_sets: Mapping[str, KeySetConfig], where: str, suffix: str = "") -> KeySources:
+    """Configured key sets as `build_key_sets` takes them, each `jwks_file` read now; errors
+    name `<where>.<name><suffix>`."""
+    sources: dict[str, tuple[frozenset[str], object, str]] = {}
+    for name, key_set in key_sets.items():
+        label = f"{where}.{name}{suffix}"
+        if key_set.jwks_file is not None:
+            document = read_jwks_file(Path(key_set.jwks_file), f"{label}.jwks_file")
+        else:
+            document = key_set.jwks
+        sources[name] = (frozenset(key_set.algorithms), document, label)
+    return sources
 
 
 def build_key_sets(sources: KeySources) -> tuple[dict[str, KeySet], str]:
