@@ -3,7 +3,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz.observability.metrics import Metrics
+from authz.observability.metrics import DRY_RUN_REASONS_MAX, Metrics
 from tests.support import GatewayHarness, expect_failed
 
 
@@ -37,3 +37,62 @@ def test_a_full_replay_cache_is_counted_and_its_size_exported(harness: GatewayHa
     values = samples(small.gateway.metrics)
     assert values[("wimse_authz_replay_cache_full_total", ())] == 1
     assert values[("wimse_authz_replay_cache_entries", ())] == 1
+
+
+def test_revision_info_exports_only_the_revision_now_serving() -> None:
+    metrics = Metrics()
+    metrics.set_revision("policy-1", "trust-1")
+    metrics.set_revision("policy-2", "trust-1")
+    revisions = {
+        labels: value
+        for (name, labels), value in samples(metrics).items()
+        if name == "wimse_authz_policy_revision_info"
+    }
+    assert revisions == {(("revision", "policy-2"), ("trust_revision", "trust-1")): 1}
+
+
+def test_reloads_are_counted_and_stamped_by_result() -> None:
+    metrics = Metrics()
+    metrics.record_reload(True, at=1000.0)
+    metrics.record_reload(False, at=2000.0)
+    metrics.record_reload(False, at=3000.0)
+    values = samples(metrics)
+    assert values[("wimse_authz_policy_reloads_total", (("result", "success"),))] == 1
+    assert values[("wimse_authz_policy_reloads_total", (("result", "failure"),))] == 2
+    stamp = "wimse_authz_policy_last_reload_timestamp_seconds"
+    assert values[(stamp, (("result", "success"),))] == 1000.0
+    assert values[(stamp, (("result", "failure"),))] == 3000.0
+
+
+def test_results_are_exported_at_zero_before_anything_happens() -> None:
+    values = samples(Metrics())
+    for family in ("policy_reloads", "key_set_refreshes", "deny_list_reloads"):
+        for result in ("success", "failure"):
+            assert values[(f"wimse_authz_{family}_total", (("result", result),))] == 0
+    for result in ("hit", "miss"):
+        assert values[("wimse_authz_decision_cache_lookups_total", (("result", result),))] == 0
+
+
+def test_dry_run_reasons_are_cut_to_64_characters() -> None:
+    metrics = Metrics()
+    metrics.count_dry_run_denial("x" * 200)
+    metrics.count_dry_run_denial("x" * 64 + "different tail")
+    metrics.count_dry_run_denial("")
+    values = samples(metrics)
+    assert values[("wimse_authz_dry_run_denials_total", (("reason", "x" * 64),))] == 2
+    assert values[("wimse_authz_dry_run_denials_total", (("reason", "unspecified"),))] == 1
+
+
+def test_dry_run_reasons_beyond_the_cap_are_counted_as_other() -> None:
+    metrics = Metrics()
+    for n in range(DRY_RUN_REASONS_MAX + 5):
+        metrics.count_dry_run_denial(f"reason {n}")
+    metrics.count_dry_run_denial("reason 0")
+    values = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples(metrics).items()
+        if name == "wimse_authz_dry_run_denials_total"
+    }
+    assert len(values) == DRY_RUN_REASONS_MAX + 1
+    assert values["other"] == 5
+    assert values["reason 0"] == 2
