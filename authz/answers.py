@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from authz.config import ResponsesConfig, UpstreamConfig
@@ -35,6 +35,7 @@ from authz.policy.decision import HeaderList, PolicyDecision
 from authz.reasons import Reason
 
 WWW_AUTHENTICATE = ("www-authenticate", "WPT")
+_NOTHING_ALLOWED = PolicyDecision(allowed=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,13 @@ class Failed:
 
 
 Verdict = Allowed | Denied | Failed
+
+
+def verdict_result(verdict: Verdict) -> str:
+    """`allow`, `deny` or `error`: what Envoy was told, as metrics and logs label it."""
+    if isinstance(verdict, Allowed):
+        return "allow"
+    return "deny" if isinstance(verdict, Denied) else "error"
 
 
 class Answers:
@@ -143,6 +151,17 @@ class Answers:
             dynamic_metadata=self._metadata(decision_id, reason, None),
         )
 
+    def blocked(self, decision_id: str, reason: Reason, caller: Caller | None) -> Denied:
+        """The emergency deny-list matched: refused before policy, dry-run or not."""
+        return Denied(
+            decision_id=decision_id,
+            status=self._responses.deny_list_status,
+            reason=reason,
+            headers=self._deny_headers(reason),
+            body=self._deny_body(decision_id, reason),
+            dynamic_metadata=self._metadata(decision_id, reason, caller),
+        )
+
     def policy_denied(
         self, decision_id: str, decision: PolicyDecision, authentication: Authentication
     ) -> Denied:
@@ -166,6 +185,22 @@ class Answers:
                 **self._metadata(decision_id, reason, caller),
             },
         )
+
+    def dry_run_allowed(
+        self, decision_id: str, denial: PolicyDecision, authentication: Authentication
+    ) -> Allowed:
+        """A policy denial under dry-run: allowed as a plain allow would be (none of the
+        denial's headers or body), with what would have happened in the metadata."""
+        allowed = self.allowed(decision_id, _NOTHING_ALLOWED, authentication)
+        would_deny: dict[str, object] = {"reasons": list(denial.reasons)}
+        if denial.http_status is not None:
+            would_deny["http_status"] = denial.http_status
+        metadata = {
+            **self._metadata(decision_id, Reason.POLICY_DRY_RUN_DENIED, authentication.caller),
+            "dry_run": True,
+            "would_deny": would_deny,
+        }
+        return replace(allowed, reason=Reason.POLICY_DRY_RUN_DENIED, dynamic_metadata=metadata)
 
     def allowed(
         self, decision_id: str, decision: PolicyDecision, authentication: Authentication

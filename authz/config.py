@@ -469,6 +469,7 @@ class ResponsesConfig(_Strict):
     bad_request_status: int = 400
     unauthenticated_status: int = 401
     policy_denied_status: int = 403
+    deny_list_status: int = 403
     unavailable: UnavailableConfig = UnavailableConfig()
 
     _check_header = field_validator("reason_header")(_header_name)
@@ -478,6 +479,7 @@ class ResponsesConfig(_Strict):
         "bad_request_status",
         "unauthenticated_status",
         "policy_denied_status",
+        "deny_list_status",
     )(_status)
 
 

@@ -1,40 +1,50 @@
 """Assembling a gateway from configuration: keys, verifiers, engine, pipeline, metrics.
 
-Everything expensive (parsing keys, compiling policy) happens here, once, before the
-server reports SERVING.
+Everything expensive (parsing keys, compiling policy) happens here, once per load or reload,
+before the result serves: on the serving thread, since regorus engines are bound to the
+thread that built them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
-from authz.config import Config, KeySetConfig
+from authz.config import Config
 from authz.credentials.attestation import EarRules, EarVerifier
 from authz.credentials.authenticator import Authenticator, MtlsRules
 from authz.credentials.context import AttestationSources, ContextVerifier, UserTokenSource
-from authz.credentials.presentation import SizeLimits
+from authz.credentials.presentation import CREDENTIAL_HEADERS, SizeLimits
 from authz.credentials.replay import InMemoryReplayCache
 from authz.credentials.trust import (
     KeySet,
-    KeySources,
     TrustStore,
     build_key_sets,
     build_trust_store,
-    read_jwks_file,
+    key_sources,
 )
 from authz.credentials.txn_token import TxnRules, TxnTokenVerifier
 from authz.credentials.user_token import UserIssuer, UserTokenRules, UserTokenVerifier
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.credentials.wpt import WptRules, WptVerifier
+from authz.deny_list import DenyListHolder, read_deny_list
 from authz.errors import ConfigError
+from authz.observability.decision_log import (
+    DecisionLog,
+    InputRedaction,
+    JsonLinesDecisionLog,
+    open_decision_log,
+)
 from authz.observability.metrics import Metrics
-from authz.pipeline import Pipeline
+from authz.pipeline import Observers, Pipeline
+from authz.policy.decision_cache import DecisionCache
 from authz.policy.embedded import EmbeddedRegoEngine
-from authz.policy.loader import load_policy_set
+from authz.policy.engine import PolicyEngine
+from authz.policy.loader import PolicySet
+from authz.policy.remote import RemoteOpaEngine
+from authz.policy.sources import load_configured_policy_set
 from authz.routing import ServiceRouter
 
 
@@ -44,23 +54,11 @@ class Gateway:
     pipeline: Pipeline
     metrics: Metrics
     trust_store: TrustStore
+    runtime: Runtime
 
 
 def load_trust_store(config: Config) -> TrustStore:
-    return build_trust_store(_key_sources(config.trust_domains, "trust_domains"))
-
-
-def _key_sources(key_sets: Mapping[str, KeySetConfig], where: str, suffix: str = "") -> KeySources:
-    """Key sets as `build_key_sets` takes them; errors name `where.<name>suffix`."""
-    sources: dict[str, tuple[frozenset[str], object, str]] = {}
-    for name, key_set in key_sets.items():
-        label = f"{where}.{name}{suffix}"
-        if key_set.jwks_file is not None:
-            document = read_jwks_file(Path(key_set.jwks_file), f"{label}.jwks_file")
-        else:
-            document = key_set.jwks
-        sources[name] = (frozenset(key_set.algorithms), document, label)
-    return sources
+    return build_trust_store(key_sources(config.trust_domains, "trust_domains"))
 
 
 def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
@@ -71,7 +69,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
         for name, domain in config.trust_domains.items()
         if domain.txn_token_service is not None
     }
-    tts_key_sets, _ = build_key_sets(_key_sources(tts, "trust_domains", ".txn_token_service"))
+    tts_key_sets, _ = build_key_sets(key_sources(tts, "trust_domains", ".txn_token_service"))
     txn = config.txn_token
     txn_verifier = TxnTokenVerifier(
         tts_key_sets,
@@ -86,7 +84,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
     )
     user_tokens = None
     if (user := config.user_token) is not None:
-        issuer_keys, _ = build_key_sets(_key_sources(user.issuers, "user_token.issuers"))
+        issuer_keys, _ = build_key_sets(key_sources(user.issuers, "user_token.issuers"))
         issuers = {
             name: UserIssuer(issuer_keys[name], frozenset(issuer.audiences))
             for name, issuer in user.issuers.items()
@@ -97,7 +95,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
         )
     attestation = None
     if (ear := config.attestation) is not None:
-        verifier_keys, _ = build_key_sets(_key_sources(ear.verifiers, "attestation.verifiers"))
+        verifier_keys, _ = build_key_sets(key_sources(ear.verifiers, "attestation.verifiers"))
         _check_unique_kids(verifier_keys.values(), "attestation.verifiers")
         verifier = EarVerifier(
             tuple(verifier_keys.values()), EarRules(skew, ear.max_age_seconds), clock
@@ -117,16 +115,85 @@ def _check_unique_kids(key_sets: Iterable[KeySet], where: str) -> None:
                 seen.add(key.kid)
 
 
+@dataclass(slots=True)
+class Runtime:
+    """What outlives a reload: metrics, the replay cache (a rebuilt one would accept every
+    proof again), the deny-list in force and the decision log writer."""
+
+    metrics: Metrics
+    replay_cache: InMemoryReplayCache
+    deny_list: DenyListHolder
+    decision_log: DecisionLog
+
+    @classmethod
+    def create(cls, config: Config, clock: Clock, metrics: Metrics | None = None) -> Runtime:
+        metrics = metrics or Metrics()
+        replay_cache = InMemoryReplayCache(
+            config.wpt.replay_cache_entries, clock, on_full=metrics.replay_cache_full.inc
+        )
+        metrics.watch_replay_cache(replay_cache.__len__)
+        deny_list = DenyListHolder()
+        if config.deny_list is not None:
+            deny_list.current = read_deny_list(config.deny_list.file)
+        metrics.watch_deny_list(lambda: len(deny_list.current))
+        return cls(metrics, replay_cache, deny_list, open_configured_decision_log(config, metrics))
+
+    def close(self) -> None:
+        self.decision_log.close()
+
+
+def open_configured_decision_log(config: Config, metrics: Metrics) -> DecisionLog:
+    settings = config.decision_log
+    redaction = (
+        InputRedaction.build(logged_credential_headers(config), settings.mask)
+        if settings.include_input
+        else None
+    )
+    decision_log = open_decision_log(
+        settings.output,
+        queue_entries=settings.queue_entries,
+        redaction=redaction,
+        on_drop=metrics.count_decision_log_drop,
+    )
+    if isinstance(decision_log, JsonLinesDecisionLog):
+        metrics.watch_decision_log_queue(decision_log.queued)
+    return decision_log
+
+
+def logged_credential_headers(config: Config) -> tuple[str, ...]:
+    """Every header that can carry a token, proof or signature: never logged as is."""
+    return tuple(sorted({*CREDENTIAL_HEADERS, *config.bindable_headers}))
+
+
+def build_engine_for(
+    config: Config, policy_set: PolicySet | None, metrics: Metrics
+) -> PolicyEngine:
+    """The configured backend; `policy_set` is the validated set to serve (loaded from the
+    configured directory or bundle file when not given)."""
+    policy = config.policy
+    if policy.backend == "opa":
+        assert policy.opa is not None  # by PolicyConfig's validation
+        return RemoteOpaEngine(policy.opa, policy.decision)
+    return EmbeddedRegoEngine(
+        policy_set if policy_set is not None else load_configured_policy_set(policy),
+        policy.decision,
+        on_rebuild=metrics.policy_engine_rebuilds.inc,
+    )
+
+
 def build_gateway(
-    config: Config, clock: Clock = system_clock, metrics: Metrics | None = None
+    config: Config,
+    clock: Clock = system_clock,
+    metrics: Metrics | None = None,
+    *,
+    runtime: Runtime | None = None,
+    policy_set: PolicySet | None = None,
 ) -> Gateway:
-    metrics = metrics or Metrics()
+    """A complete gateway; `runtime` carries state over from the one it replaces."""
+    runtime = runtime or Runtime.create(config, clock, metrics)
+    metrics = runtime.metrics
     trust_store = load_trust_store(config)
     skew = config.clock_skew_seconds
-    replay_cache = InMemoryReplayCache(
-        config.wpt.replay_cache_entries, clock, on_full=metrics.replay_cache_full.inc
-    )
-    metrics.watch_replay_cache(replay_cache.__len__)
     wit_verifier = WitVerifier(
         trust_store,
         WitRules(
@@ -144,7 +211,7 @@ def build_gateway(
             bindable_headers=config.bindable_headers,
         ),
         clock,
-        replay_cache,
+        runtime.replay_cache,
     )
     authenticator = Authenticator(
         wit_verifier,
@@ -154,17 +221,28 @@ def build_gateway(
         legacy_wpt=config.wpt.legacy_header,
         context_headers=sorted(config.bindable_headers),
     )
-    engine = EmbeddedRegoEngine(
-        load_policy_set(config.policy.directory),
-        config.policy.decision,
-        on_rebuild=metrics.policy_engine_rebuilds.inc,
-    )
+    decision_cache = None
+    if (cache := config.decision_cache) is not None:
+        max_age = config.attestation.max_age_seconds if config.attestation else 0.0
+        decision_cache = DecisionCache(cache.entries, cache.max_ttl_seconds, clock, max_age)
+        metrics.watch_decision_cache(decision_cache.__len__)
     pipeline = Pipeline(
         router=ServiceRouter.from_config(config),
         authenticator=authenticator,
         context_verifier=build_context_verifier(config, clock),
-        engine=engine,
+        engine=build_engine_for(config, policy_set, metrics),
         answers=Answers(config.responses, config.upstream),
         parsed_body_bytes=config.limits.parsed_body_bytes,
+        observers=Observers(
+            metrics=metrics,
+            decision_log=runtime.decision_log,
+            trust_revision=trust_store.revision,
+            logged_credential_headers=logged_credential_headers(config),
+        ),
+        deny_list=runtime.deny_list,
+        decision_cache=decision_cache,
+        dry_run=config.dry_run,
     )
-    return Gateway(config=config, pipeline=pipeline, metrics=metrics, trust_store=trust_store)
+    return Gateway(
+        config=config, pipeline=pipeline, metrics=metrics, trust_store=trust_store, runtime=runtime
+    )

@@ -1,32 +1,38 @@
 """The one place that orders the stages of a check.
 
-request → service (from route config) → credentials verified → policy input → decision →
-verdict. Each stage reads only what earlier stages produced. Failures become verdicts by
-their class: invalid credentials and malformed requests are denied with their reason code;
-anything that stops the gateway from deciding, including an unexpected exception, is
-answered as unavailable. Nothing here can turn an error into an allow.
+request → service (from route config) → credentials verified → deny-list → policy input →
+decision (cached or evaluated) → verdict → decision log. Each stage reads only what earlier
+stages produced. Failures become verdicts by their class: invalid credentials and malformed
+requests are denied with their reason code; anything that stops the gateway from deciding,
+including an unexpected exception, is answered as unavailable. Nothing here can turn an
+error into an allow; dry-run only ever relaxes a *policy* denial of an authenticated caller.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
+import time
+from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
-from authz.answers import Answers, Verdict
+from authz.answers import Allowed, Answers, Verdict, verdict_result
 from authz.credentials.authenticator import Authentication, Authenticator
-from authz.credentials.context import ContextVerifier
+from authz.credentials.context import ContextVerifier, TransactionContext
 from authz.credentials.presentation import WIT_HEADER, ProofStyle, proof_style
+from authz.deny_list import DenyListHolder
 from authz.errors import CredentialError, RequestError, UnavailableError, is_rust_panic
-from authz.policy.decision import decision_from_result
+from authz.observability.decision_log import DecisionLog, DecisionRecord, short_hash
+from authz.observability.metrics import Metrics
+from authz.policy.decision import PolicyDecision, decision_from_result
+from authz.policy.decision_cache import DecisionCache, cache_key
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
 from authz.policy.input import build_input
 from authz.reasons import Reason
 from authz.request import RequestView, request_view
-from authz.routing import ServiceRouter
+from authz.routing import ServiceRouter, route_dry_run
 
 log = logging.getLogger("authz.pipeline")
 
@@ -36,12 +42,19 @@ def new_decision_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _short_hash(request: RequestView | None, header: str) -> str:
-    """A token's SHA-256 prefix, to correlate log lines without ever logging the token."""
-    value = request.headers.get(header) if request is not None else None
-    if value is None:
-        return "-"
-    return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:12]
+def _us(seconds: float) -> int:
+    return int(seconds * 1e6)
+
+
+@dataclass(frozen=True, slots=True)
+class Observers:
+    """Where a pipeline reports: metrics, decision log, and the revisions it serves."""
+
+    metrics: Metrics
+    decision_log: DecisionLog
+    trust_revision: str
+    logged_credential_headers: tuple[str, ...] = ()
+    """Headers whose `sha256:` prefix a decision log line carries."""
 
 
 class Pipeline:
@@ -54,6 +67,10 @@ class Pipeline:
         engine: PolicyEngine,
         answers: Answers,
         parsed_body_bytes: int,
+        observers: Observers,
+        deny_list: DenyListHolder | None = None,
+        decision_cache: DecisionCache | None = None,
+        dry_run: bool = False,
     ) -> None:
         self._router = router
         self._authenticator = authenticator
@@ -61,20 +78,38 @@ class Pipeline:
         self.engine = engine
         self._answers = answers
         self._parsed_body_bytes = parsed_body_bytes
+        self._observers = observers
+        self._metrics = observers.metrics
+        self._decision_log = observers.decision_log
+        self.deny_list = deny_list or DenyListHolder()
+        self.decision_cache = decision_cache
+        self._dry_run = dry_run
 
     async def check(self, attributes: AttributeContext) -> Verdict:
-        decision_id = new_decision_id()
+        started = time.perf_counter()
+        record = DecisionRecord(new_decision_id(), time.time())
+        verdict = await self._check(attributes, record)
+        record.total_us = _us(time.perf_counter() - started)
+        record.result = verdict_result(verdict)
+        record.status = verdict.status if not isinstance(verdict, Allowed) else 200
+        record.reason = verdict.reason.value
+        self._decision_log.write(record)
+        return verdict
+
+    async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:
+        decision_id = record.decision_id
         request: RequestView | None = None
         try:
             request = request_view(attributes)
-            return await self._decide(decision_id, request)
+            return await self._decide(request, record)
         except CredentialError as error:
+            self._metrics.count_verification_failure(error.reason.value)
             log.info(
                 "deny %s %s: %s (wit %s)",
                 decision_id,
                 error.reason,
                 error.message,
-                _short_hash(request, WIT_HEADER),
+                _header_hash(request, WIT_HEADER),
             )
             return self._answers.invalid_credentials(
                 decision_id,
@@ -98,35 +133,109 @@ class Pipeline:
             log.exception("unavailable %s: panic in a native extension", decision_id)
             return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
 
-    async def _decide(self, decision_id: str, request: RequestView) -> Verdict:
+    async def _decide(self, request: RequestView, record: DecisionRecord) -> Verdict:
+        started = time.perf_counter()
+        self._describe_request(request, record)
         service = self._router.select(request.context_extensions)
+        record.service = service.name
+        dry_run = route_dry_run(request.context_extensions, self._dry_run)
         authentication: Authentication = await self._authenticator.authenticate(
             request.headers, request.source_principal, service.audiences(request.path)
         )
+        caller = authentication.caller
+        if caller is not None:
+            record.caller = caller.id.uri
+            record.authenticated_by = caller.authenticated_by.value
         context = self._context_verifier.verify(
             request.headers,
-            authentication.caller,
+            caller,
             service.id.trust_domain,
             txn_required=service.requires_txn_token(request.context_extensions),
         )
+        _describe_context(context, record)
+        blocked = self.deny_list.current.match(caller, context)
+        record.verify_us = _us(time.perf_counter() - started)
+        if blocked is not None:
+            log.warning("deny %s %s: caller=%s", record.decision_id, blocked, record.caller or "-")
+            return self._answers.blocked(record.decision_id, blocked, caller)
+
+        evaluating = time.perf_counter()
         http = request.attributes.request.http
         parsed_body = parse_body(request.headers, http.body, http.raw_body, self._parsed_body_bytes)
-        document = build_input(
-            request,
-            parsed_body,
-            authentication.caller,
-            service,
-            context,
-        )
-        result = await self.engine.evaluate(document)
-        decision = decision_from_result(result, self._answers.managed_headers)
+        document = build_input(request, parsed_body, caller, service, context)
+        if self._decision_log.wants_input:
+            record.input = document
+        decision = await self._decision(document, authentication, context, record)
+        record.evaluate_us = _us(time.perf_counter() - evaluating)
+        record.policy_reasons = decision.reasons
+
         if decision.allowed:
-            return self._answers.allowed(decision_id, decision, authentication)
-        caller = authentication.caller
+            return self._answers.allowed(record.decision_id, decision, authentication)
+        if dry_run and caller is not None:
+            # Only a policy denial of a caller whose credentials verified is relaxed.
+            record.dry_run = True
+            self._metrics.count_dry_run_denial(decision.reasons[0] if decision.reasons else "")
+            log.info(
+                "dry-run %s policy would deny: caller=%s reasons=%s",
+                record.decision_id,
+                caller.id.uri,
+                ",".join(decision.reasons) or "-",
+            )
+            return self._answers.dry_run_allowed(record.decision_id, decision, authentication)
         log.info(
             "deny %s policy: caller=%s reasons=%s",
-            decision_id,
+            record.decision_id,
             caller.id.uri if caller else "-",
             ",".join(decision.reasons) or "-",
         )
-        return self._answers.policy_denied(decision_id, decision, authentication)
+        return self._answers.policy_denied(record.decision_id, decision, authentication)
+
+    async def _decision(
+        self,
+        document: dict[str, object],
+        authentication: Authentication,
+        context: TransactionContext,
+        record: DecisionRecord,
+    ) -> PolicyDecision:
+        cache = self.decision_cache
+        revision = self.engine.revision
+        key = b""
+        if cache is not None:
+            key = cache_key(document, revision)
+            cached = cache.get(key)
+            self._metrics.count_cache_lookup(hit=cached is not None)
+            if cached is not None:
+                record.cached = True
+                return cached
+        result = await self.engine.evaluate(document)
+        decision = decision_from_result(result, self._answers.managed_headers)
+        if cache is not None:
+            cache.put(key, decision, cache.not_after(authentication.caller, context))
+        return decision
+
+    def _describe_request(self, request: RequestView, record: DecisionRecord) -> None:
+        record.method = request.method
+        record.path = request.path
+        record.route = request.context_extensions
+        record.policy_revision = self.engine.revision
+        record.trust_revision = self._observers.trust_revision
+        if self._decision_log.enabled:
+            headers = request.headers
+            record.credentials = {
+                name: short_hash(headers[name])
+                for name in self._observers.logged_credential_headers
+                if name in headers
+            }
+
+
+def _describe_context(context: TransactionContext, record: DecisionRecord) -> None:
+    record.chain = tuple(hop.id for hop in context.chain)
+    if context.txn is not None:
+        record.txn = context.txn.txn_id
+        record.txn_sub = context.txn.subject
+
+
+def _header_hash(request: RequestView | None, header: str) -> str:
+    """A token's SHA-256 prefix, to correlate log lines without ever logging the token."""
+    value = request.headers.get(header) if request is not None else None
+    return short_hash(value) if value is not None else "-"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from authz.config import SERVICE_CONTEXT_KEY, TXN_TOKEN_CONTEXT_KEY, Config
+from authz.config import DRY_RUN_CONTEXT_KEY, SERVICE_CONTEXT_KEY, TXN_TOKEN_CONTEXT_KEY, Config
 from authz.credentials.identifiers import WorkloadId
 from authz.errors import UnavailableError
 from authz.reasons import Reason
@@ -40,6 +40,21 @@ class ServiceTarget:
     def audiences(self, path: str) -> tuple[str, ...]:
         """The WPT `aud` values acceptable for a request to `path` (raw, query removed)."""
         return tuple(origin + path for origin in self.origins)
+
+
+def route_dry_run(context_extensions: Mapping[str, str], default: bool) -> bool:
+    """Whether policy denials on this route are only logged: the route's `wimse.dry_run`
+    (`true`/`false`), else the global `dry_run`."""
+    setting = context_extensions.get(DRY_RUN_CONTEXT_KEY)
+    if setting is None:
+        return default
+    if setting not in ("true", "false"):
+        # Like a Txn-Token requirement, a typo must not silently change enforcement.
+        raise UnavailableError(
+            Reason.ROUTE_CONFIG_INVALID,
+            f"{DRY_RUN_CONTEXT_KEY} must be 'true' or 'false', not {setting!r}",
+        )
+    return setting == "true"
 
 
 class ServiceRouter:

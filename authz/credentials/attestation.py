@@ -16,7 +16,7 @@ is at best `none`; a request's overall status is the worst of its results.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -87,6 +87,8 @@ class AttestationResult:
     subject: str | None
     """The EAR's `sub`, when it names the workload it is about."""
     submods: Mapping[str, Submod]
+    kid: str | None = None
+    """The verifier key that signed it (for the deny-list); None when unsigned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,8 @@ class EarVerifier:
         if not self._verifiers:
             raise CredentialError(Reason.EAR_VERIFIER_UNKNOWN, "no attestation verifier is set")
         signer = verify_signature(jws, self._verifiers, _SIGNATURE_REASONS)
-        return self._normalise(jws.claims, source, signer.key_set.name)
+        result = self._normalise(jws.claims, source, signer.key_set.name)
+        return replace(result, kid=signer.kid) if signer.kid is not None else result
 
     def from_claim(self, value: object, source: AttestationSource) -> AttestationResult:
         """An EAR held in a claim of an already verified token: a nested JWT or an object."""

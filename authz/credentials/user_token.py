@@ -69,6 +69,8 @@ class VerifiedUserToken:
     issued_at: float
     expires_at: float
     claims: Mapping[str, Any]
+    kid: str | None = None
+    """The issuer key that signed it (for logs and the deny-list)."""
 
 
 class UserTokenVerifier:
@@ -89,7 +91,7 @@ class UserTokenVerifier:
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None or not isinstance(iss, str):
             raise CredentialError(Reason.USER_ISSUER_UNKNOWN, "'iss' is not a configured issuer")
-        verify_signature(jws, (issuer.key_set,), _SIGNATURE_REASONS)
+        signer = verify_signature(jws, (issuer.key_set,), _SIGNATURE_REASONS)
 
         if "aud" not in claims:
             raise CredentialError(Reason.USER_CLAIM_MISSING, "'aud' is required")
@@ -129,6 +131,7 @@ class UserTokenVerifier:
             issued_at=float(claims["iat"]),
             expires_at=expires_at,
             claims=claims,
+            kid=signer.kid,
         )
 
     def _token_type(self, typ: object) -> UserTokenType:

@@ -10,7 +10,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from authz.answers import Allowed, Answers, Denied, Failed, Verdict
+from authz.answers import Answers, Failed, Verdict, verdict_result
 from authz.observability.metrics import Metrics
 from authz.pipeline import Pipeline, new_decision_id
 from authz.reasons import Reason
@@ -50,11 +50,5 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         return response
 
     def _record(self, verdict: Verdict, started: float) -> None:
-        self._metrics.count_decision(_result(verdict), verdict.reason)
+        self._metrics.count_decision(verdict_result(verdict), verdict.reason)
         self._metrics.check_duration.observe(time.perf_counter() - started)
-
-
-def _result(verdict: Verdict) -> str:
-    if isinstance(verdict, Allowed):
-        return "allow"
-    return "deny" if isinstance(verdict, Denied) else "error"

@@ -1,0 +1,151 @@
+"""The emergency deny-list: workloads, signing keys and tokens an operator blocks at once.
+
+An operator edits one small file (YAML or JSON) and the gateway picks it up within
+`deny_list.poll_seconds`, without a policy change or a reload:
+
+    workloads: [spiffe://example.org/ns/shop/sa/compromised]
+    kids: [issuer-key-2025-01]
+    jtis: [6f1c0b7e-..., txn-7d2a...]
+
+It is checked after every credential has been verified and before policy (dry-run included),
+against the caller and every workload named in its chain, the `kid` of every verified token
+(WIT, Txn-Token, user token, signed attestation result) and the `jti` of the WIT and the user
+token and the Txn-Token's `txn`. A file that cannot be read or parsed keeps the last good
+list in force; the gateway refuses to start without a readable one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from authz.credentials.authenticator import Caller
+from authz.credentials.context import TransactionContext
+from authz.errors import ConfigError
+from authz.reasons import Reason
+
+log = logging.getLogger("authz.deny_list")
+
+_KINDS = ("workloads", "kids", "jtis")
+_MAX_FILE_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class DenyList:
+    workloads: frozenset[str] = frozenset()
+    kids: frozenset[str] = frozenset()
+    jtis: frozenset[str] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.workloads) + len(self.kids) + len(self.jtis)
+
+    def match(self, caller: Caller | None, context: TransactionContext) -> Reason | None:
+        """The reason code for the first entry this request hits, or None."""
+        if not self:
+            return None
+        if self.workloads and (
+            (caller is not None and caller.id.uri in self.workloads)
+            or any(hop.id in self.workloads for hop in context.chain)
+        ):
+            return Reason.DENYLIST_WORKLOAD
+        kids, jtis = _token_ids(caller, context)
+        if not self.kids.isdisjoint(kids):
+            return Reason.DENYLIST_KID
+        if not self.jtis.isdisjoint(jtis):
+            return Reason.DENYLIST_JTI
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.workloads or self.kids or self.jtis)
+
+
+EMPTY = DenyList()
+
+
+def _token_ids(caller: Caller | None, context: TransactionContext) -> tuple[set[str], set[str]]:
+    kids: set[str] = set()
+    jtis: set[str] = set()
+
+    def add(target: set[str], value: object) -> None:
+        if isinstance(value, str):
+            target.add(value)
+
+    if caller is not None and caller.wit is not None:
+        add(kids, caller.wit.issuer_kid)
+        add(jtis, caller.wit.claims.get("jti"))
+    if (txn := context.txn) is not None:
+        add(kids, txn.kid)
+        add(jtis, txn.txn_id)
+        add(jtis, txn.claims.get("jti"))
+    if (user := context.user_token) is not None:
+        add(kids, user.kid)
+        add(jtis, user.claims.get("jti"))
+    for result in context.attestation:
+        add(kids, result.kid)
+    return kids, jtis
+
+
+def parse_deny_list(text: str, source: str) -> DenyList:
+    try:
+        document = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: expected a mapping with {', '.join(_KINDS)}")
+    unknown = sorted(set(document) - set(_KINDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}")
+    entries: dict[str, frozenset[str]] = {}
+    for kind in _KINDS:
+        values = document.get(kind) or []
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{source}: {kind} must be a list of non-empty strings")
+        entries[kind] = frozenset(values)
+    return DenyList(**entries)
+
+
+def read_deny_list(path: Path) -> DenyList:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"deny_list.file {path}: cannot read: {exc.strerror}") from None
+    if len(raw) > _MAX_FILE_BYTES:
+        raise ConfigError(f"deny_list.file {path}: larger than {_MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"deny_list.file {path}: not UTF-8") from None
+    return parse_deny_list(text, f"deny_list.file {path}")
+
+
+def file_fingerprint(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) — changes when the file is rewritten or replaced."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class DenyListHolder:
+    """The list in force, shared by every pipeline a reload builds. Swapped whole."""
+
+    def __init__(self, deny_list: DenyList = EMPTY) -> None:
+        self.current = deny_list
+        self.error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"DenyListHolder({len(self.current)} entries)"
+
+
+def dump_deny_list(deny_list: DenyList) -> str:
+    """The file form of a list (for tests and tooling)."""
+    return json.dumps({kind: sorted(getattr(deny_list, kind)) for kind in _KINDS}, indent=2)
