@@ -1,9 +1,10 @@
 """The gRPC server: listeners, ext_authz, health, reflection, graceful shutdown.
 
-Start-up order: listeners bind and health reports NOT_SERVING; keys and policies load;
-health turns SERVING. Checks that arrive before that are answered as unavailable. On
-SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused and in-flight checks are
-given `shutdown_grace_seconds` to finish.
+Start-up order: listeners (and the diagnostics port) bind and health reports NOT_SERVING;
+keys and policies load and are validated; health turns SERVING. Checks that arrive before
+that are answered as unavailable. Afterwards the reloader swaps in new gateways as files
+change or on SIGHUP. On SIGTERM or SIGINT health turns NOT_SERVING, new calls are refused
+and in-flight checks are given `shutdown_grace_seconds` to finish.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import disable_created_metrics
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
 from authz.config import Config, ListenerConfig
-from authz.gateway import Gateway, build_gateway
-from authz.observability.metrics import Metrics
+from authz.errors import ConfigError
+from authz.gateway import Gateway, Runtime
+from authz.observability.diagnostics import DiagnosticsServer, Readiness
 from authz.server.authorization import AuthorizationService
+from authz.server.reloader import Reloader, ReloadStatus
 
 log = logging.getLogger("authz.server")
 
@@ -65,22 +69,31 @@ def _refuse_live_socket(path: Path) -> None:
 
 
 class GatewayServer:
-    def __init__(self, config: Config, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, config: Config, clock: Clock = system_clock, config_path: Path | None = None
+    ) -> None:
         self._config = config
         self._clock = clock
-        self.metrics = Metrics()
+        self.runtime = Runtime.create(config, clock)
+        self.metrics = self.runtime.metrics
         self._server = grpc.aio.server(options=_SERVER_OPTIONS)
         self._health = health_aio.HealthServicer()
         self._authorization = AuthorizationService(
             Answers(config.responses, config.upstream), self.metrics
         )
-        self.gateway: Gateway | None = None
+        self.reloader = Reloader(config, config_path, clock, self.runtime, self._install)
+        self.diagnostics: DiagnosticsServer | None = None
         self.bound: list[str] = []
 
+    @property
+    def gateway(self) -> Gateway | None:
+        return self.reloader.gateway
+
     async def start(self) -> None:
-        """Bind every listener, then load keys and policies and report SERVING."""
+        """Bind every listener, then load keys and policies, report SERVING and watch."""
         await self.bind()
         await self.load()
+        self.reloader.start_watching()
 
     async def bind(self) -> None:
         """Listen and answer: health NOT_SERVING, checks unavailable until `load`."""
@@ -107,34 +120,77 @@ class GatewayServer:
                 address if address.startswith("unix:") else f"{address.rpartition(':')[0]}:{port}"
             )
         await self._server.start()
+        if self._config.diagnostics is not None:
+            self.diagnostics = DiagnosticsServer(
+                self._config.diagnostics.address, self.metrics.registry, self.readiness
+            )
+            await self.diagnostics.start()
 
     async def load(self) -> None:
-        """Load trust anchors and compile policies; then report SERVING."""
-        self.gateway = build_gateway(self._config, self._clock, self.metrics)
-        self._authorization.pipeline = self.gateway.pipeline
+        """Load trust anchors and compile policies; then report SERVING.
+
+        A policy bundle served over HTTP may not be reachable yet: the gateway then stays
+        NOT_SERVING and keeps trying. Anything else that fails to load is fatal at start.
+        """
+        if await self.reloader.load("start"):
+            return
+        bundle = self._config.policy.bundle
+        if bundle is not None and bundle.url is not None:
+            log.warning("no policy yet: retrying %s until a valid bundle arrives", bundle.url)
+            return
+        status = self.reloader.last
+        raise ConfigError(status.error if status is not None and status.error else "load failed")
+
+    async def _install(self, gateway: Gateway) -> None:
+        self._authorization.pipeline = gateway.pipeline
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "serving on %s (policy revision %s, trust anchors %s)",
-            ", ".join(self.bound),
-            self.gateway.pipeline.engine.revision,
-            self.gateway.trust_store.revision,
-        )
+        log.info("serving on %s", ", ".join(self.bound))
+
+    def readiness(self) -> Readiness:
+        """Ready once keys and policies are loaded; the detail says what serves and how
+        the last reload went."""
+        gateway = self.gateway
+        last, good = self.reloader.last, self.reloader.last_good
+        detail: dict[str, object] = {
+            "policy_revision": gateway.pipeline.engine.revision if gateway else None,
+            "trust_revision": gateway.trust_store.revision if gateway else None,
+            "last_reload": _status_detail(last),
+            "last_good_reload": _status_detail(good),
+            "deny_list": {
+                "entries": len(self.runtime.deny_list.current),
+                "error": self.runtime.deny_list.error,
+            },
+        }
+        return Readiness(ready=gateway is not None, detail=detail)
 
     async def stop(self) -> None:
         """Stop taking new checks; let in-flight ones finish within the grace period."""
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self._config.server.shutdown_grace_seconds)
+        await self.reloader.close()
+        if self.diagnostics is not None:
+            await self.diagnostics.stop()
+        self.runtime.close()
         log.info("stopped")
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return."""
-    server = GatewayServer(config)
+def _status_detail(status: ReloadStatus | None) -> dict[str, object] | None:
+    if status is None:
+        return None
+    return {"ok": status.ok, "at": status.at, "trigger": status.trigger, "error": status.error}
+
+
+async def serve(config: Config, config_path: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads."""
+    # One `_created` series per counter doubles what every scrape carries, for nothing.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    server = GatewayServer(config, config_path=config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reloader.request_reload)
     try:
         await server.start()
     except BaseException:
