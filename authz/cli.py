@@ -1,7 +1,8 @@
-"""`wimse-authz`: serve, check a configuration, test policies, mint dev keys and tokens, demo.
+"""`wimse-authz`: serve, check a configuration, test and evaluate policies, send a check to
+a running gateway, mint dev keys and tokens, demo.
 
-Developer tooling (`keys`, `token`, `demo`) is imported only when its command runs, so the
-serving path never loads the local issuer.
+Developer tooling (`check`, `keys`, `token`, `demo`) is imported only when its command runs,
+so the serving path never loads the local issuer.
 """
 
 from __future__ import annotations
@@ -33,16 +34,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _configure_logging(config.logging.level)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, args.config))
     return 0
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from authz.config import load_config
     from authz.gateway import build_gateway
+    from authz.policy.sources import load_configured_policy_set
+    from authz.policy.validation import validate
 
     config = load_config(args.config)
-    gateway = build_gateway(config)
+    policy = config.policy
+    policy_set = None
+    if policy.backend == "embedded":
+        if policy.bundle is not None and policy.bundle.url is not None:
+            raise ConfigError(
+                f"policy.bundle.url {policy.bundle.url}: the server fetches it; "
+                "check a downloaded copy with policy.bundle.file"
+            )
+        policy_set = load_configured_policy_set(policy)
+        report = validate(policy_set, policy.decision, policy.reload.run_policy_tests)
+        if not report.ok:
+            raise ConfigError(f"{policy_set.origin}: {report.describe()}")
+    gateway = build_gateway(config, policy_set=policy_set)
+    gateway.runtime.close()
     print(
         f"{args.config}: OK — {len(config.trust_domains)} trust domain(s), "
         f"{len(config.services)} service(s), policy revision {gateway.pipeline.engine.revision}"
@@ -73,6 +89,106 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
         f"PASS: {len(ran) - len(failed)}/{len(ran)}" + (f", FAIL: {len(failed)}" if failed else "")
     )
     return 1 if failed else 0
+
+
+def _cmd_policy_eval(args: argparse.Namespace) -> int:
+    from authz.policy.evaluate import (
+        EvalError,
+        describe_outcome,
+        eval_setup,
+        evaluate_once,
+        outcome_json,
+        read_data,
+        read_input,
+    )
+
+    try:
+        setup = eval_setup(policy_dir=args.policy, config_path=args.config, decision=args.decision)
+        outcome = evaluate_once(
+            setup,
+            read_input(args.input, sys.stdin),
+            read_data(args.data) if args.data is not None else None,
+        )
+    except EvalError as exc:
+        print(f"wimse-authz policy eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(outcome_json(outcome), indent=2) if args.json else describe_outcome(outcome))
+    return 0 if outcome.decision.allowed else 1
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from authz.devtools.check import (
+        CheckError,
+        CheckOptions,
+        GatewayAddress,
+        answer_from_response,
+        answer_json,
+        describe_answer,
+        prepare_check_request,
+        send_check,
+    )
+
+    options = CheckOptions(
+        method=args.method,
+        url=args.url,
+        host=args.host,
+        path=args.path,
+        scheme=args.scheme,
+        headers=tuple(args.header),
+        body=args.body,
+        context=tuple(args.context),
+        source_principal=args.source_principal,
+        wit=args.wit,
+        workload_key=args.workload_key,
+        issuer_key=args.issuer_key,
+        subject=args.sub,
+        txn_token=args.txn_token,
+        bind_headers=tuple(args.bind_header),
+    )
+    try:
+        gateway = GatewayAddress(args.gateway, args.timeout)
+        answer = answer_from_response(send_check(prepare_check_request(options), gateway))
+    except CheckError as exc:
+        print(f"wimse-authz check: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer_json(answer), indent=2) if args.json else describe_answer(answer))
+    return 0 if answer.allowed else 1
+
+
+def _cmd_policy_bundle(args: argparse.Namespace) -> int:
+    from authz.credentials.trust import build_key_sets
+    from authz.devtools.bundle import build_bundle
+    from authz.devtools.keys import public_jwk
+    from authz.policy.bundle import BundleVerifier, parse_bundle
+    from authz.policy.testing import run_set_tests
+
+    key = _read_json(args.signing_key) if args.signing_key else None
+    data = build_bundle(
+        args.directory,
+        revision=args.revision,
+        roots=args.root,
+        signing_key=key,
+        keyid=args.keyid,
+        scope=args.scope,
+    )
+    # Read back as a gateway configured with the matching public key will, and run the
+    # bundle's Rego tests: a bundle that would be refused is never written.
+    verifier, signed = None, "unsigned"
+    if key is not None:
+        keyid = args.keyid or key["kid"]
+        jwks = {"keys": [public_jwk(key)]}
+        key_sets, _ = build_key_sets({keyid: (frozenset({key["alg"]}), jwks, "--signing-key")})
+        verifier, signed = BundleVerifier(key_sets, scope=args.scope), f"signed by key {keyid}"
+    parsed = parse_bundle(data, str(args.out), max_bytes=1 << 30, verifier=verifier)
+    failed = [
+        o.rule.path for o in run_set_tests(parsed.policy_set) if not o.passed and not o.skipped
+    ]
+    if failed:
+        print(f"not written: Rego tests failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    args.out.write_bytes(data)
+    print(f"wrote {args.out}: {len(data)} bytes, revision {parsed.revision}, {signed}")
+    return 0
 
 
 def _read_json(path: Path) -> Any:
@@ -190,7 +306,81 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from authz.devtools.demo import run_demo
 
     _configure_logging("warning")
-    return run_demo(args.dir, args.envoy_port, args.gateway_port, args.upstream_port)
+    return run_demo(
+        args.dir, args.envoy_port, args.gateway_port, args.upstream_port, args.diagnostics_port
+    )
+
+
+_EVAL_EXAMPLES = """examples:
+  wimse-authz policy eval --policy policies --decision envoy/authz/decision --input input.json
+  wimse-authz policy eval --config gateway.yaml --input - --json < input.json
+"""
+
+_CHECK_EXAMPLES = """examples:
+  # mint a WIT and a WPT on the fly:
+  wimse-authz check --gateway 127.0.0.1:9191 --url https://echo.demo.example/api/hello \\
+      --issuer-key keys/issuer.jwk.json --sub spiffe://demo.example/frontend \\
+      --workload-key keys/frontend.jwk.json
+  # an existing WIT, a Txn-Token (bound by tth) and a user token bound by oth:
+  wimse-authz check --gateway unix:/run/authz.sock --method POST \\
+      --url https://orders.demo.example/api/orders --context wimse.service=orders \\
+      --wit @frontend.wit --workload-key keys/frontend.jwk.json --txn-token @txn.jwt \\
+      -H "x-user-token: $(cat user.jwt)" --bind-header x-user-token \\
+      -H "content-type: application/json" --body '{"item": 1}'
+  # what Envoy reports for an mTLS caller, no WIT:
+  wimse-authz check --gateway 127.0.0.1:9191 --url https://echo.demo.example/api/hello \\
+      --source-principal spiffe://demo.example/ops --json
+"""
+
+
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    gateway = parser.add_argument_group("gateway")
+    gateway.add_argument("--gateway", required=True, metavar="ADDR", help="host:port or unix:/path")
+    gateway.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    gateway.add_argument("--json", action="store_true", help="machine-readable output")
+
+    request = parser.add_argument_group("request")
+    request.add_argument("--method", default="GET")
+    request.add_argument("--url", help="https://host[:port]/path?query (or --host and --path)")
+    request.add_argument("--host", help="the :authority, with its port if any")
+    request.add_argument("--path", help=":path, query included (default /)")
+    request.add_argument("--scheme", default="https", help="with --host (default https)")
+    request.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="repeatable"
+    )
+    request.add_argument("--body", metavar="TEXT|@FILE", help="sets body and raw_body")
+    request.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a context extension, e.g. wimse.service=orders (repeatable)",
+    )
+    request.add_argument(
+        "--source-principal", default="", metavar="URI", help="the mTLS peer Envoy reports"
+    )
+
+    credentials = parser.add_argument_group("credentials")
+    credentials.add_argument(
+        "--wit", metavar="TOKEN|@FILE", help="a WIT; alone it is sent without a WPT"
+    )
+    credentials.add_argument(
+        "--workload-key", type=Path, metavar="FILE", help="signs a fresh WPT for this request"
+    )
+    credentials.add_argument(
+        "--issuer-key", type=Path, metavar="FILE", help="mint the WIT (with --sub)"
+    )
+    credentials.add_argument("--sub", metavar="ID", help="the minted WIT's workload identifier")
+    credentials.add_argument(
+        "--txn-token", metavar="TOKEN|@FILE", help="sent as Txn-Token; bound by the WPT's tth"
+    )
+    credentials.add_argument(
+        "--bind-header",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a header given with -H, bound by the WPT's oth (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +404,50 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("directory", type=Path, nargs="?", default=Path("policies"))
     test.add_argument("-v", "--verbose", action="store_true")
     test.set_defaults(handler=_cmd_policy_test)
+    evaluate = policy_commands.add_parser(
+        "eval",
+        help="evaluate the decision rule for one input document",
+        description="Evaluate the decision rule once with the embedded engine.\n"
+        "Exit 0 allowed, 1 denied (an undefined decision denies), 2 on errors.",
+        epilog=_EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--input", required=True, metavar="FILE", help="JSON input; - = stdin")
+    evaluate.add_argument("--policy", type=Path, metavar="DIR", help="policy directory")
+    evaluate.add_argument(
+        "--decision", metavar="RULE", help="default: the config's, else envoy/authz/allow"
+    )
+    evaluate.add_argument(
+        "--config", type=Path, metavar="CFG", help="take the policy directory and rule from here"
+    )
+    evaluate.add_argument(
+        "--data", type=Path, metavar="FILE", help="JSON/YAML object merged over the policy data"
+    )
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(handler=_cmd_policy_eval)
+    bundle = policy_commands.add_parser(
+        "bundle", help="build an OPA bundle (.tar.gz) from a policy directory, optionally signed"
+    )
+    bundle.add_argument("directory", type=Path)
+    bundle.add_argument("--out", type=Path, required=True, help="bundle file to write")
+    bundle.add_argument("--revision", required=True, help="the manifest revision")
+    bundle.add_argument("--root", action="append", help="a manifest root (repeatable)")
+    bundle.add_argument("--signing-key", type=Path, help="private JWK to sign the bundle with")
+    bundle.add_argument("--keyid", help="key id to sign under (default: the JWK's kid)")
+    bundle.add_argument("--scope", help="the signature's scope claim")
+    bundle.set_defaults(handler=_cmd_policy_bundle)
+
+    check_request = commands.add_parser(
+        "check",
+        help="send one CheckRequest to a running gateway",
+        description="Build an Envoy CheckRequest from the options, minting credentials if\n"
+        "asked, and send it to a running gateway over gRPC (plaintext).\n"
+        "Exit 0 allowed, 1 denied, 2 when the gateway gives no answer.",
+        epilog=_CHECK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_check_arguments(check_request)
+    check_request.set_defaults(handler=_cmd_check)
 
     keys = commands.add_parser("keys", help="dev keys (never for production issuers)")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -283,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--envoy-port", type=int, default=10000)
     demo.add_argument("--gateway-port", type=int, default=9191)
     demo.add_argument("--upstream-port", type=int, default=8081)
+    demo.add_argument("--diagnostics-port", type=int, default=9102)
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

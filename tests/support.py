@@ -21,6 +21,7 @@ import authz.policy
 from authz.answers import Allowed, Denied, Failed, Verdict
 from authz.clock import Clock
 from authz.config import Config, parse_config
+from authz.devtools.check import build_check_request
 from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import Identities, Ports, checkout_txn_token, gateway_config
 from authz.gateway import Gateway, build_gateway
@@ -52,34 +53,20 @@ def check_request(
     raw_body: bytes = b"",
     context: Mapping[str, str] | None = None,
 ) -> CheckRequest:
-    request = CheckRequest()
-    attributes = request.attributes
-    http = attributes.request.http
-    http.id = "test-request"
-    http.method = method
-    http.path = path
-    http.host = "echo.demo.example"
-    http.scheme = "https"
-    http.protocol = "HTTP/1.1"
-    for name, value in (headers or {}).items():
-        http.headers[name] = value
-    if body:
-        http.body = body
-        http.size = len(body.encode())
-    if raw_body:
-        http.raw_body = raw_body
-        http.size = len(raw_body)
-    attributes.source.address.socket_address.address = "10.0.0.7"
-    attributes.source.address.socket_address.port_value = 41000
-    attributes.destination.address.socket_address.address = "10.0.0.8"
-    attributes.destination.address.socket_address.port_value = 8080
-    if principal:
-        attributes.source.principal = principal
-    if service is not None:
-        attributes.context_extensions["wimse.service"] = service
-    for key, value in (context or {}).items():
-        attributes.context_extensions[key] = value
-    return request
+    """A request to the harness origin, from and to fixed peer addresses, for `service`."""
+    return build_check_request(
+        host="echo.demo.example",
+        path=path,
+        method=method,
+        headers=headers,
+        body=body,
+        raw_body=raw_body,
+        context={**({"wimse.service": service} if service is not None else {}), **(context or {})},
+        source_principal=principal,
+        source_address=("10.0.0.7", 41000),
+        destination_address=("10.0.0.8", 8080),
+        request_id="test-request",
+    )
 
 
 @dataclass

@@ -51,7 +51,9 @@ def _signed_request(identities: Identities, ports: Ports, workload: str, path: s
     return _curl(ports.origin, path, wit, wpt)
 
 
-def _print_banner(directory: Path, ports: Ports, identities: Identities) -> None:
+def _print_banner(
+    directory: Path, ports: Ports, identities: Identities, diagnostics_port: int
+) -> None:
     frontend = identities.workload_id("frontend")
     print(
         f"""
@@ -60,7 +62,11 @@ wimse-authz demo is running
   gateway   127.0.0.1:{ports.gateway}  config {directory / "gateway.yaml"}
   policies  {POLICY_DIR}
   upstream  http://127.0.0.1:{ports.upstream}  (echoes the request it receives)
-  logs      {directory / "logs"}
+  metrics   http://127.0.0.1:{diagnostics_port}/metrics  (and /healthz, /readyz)
+  logs      {directory / "logs"}  (decisions.jsonl: one line per decision)
+
+Edit a policy under {POLICY_DIR}: the gateway validates and reloads it without a restart
+(a broken one is refused and the last good one keeps serving).
 
 ALLOWED: {frontend} calls GET /api/hello with a fresh WIT + WPT
   (the echo shows x-wimse-caller set by the gateway and the WPT stripped):
@@ -86,7 +92,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(directory: Path, envoy_port: int, gateway_port: int, upstream_port: int) -> int:
+def run_demo(
+    directory: Path,
+    envoy_port: int,
+    gateway_port: int,
+    upstream_port: int,
+    diagnostics_port: int,
+) -> int:
     # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -95,7 +107,13 @@ def run_demo(directory: Path, envoy_port: int, gateway_port: int, upstream_port:
         envoy=envoy_port, admin=envoy_port + 1, gateway=gateway_port, upstream=upstream_port
     )
     identities = ensure_identities(directory)
-    gateway_yaml = write_yaml(directory / "gateway.yaml", gateway_config(directory, ports))
+    operations = {
+        "diagnostics": {"address": f"127.0.0.1:{diagnostics_port}"},
+        "decision_log": {"output": str(directory / "logs" / "decisions.jsonl")},
+    }
+    gateway_yaml = write_yaml(
+        directory / "gateway.yaml", gateway_config(directory, ports, overrides=operations)
+    )
     envoy_yaml = write_yaml(directory / "envoy.yaml", envoy_config(ports))
 
     upstream = EchoServer("127.0.0.1", ports.upstream).start()
@@ -103,7 +121,7 @@ def run_demo(directory: Path, envoy_port: int, gateway_port: int, upstream_port:
     try:
         processes.append(gateway_process(gateway_yaml, directory / "logs" / "gateway.log").start())
         processes.append(envoy_process(envoy_yaml, directory / "logs" / "envoy.log").start())
-        return _serve_until_interrupted(directory, ports, identities, processes)
+        return _serve_until_interrupted(directory, ports, identities, processes, diagnostics_port)
     except KeyboardInterrupt:
         print("\nstopping: Envoy, then the gateway (draining), then the upstream")
         return 0
@@ -114,7 +132,11 @@ def run_demo(directory: Path, envoy_port: int, gateway_port: int, upstream_port:
 
 
 def _serve_until_interrupted(
-    directory: Path, ports: Ports, identities: Identities, processes: list[ManagedProcess]
+    directory: Path,
+    ports: Ports,
+    identities: Identities,
+    processes: list[ManagedProcess],
+    diagnostics_port: int,
 ) -> int:
     try:
         wait_for_http(f"{ports.origin}/healthz", timeout=30)
@@ -123,7 +145,7 @@ def _serve_until_interrupted(
         for process in processes:
             print(f"--- {process.name} ({process.log_path}) ---\n{process.log_tail()}")
         return 1
-    _print_banner(directory, ports, identities)
+    _print_banner(directory, ports, identities, diagnostics_port)
     while all(process.running() for process in processes):
         time.sleep(0.5)
     for process in processes:

@@ -171,3 +171,72 @@ def test_serving_path_never_imports_the_dev_issuer() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_config_check_refuses_a_policy_whose_rego_tests_fail(
+    identity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_identities(identity_dir)
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "authz.rego").write_text(
+        'package envoy.authz\n\nimport rego.v1\n\ndecision := {"allowed": false}\n'
+    )
+    (policy / "authz_test.rego").write_text(
+        "package envoy.authz_test\n\nimport rego.v1\n\n"
+        "test_allows if data.envoy.authz.decision.allowed\n"
+    )
+    overrides = {"policy": {"directory": str(policy), "decision": "envoy/authz/decision"}}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        yaml.safe_dump(gateway_config(identity_dir, Ports(1, 2, 3, 4), overrides=overrides))
+    )
+    assert main(["config", "check", "--config", str(path)]) == 2
+    assert "1/1 Rego tests failed: data.envoy.authz_test.test_allows" in capsys.readouterr().err
+
+
+def test_a_signed_bundle_built_by_the_cli_serves_from_a_bundle_file(
+    identity_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_identities(identity_dir)
+    key = tmp_path / "signer.jwk.json"
+    jwks = tmp_path / "signer.jwks.json"
+    assert (
+        main(["keys", "generate", "--kid", "signer-1", "--out", str(key), "--jwks", str(jwks)]) == 0
+    )
+    bundle = tmp_path / "authz.tar.gz"
+    policies = Path(__file__).resolve().parents[2] / "policies"
+    assert (
+        main(
+            [
+                "policy",
+                "bundle",
+                str(policies),
+                "--out",
+                str(bundle),
+                "--revision",
+                "2026-11-23.1",
+                "--signing-key",
+                str(key),
+            ]
+        )
+        == 0
+    )
+    assert "revision 2026-11-23.1, signed by key signer-1" in capsys.readouterr().out
+    signing = {"keys": {"signer-1": {"algorithms": ["ES256"], "jwks_file": str(jwks)}}}
+    overrides = {"policy": {"directory": None, "bundle": {"file": str(bundle), "signing": signing}}}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        yaml.safe_dump(gateway_config(identity_dir, Ports(1, 2, 3, 4), overrides=overrides))
+    )
+    assert main(["config", "check", "--config", str(path)]) == 0
+    assert "policy revision 2026-11-23.1" in capsys.readouterr().out
+
+    unsigned = {"policy": {"directory": None, "bundle": {"file": str(bundle)}}}
+    path.write_text(
+        yaml.safe_dump(gateway_config(identity_dir, Ports(1, 2, 3, 4), overrides=unsigned))
+    )
+    assert main(["config", "check", "--config", str(path)]) == 2
+    assert "the bundle is signed, but no bundle signing keys are configured" in (
+        capsys.readouterr().err
+    )
