@@ -1,0 +1,112 @@
+"""The decision log writer: never blocks the caller, drops and counts when behind, redacts."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pytest
+
+from authz.observability.decision_log import (
+    DecisionRecord,
+    InputRedaction,
+    JsonLinesDecisionLog,
+    parse_pointer,
+    record_line,
+    short_hash,
+)
+
+
+class StuckStream(io.StringIO):
+    """A stream whose writes wait until released: a full disk, a stalled pipe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(timeout=10)
+        return super().write(text)
+
+
+def test_a_stalled_writer_never_blocks_checks_and_drops_are_counted() -> None:
+    stream = StuckStream()
+    dropped: list[int] = []
+    log = JsonLinesDecisionLog(stream, queue_entries=4, on_drop=lambda: dropped.append(1))
+    started = time.perf_counter()
+    for number in range(50):
+        log.write(DecisionRecord(f"d{number}", time.time()))
+    assert time.perf_counter() - started < 1.0, "write() waited for the stream"
+    # One record may be in the writer's hands, four queued: the rest are dropped.
+    assert 45 <= len(dropped) <= 46
+    stream.release.set()
+    log.close()
+    written = [json.loads(line)["decision_id"] for line in stream.getvalue().splitlines()]
+    assert len(written) == 50 - len(dropped)
+    assert written[0] == "d0"
+
+
+def test_a_line_holds_what_the_record_says() -> None:
+    record = DecisionRecord(
+        "abc",
+        0.0,
+        result="deny",
+        status=403,
+        reason="policy.denied",
+        method="GET",
+        path="/api/x",
+        caller="spiffe://d.example/a",
+        authenticated_by="wpt",
+        chain=("spiffe://d.example/a",),
+        policy_reasons=("no grant",),
+        policy_revision="r1",
+        trust_revision="t1",
+        verify_us=10,
+        evaluate_us=20,
+        total_us=35,
+    )
+    line = json.loads(record_line(record, None))
+    assert line["time"] == "1970-01-01T00:00:00.000000+00:00"
+    assert line["caller"] == {"id": "spiffe://d.example/a", "authenticated_by": "wpt"}
+    assert line["revision"] == {"policy": "r1", "trust": "t1"}
+    assert line["timings_us"] == {"verify": 10, "evaluate": 20, "total": 35}
+    assert line["txn"] is None
+    assert "input" not in line
+
+
+def test_redaction_hashes_credential_headers_and_nested_jwts_then_masks() -> None:
+    jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz"
+    document = {
+        "attributes": {
+            "request": {
+                "http": {"headers": {"txn-token": jwt, "cookie": f"session={jwt}; theme=dark"}}
+            }
+        },
+        "wimse": {"txn": {"rctx": {"ear": jwt}}},
+        "parsed_body": {"card": "4111", "items": [{"sku": "a/b"}]},
+    }
+    redaction = InputRedaction.build(
+        ["txn-token"], ["/parsed_body/card", "/parsed_body/items/0/sku"]
+    )
+    safe = redaction.apply(document)
+    headers = safe["attributes"]["request"]["http"]["headers"]
+    assert headers["txn-token"] == short_hash(jwt)
+    assert headers["cookie"] == f"session={short_hash(jwt)}; theme=dark"
+    assert safe["wimse"]["txn"]["rctx"]["ear"] == short_hash(jwt)
+    assert safe["parsed_body"] == {"card": "**masked**", "items": [{"sku": "**masked**"}]}
+    assert document["parsed_body"]["card"] == "4111", "the input itself is left untouched"
+
+
+def test_masks_of_absent_members_change_nothing() -> None:
+    redaction = InputRedaction.build([], ["/parsed_body/card", "/nope/0"])
+    assert redaction.apply({"parsed_body": None}) == {"parsed_body": None}
+
+
+@pytest.mark.parametrize(
+    ("pointer", "parts"),
+    [("/a/b", ("a", "b")), ("/a~1b/c~0d", ("a/b", "c~d")), ("/", ("",))],
+)
+def test_json_pointers_follow_rfc_6901(pointer: str, parts: tuple[str, ...]) -> None:
+    assert parse_pointer(pointer) == parts
