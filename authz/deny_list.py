@@ -27,6 +27,7 @@ import yaml
 from authz.credentials.authenticator import Caller
 from authz.credentials.context import TransactionContext
 from authz.errors import ConfigError
+from authz.files import read_bounded
 from authz.reasons import Reason
 
 log = logging.getLogger("authz.deny_list")
@@ -112,13 +113,7 @@ def parse_deny_list(text: str, source: str) -> DenyList:
 
 
 def read_deny_list(path: Path) -> DenyList:
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"deny_list.file {path}: cannot read: {exc.strerror}") from None
-    if len(raw) > _MAX_FILE_BYTES:
-        raise ConfigError(f"deny_list.file {path}: larger than {_MAX_FILE_BYTES} bytes")
+    raw = read_bounded(path, _MAX_FILE_BYTES, "deny_list.file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

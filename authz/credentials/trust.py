@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from authz.credentials.algorithms import InvalidKey, PublicKey, public_key_from_jwk
 from authz.credentials.identifiers import is_valid_trust_domain
 from authz.errors import ConfigError
+from authz.files import read_bounded
 
 if TYPE_CHECKING:
     from authz.config import KeySetConfig
@@ -84,12 +85,13 @@ def parse_jwks(document: object, algorithms: frozenset[str], where: str) -> list
 
 def read_jwks_file(path: Path, where: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+        return json.loads(read_bounded(path, MAX_JWKS_FILE_BYTES, where))
     except ValueError as exc:
         raise ConfigError(f"{where}: {path} is not JSON: {exc}") from None
 
+
+MAX_JWKS_FILE_BYTES = 4 << 20
+"""Far above any real JWKS; a file replaced by something huge is refused, not read."""
 
 KeySources = Mapping[str, tuple[frozenset[str], object, str]]
 """`{name: (algorithms, jwks_document, where)}`: key sets as configured, before parsing."""

@@ -23,6 +23,7 @@ import aiohttp
 
 from authz.config import BundleConfig
 from authz.errors import ConfigError
+from authz.files import read_bounded
 from authz.policy.bundle import BundleError
 
 _CHUNK_BYTES = 64 * 1024
@@ -50,14 +51,7 @@ class FetchResult:
 
 def read_bundle_file(path: Path, max_bytes: int) -> bytes:
     """A bundle file's bytes; BundleError if it cannot be read or is over `max_bytes`."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(max_bytes + 1)
-    except OSError as exc:
-        raise BundleError(f"bundle {path}: cannot read: {exc.strerror}") from None
-    if len(data) > max_bytes:
-        raise BundleError(f"bundle {path}: larger than max_bytes ({max_bytes})")
-    return data
+    return read_bounded(path, max_bytes, "bundle", BundleError)
 
 
 def display_url(url: str) -> str:

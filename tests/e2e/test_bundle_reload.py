@@ -5,9 +5,10 @@ checks over real gRPC."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,21 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    harness: GatewayHarness, config_path: Path, bundles: BundleServer
+) -> AsyncIterator[GatewayServer]:
+    """The bundle server, then a gateway loading from it; both stopped afterwards."""
+    await bundles.start()
+    server = GatewayServer(load_config(config_path), harness.clock, config_path=config_path)
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+        await bundles.stop()
+
+
 def failed_reloads(server: GatewayServer) -> float:
     value = server.metrics.registry.get_sample_value(
         "wimse_authz_policy_reloads_total", {"result": "failure"}
@@ -139,10 +155,7 @@ def test_a_bundle_served_over_http_is_picked_up_when_it_changes(
     config_path = config_file(harness, tmp_path, address, {"url": bundles.url, "poll_seconds": 0.2})
 
     async def scenario() -> None:
-        await bundles.start()
-        server = GatewayServer(load_config(config_path), harness.clock, config_path=config_path)
-        await server.start()
-        try:
+        async with serving(harness, config_path, bundles) as server:
             assert serving_revision(server) == "v1"
             assert await check(address, harness) == "allow"
             await until(lambda: bundles.not_modified >= 2)  # polled, unchanged: 304s
@@ -152,9 +165,6 @@ def test_a_bundle_served_over_http_is_picked_up_when_it_changes(
             assert await check(address, harness) == "403"
             assert bundles.requests[0] is None, "the first fetch is unconditional"
             assert all(tag is not None for tag in bundles.requests[1:])
-        finally:
-            await server.stop()
-            await bundles.stop()
 
     run(scenario)
 
@@ -174,10 +184,7 @@ def test_an_unsigned_bundle_is_refused_when_signing_is_configured(
     )
 
     async def scenario() -> None:
-        await bundles.start()
-        server = GatewayServer(load_config(config_path), harness.clock, config_path=config_path)
-        await server.start()
-        try:
+        async with serving(harness, config_path, bundles) as server:
             assert serving_revision(server) == "signed-v1"
             bundles.body = bundle(tmp_path, DENY, "unsigned-v2")
             await until(lambda: server.reloader.last is not None and not server.reloader.last.ok)
@@ -194,9 +201,6 @@ def test_an_unsigned_bundle_is_refused_when_signing_is_configured(
             bundles.body = bundle(tmp_path, DENY, "signed-v4", signing_key=signer)
             await until(lambda: serving_revision(server) == "signed-v4")
             assert await check(address, harness) == "403"
-        finally:
-            await server.stop()
-            await bundles.stop()
 
     run(scenario)
 

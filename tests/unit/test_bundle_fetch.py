@@ -433,7 +433,7 @@ def test_bundle_file_is_read_whole(tmp_path: Path) -> None:
 def test_bundle_file_over_max_bytes_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bundle.tar.gz"
     path.write_bytes(b"z" * 101)
-    with pytest.raises(BundleError, match="larger than max_bytes"):
+    with pytest.raises(BundleError, match="larger than 100 bytes"):
         read_bundle_file(path, max_bytes=100)
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_a_line_holds_what_the_record_says() -> None:
 
 def test_redaction_hashes_credential_headers_and_nested_jwts_then_masks() -> None:
     jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz"
-    document = {
+    document: dict[str, Any] = {
         "attributes": {
             "request": {
                 "http": {"headers": {"txn-token": jwt, "cookie": f"session={jwt}; theme=dark"}}
