@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.rpc import code_pb2
@@ -20,10 +23,19 @@ from google.rpc import code_pb2
 from authz.config import load_config
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit
-from authz.devtools.stack import POLICY_DIR, Ports, free_port, gateway_config, write_yaml
+from authz.devtools.stack import (
+    POLICY_DIR,
+    Ports,
+    free_port,
+    gateway_config,
+    gateway_process,
+    write_yaml,
+)
 from authz.errors import ConfigError
 from authz.server.app import GatewayServer
-from tests.support import ORIGIN, GatewayHarness, check_request
+from tests.e2e.stack import wait_for_gateway, wait_until
+from tests.support import ORIGIN, GatewayHarness, MutableClock, check_request
+
 
 ALLOW_ALL = 'package envoy.authz\n\nimport rego.v1\n\ndecision := {"allowed": true}\n'
 DENY_WITH_MARKER = (
@@ -180,7 +192,7 @@ def test_a_policy_whose_rego_tests_fail_is_refused(harness: GatewayHarness, tmp_
 
 def test_sighup_reloads_when_file_watching_is_off(harness: GatewayHarness, tmp_path: Path) -> None:
     config_path, policy_dir, address = setup(harness, tmp_path)
-    config = json.loads(json.dumps(__import__("yaml").safe_load(config_path.read_text())))
+    config = yaml.safe_load(config_path.read_text())
     config["policy"]["reload"] = {"watch": False}
     write_yaml(config_path, config)
     own_policy(policy_dir, ALLOW_ALL, ALLOW_TEST)
@@ -208,7 +220,7 @@ def test_rotated_trust_anchors_are_picked_up_without_restart(
     jwks_path = tmp_path / "issuer.jwks.json"
     trust = harness.directory / "trust"
     shutil.copy(next(trust.glob("demo.example.jwks.json")), jwks_path)
-    config = __import__("yaml").safe_load(config_path.read_text())
+    config = yaml.safe_load(config_path.read_text())
     config["trust_domains"]["demo.example"]["jwks_file"] = str(jwks_path)
     write_yaml(config_path, config)
     new_key = generate_private_jwk("ES256", "issuer-2")
@@ -262,3 +274,32 @@ def test_a_broken_policy_at_start_is_fatal(harness: GatewayHarness, tmp_path: Pa
             await server.stop()
 
     run(scenario)
+
+
+def test_sighup_reloads_a_running_gateway_process(harness: GatewayHarness, tmp_path: Path) -> None:
+    """The real `wimse-authz serve` process, its own clock: SIGHUP is wired to a reload."""
+    config_path, policy_dir, address = setup(harness, tmp_path)
+    config = yaml.safe_load(config_path.read_text())
+    config["policy"]["reload"] = {"watch": False}
+    write_yaml(config_path, config)
+    own_policy(policy_dir, ALLOW_ALL, ALLOW_TEST)
+    gateway = gateway_process(config_path, tmp_path / "gateway.log").start()
+    # A separate process on wall time: tokens minted now, not at the harness's fixed time.
+    live = GatewayHarness(harness.directory, harness.identities, MutableClock(time.time()))
+
+    def ask() -> str:
+        with grpc.insecure_channel(address) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            request = check_request("/api/hello", live.signed_headers())
+            return outcome(stub.Check(request, timeout=10))
+
+    try:
+        wait_for_gateway(address, timeout=30)
+        assert ask() == "allow"
+        own_policy(policy_dir, DENY_WITH_MARKER, DENY_TEST)
+        assert gateway.process is not None
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: ask() == "403", timeout=20)
+    finally:
+        gateway.stop()
+    assert "(sighup)" in gateway.log_tail(60)
