@@ -36,7 +36,6 @@ from authz.server.app import GatewayServer
 from tests.e2e.stack import wait_for_gateway, wait_until
 from tests.support import ORIGIN, GatewayHarness, MutableClock, check_request
 
-
 ALLOW_ALL = 'package envoy.authz\n\nimport rego.v1\n\ndecision := {"allowed": true}\n'
 DENY_WITH_MARKER = (
     "package envoy.authz\n\nimport rego.v1\n\n"
