@@ -169,6 +169,9 @@ class GatewayServer:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self._config.server.shutdown_grace_seconds)
         await self.reloader.close()
+        # The engine was built on this (the serving) thread and must be dropped here too:
+        # regorus engines cannot be released from another thread.
+        self._authorization.pipeline = None
         if self.diagnostics is not None:
             await self.diagnostics.stop()
         self.runtime.close()

@@ -322,6 +322,7 @@ class Reloader:
             await self._bundle_fetcher.close()
         if self.gateway is not None:
             await _close_engine(self.gateway)
+            self.gateway = None
 
 
 async def _close_engine(gateway: Gateway) -> None:
