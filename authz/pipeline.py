@@ -216,10 +216,11 @@ class Pipeline:
     def _describe_request(self, request: RequestView, record: DecisionRecord) -> None:
         record.method = request.method
         record.path = request.path
-        record.route = request.context_extensions
         record.policy_revision = self.engine.revision
         record.trust_revision = self._observers.trust_revision
         if self._decision_log.enabled:
+            # Copied: the writer thread must not read the request's protobuf map.
+            record.route = dict(request.context_extensions)
             headers = request.headers
             record.credentials = {
                 name: short_hash(headers[name])
