@@ -26,7 +26,7 @@ from authz.errors import CredentialError, RequestError, UnavailableError, is_rus
 from authz.observability.decision_log import DecisionLog, DecisionRecord, short_hash
 from authz.observability.metrics import Metrics
 from authz.policy.decision import PolicyDecision, decision_from_result
-from authz.policy.decision_cache import DecisionCache, cache_key
+from authz.policy.decision_cache import DecisionCache, cache_key, proof_header
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
 from authz.policy.input import build_input
@@ -201,7 +201,7 @@ class Pipeline:
         revision = self.engine.revision
         key = b""
         if cache is not None:
-            key = cache_key(document, revision)
+            key = cache_key(document, revision, proof_header(authentication))
             cached = cache.get(key)
             self._metrics.count_cache_lookup(hit=cached is not None)
             if cached is not None:

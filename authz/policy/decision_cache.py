@@ -1,8 +1,9 @@
 """An optional cache of policy decisions, keyed on the policy input (off by default).
 
 The key is a digest of the whole input except what differs on every request by design —
-the per-request proof (WPT `jti` and `exp`, the proof headers themselves), the request's
-own id and arrival time, the client's ephemeral port — plus the policy revision, so a
+the per-request proof (WPT `jti` and `exp`, the header that carried the verified WPT),
+the request's own id and arrival time, the client's ephemeral port — plus the policy
+revision, so a
 reload never serves an old decision. Credentials are still verified and proofs still
 replay-checked on every request: only the policy evaluation is skipped. An entry never
 outlives the shortest-lived token behind it, nor `max_ttl_seconds`.
@@ -20,26 +21,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.clock import Clock
-from authz.credentials.authenticator import Caller
+from authz.credentials.authenticator import Authentication, Caller
 from authz.credentials.context import TransactionContext
-from authz.credentials.presentation import (
-    AUTHORIZATION_HEADER,
-    LEGACY_WPT_HEADER,
-    SIGNATURE_HEADER,
-    SIGNATURE_INPUT_HEADER,
-)
+from authz.credentials.presentation import AUTHORIZATION_HEADER, LEGACY_WPT_HEADER
 from authz.policy.decision import PolicyDecision
 
-PER_REQUEST_HEADERS = frozenset(
-    (
-        AUTHORIZATION_HEADER,
-        LEGACY_WPT_HEADER,
-        SIGNATURE_HEADER,
-        SIGNATURE_INPUT_HEADER,
-        "x-request-id",
-    )
-)
-"""Headers that differ on every request by design: the proofs and Envoy's request id."""
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def proof_header(authentication: Authentication) -> str | None:
+    """The header that carried the proof the gateway verified for this request, if any.
+
+    Only that header is left out of the key. An `Authorization` header that was *not* a
+    verified WPT (a bearer token an mTLS caller sends, say) stays in the key: a policy may
+    judge it, so a decision made for one value must never be reused for another.
+    """
+    caller = authentication.caller
+    if caller is None or caller.proof is None:
+        return None
+    return LEGACY_WPT_HEADER if authentication.presented.legacy_form else AUTHORIZATION_HEADER
 
 
 def _without(node: Mapping[str, Any], path: tuple[str, ...], drop: frozenset[str]) -> Any:
@@ -52,18 +52,24 @@ def _without(node: Mapping[str, Any], path: tuple[str, ...], drop: frozenset[str
     return {**node, path[0]: _without(child, path[1:], drop)}
 
 
+_HEADERS = ("attributes", "request", "http", "headers")
 _EXCLUDED: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = (
     (("attributes", "request"), frozenset(("time",))),
     (("attributes", "request", "http"), frozenset(("id",))),
-    (("attributes", "request", "http", "headers"), PER_REQUEST_HEADERS),
     (("attributes", "source", "address", "socketAddress"), frozenset(("portValue",))),
     (("wimse", "caller", "proof"), frozenset(("jti", "expires_at"))),
 )
+_PER_REQUEST_HEADERS = {
+    None: frozenset((REQUEST_ID_HEADER,)),
+    AUTHORIZATION_HEADER: frozenset((REQUEST_ID_HEADER, AUTHORIZATION_HEADER)),
+    LEGACY_WPT_HEADER: frozenset((REQUEST_ID_HEADER, LEGACY_WPT_HEADER)),
+}
 
 
-def cache_key(document: Mapping[str, Any], revision: str) -> bytes:
-    """The digest a decision is stored under."""
-    stable: Mapping[str, Any] = document
+def cache_key(document: Mapping[str, Any], revision: str, proof: str | None) -> bytes:
+    """The digest a decision is stored under; `proof` names the header that carried the
+    verified proof (`proof_header`), left out with Envoy's request id."""
+    stable: Mapping[str, Any] = _without(document, _HEADERS, _PER_REQUEST_HEADERS[proof])
     for path, drop in _EXCLUDED:
         stable = _without(stable, path, drop)
     encoded = json.dumps(stable, sort_keys=True, separators=(",", ":"), default=str)

@@ -48,7 +48,7 @@ def changed(path: tuple[str, ...], value: object) -> dict[str, Any]:
 
 
 def test_the_key_ignores_what_differs_on_every_request_by_design() -> None:
-    key = cache_key(document(), "rev-1")
+    key = cache_key(document(), "rev-1", "authorization")
     for path, value in (
         (("attributes", "request", "time"), "2026-11-23T10:00:01Z"),
         (("attributes", "request", "http", "id"), "5678"),
@@ -58,12 +58,12 @@ def test_the_key_ignores_what_differs_on_every_request_by_design() -> None:
         (("wimse", "caller", "proof", "jti"), "j-2"),
         (("wimse", "caller", "proof", "expires_at"), 6),
     ):
-        assert cache_key(changed(path, value), "rev-1") == key, path
+        assert cache_key(changed(path, value), "rev-1", "authorization") == key, path
 
 
 def test_the_key_covers_everything_else_and_the_revision() -> None:
-    key = cache_key(document(), "rev-1")
-    assert cache_key(document(), "rev-2") != key
+    key = cache_key(document(), "rev-1", "authorization")
+    assert cache_key(document(), "rev-2", "authorization") != key
     for path, value in (
         (("attributes", "request", "http", "method"), "POST"),
         (("attributes", "request", "http", "headers", "x-tenant"), "red"),
@@ -71,7 +71,18 @@ def test_the_key_covers_everything_else_and_the_revision() -> None:
         (("attributes", "source", "address", "socketAddress", "address"), "10.0.0.8"),
         (("wimse", "caller", "id"), "spiffe://x/z"),
     ):
-        assert cache_key(changed(path, value), "rev-1") != key, path
+        assert cache_key(changed(path, value), "rev-1", "authorization") != key, path
+
+
+def test_an_authorization_header_that_was_not_the_verified_proof_stays_in_the_key() -> None:
+    """An mTLS caller's bearer token is something a policy may judge: a decision made for
+    one token must not be reused for another."""
+    bearer = ("attributes", "request", "http", "headers", "authorization")
+    first = cache_key(changed(bearer, "Bearer token-a"), "rev-1", None)
+    assert cache_key(changed(bearer, "Bearer token-b"), "rev-1", None) != first
+    assert cache_key(changed(bearer, "Bearer token-a"), "rev-1", None) == first
+    legacy = cache_key(changed(bearer, "Bearer token-a"), "rev-1", "workload-proof-token")
+    assert cache_key(changed(bearer, "Bearer token-b"), "rev-1", "workload-proof-token") != legacy
 
 
 def test_an_entry_ends_at_its_token_expiry_or_max_ttl_whichever_is_first() -> None:
