@@ -96,6 +96,8 @@ def parse_deny_list(text: str, source: str) -> DenyList:
         document = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
     if document is None:
         document = {}
     if not isinstance(document, dict):

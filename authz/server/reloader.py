@@ -245,10 +245,7 @@ class Reloader:
             self._spawn(self._watch_deny_list(), "watch-deny-list")
 
     def request_reload(self, trigger: str = "sighup") -> None:
-        self._spawn(self._reload_once(trigger), f"reload-{trigger}")
-
-    async def _reload_once(self, trigger: str) -> None:
-        await self.load(trigger)
+        self._spawn(self.load(trigger), f"reload-{trigger}")
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
@@ -286,6 +283,10 @@ class Reloader:
                 if self.gateway is None:
                     self._finish("bundle", str(exc))
                 continue
+            except Exception:
+                # Whatever went wrong, polling must go on: a dead task would freeze policy.
+                log.exception("bundle %s: unexpected error while fetching", bundle.url)
+                continue
             if changed or self.gateway is None:
                 await self.load("bundle")
 
@@ -303,11 +304,12 @@ class Reloader:
             seen = current
             try:
                 holder.current = await asyncio.to_thread(read_deny_list, settings.file)
-            except ConfigError as exc:
-                holder.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - logged; the watch must go on
+                # Any failure, expected or not, keeps the last list and the watch going.
+                holder.error = str(exc) if isinstance(exc, ConfigError) else type(exc).__name__
                 metrics.record_deny_list_reload(success=False)
                 log.error(  # noqa: TRY400 - the message says all; no stack to show
-                    "deny-list not reloaded, the previous one stays in force: %s", exc
+                    "deny-list not reloaded, the previous one stays in force: %s", holder.error
                 )
                 continue
             holder.error = None

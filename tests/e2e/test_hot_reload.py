@@ -302,3 +302,39 @@ def test_sighup_reloads_a_running_gateway_process(harness: GatewayHarness, tmp_p
     finally:
         gateway.stop()
     assert "(sighup)" in gateway.log_tail(60)
+
+
+def test_a_deny_list_edit_takes_effect_in_seconds_and_a_bad_one_keeps_the_last(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    deny_list = tmp_path / "deny-list.yaml"
+    deny_list.write_text("workloads: []\n", encoding="utf-8")
+    config_path, _, address = setup(
+        harness, tmp_path, deny_list={"file": str(deny_list), "poll_seconds": 0.1}
+    )
+
+    async def reason(channel: grpc.aio.Channel) -> str:
+        response = await check(channel, harness)
+        headers = {h.header.key: str(h.header.value) for h in response.denied_response.headers}
+        return outcome(response) + " " + headers.get("x-wimse-authz-reason", "")
+
+    async def scenario() -> None:
+        server = await started(harness, config_path)
+        async with grpc.aio.insecure_channel(address) as channel:
+            assert outcome(await check(channel, harness)) == "allow"
+            deny_list.write_text("workloads: [spiffe://demo.example/frontend]\n")
+            await until(lambda: len(server.runtime.deny_list.current) == 1, timeout=5)
+            assert await reason(channel) == "403 denylist.workload"
+
+            # Nested too deeply to parse: refused, the watch goes on, the list stays.
+            deny_list.write_text("workloads: " + "[" * 5000 + "]" * 5000 + "\n")
+            await until(lambda: server.runtime.deny_list.error is not None, timeout=5)
+            assert "nested too deeply" in (server.runtime.deny_list.error or "")
+            assert await reason(channel) == "403 denylist.workload"
+
+            deny_list.write_text("workloads: []\n")
+            await until(lambda: not server.runtime.deny_list.current, timeout=5)
+            assert outcome(await check(channel, harness)) == "allow"
+        await server.stop()
+
+    run(scenario)
