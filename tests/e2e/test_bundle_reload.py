@@ -4,11 +4,10 @@ checks over real gRPC."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import grpc
 from aiohttp import web
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
-from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.config import load_config
@@ -24,6 +22,7 @@ from authz.devtools.bundle import build_bundle
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.stack import Ports, free_port, gateway_config, write_yaml
 from authz.server.app import AUTHORIZATION_SERVICE, GatewayServer
+from tests.e2e.inprocess import outcome, reloads, run, until
 from tests.support import ORIGIN, GatewayHarness, check_request
 
 ALLOW = 'package envoy.authz\n\nimport rego.v1\n\ndecision := {"allowed": true}\n'
@@ -95,9 +94,7 @@ async def check(address: str, harness: GatewayHarness) -> str:
         response: CheckResponse = await stub.Check(
             check_request("/api/hello", harness.signed_headers()), timeout=10
         )
-    if response.status.code == code_pb2.OK:
-        return "allow"
-    return str(response.denied_response.status.code)
+    return outcome(response)
 
 
 async def health(address: str) -> Any:
@@ -105,19 +102,6 @@ async def health(address: str) -> Any:
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
         return (await stub.Check(request, timeout=5)).status
-
-
-async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
 
 @contextlib.asynccontextmanager
@@ -133,13 +117,6 @@ async def serving(
     finally:
         await server.stop()
         await bundles.stop()
-
-
-def failed_reloads(server: GatewayServer) -> float:
-    value = server.metrics.registry.get_sample_value(
-        "wimse_authz_policy_reloads_total", {"result": "failure"}
-    )
-    return value or 0.0
 
 
 def serving_revision(server: GatewayServer) -> object:
@@ -194,7 +171,7 @@ def test_an_unsigned_bundle_is_refused_when_signing_is_configured(
 
             forged_key = generate_private_jwk("ES256", "bundle-signer")
             bundles.body = bundle(tmp_path, DENY, "forged-v3", signing_key=forged_key)
-            await until(lambda: failed_reloads(server) >= 2)
+            await until(lambda: reloads(server, "failure") >= 2)
             assert "signature" in (server.reloader.last.error or "").lower()  # type: ignore[union-attr]
             assert serving_revision(server) == "signed-v1"
 

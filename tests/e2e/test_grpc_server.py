@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from authz.config import parse_config
 from authz.devtools.stack import Ports, free_port, gateway_config
 from authz.server.app import AUTHORIZATION_SERVICE, GatewayServer
+from tests.e2e.inprocess import run
 from tests.support import ORIGIN, GatewayHarness, check_request, hook_engine
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -35,10 +35,6 @@ def server_for(harness: GatewayHarness, listeners: list[str]) -> GatewayServer:
         harness.directory, Ports(443, 1, 2, 3), listeners=listeners, origins=[ORIGIN]
     )
     return GatewayServer(parse_config(document, "test", harness.directory), harness.clock)
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
 
 
 async def health(channel: grpc.aio.Channel, service: str = AUTHORIZATION_SERVICE) -> Any:
@@ -70,7 +66,7 @@ def test_health_is_not_serving_until_keys_and_policies_load(harness: GatewayHarn
             assert ready.status.code == code_pb2.OK
         await server.stop()
 
-    run(scenario)
+    run(scenario, timeout=30)
 
 
 def test_checks_over_tcp_and_unix_socket(harness: GatewayHarness, tmp_path: Path) -> None:
@@ -90,7 +86,7 @@ def test_checks_over_tcp_and_unix_socket(harness: GatewayHarness, tmp_path: Path
                 assert denied.denied_response.status.code == 401
         await server.stop()
 
-    run(scenario)
+    run(scenario, timeout=30)
 
 
 def test_stale_unix_socket_file_is_replaced(harness: GatewayHarness, tmp_path: Path) -> None:
@@ -108,7 +104,7 @@ def test_stale_unix_socket_file_is_replaced(harness: GatewayHarness, tmp_path: P
             assert await health(channel) == SERVING
         await server.stop()
 
-    run(scenario)
+    run(scenario, timeout=30)
 
 
 def test_reflection_lists_the_services(harness: GatewayHarness) -> None:
@@ -125,7 +121,7 @@ def test_reflection_lists_the_services(harness: GatewayHarness) -> None:
                 assert {AUTHORIZATION_SERVICE, "grpc.health.v1.Health"} <= names
         await server.stop()
 
-    run(scenario)
+    run(scenario, timeout=30)
 
 
 def test_a_second_gateway_cannot_share_a_port(harness: GatewayHarness) -> None:
@@ -139,7 +135,7 @@ def test_a_second_gateway_cannot_share_a_port(harness: GatewayHarness) -> None:
             await second.bind()
         await first.stop()
 
-    run(scenario)
+    run(scenario, timeout=30)
 
 
 def test_stop_drains_in_flight_checks(harness: GatewayHarness) -> None:
@@ -168,7 +164,7 @@ def test_stop_drains_in_flight_checks(harness: GatewayHarness) -> None:
             with pytest.raises(grpc.aio.AioRpcError):
                 await check(channel, check_request("/healthz"))
 
-    run(scenario)
+    run(scenario, timeout=30)
 
 
 def test_sigterm_stops_the_served_process_cleanly(harness: GatewayHarness, tmp_path: Path) -> None:
@@ -234,4 +230,4 @@ def test_a_live_unix_socket_is_never_taken_over(harness: GatewayHarness, tmp_pat
             assert await health(channel) == SERVING, "the first gateway still answers"
         await first.stop()
 
-    run(scenario)
+    run(scenario, timeout=30)

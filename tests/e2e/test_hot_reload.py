@@ -9,7 +9,6 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 import yaml
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
-from google.rpc import code_pb2
 
 from authz.config import load_config
 from authz.devtools.keys import generate_private_jwk, public_jwk
@@ -33,6 +31,7 @@ from authz.devtools.stack import (
 )
 from authz.errors import ConfigError
 from authz.server.app import GatewayServer
+from tests.e2e.inprocess import outcome, reloads, run, until
 from tests.e2e.stack import wait_for_gateway, wait_until
 from tests.support import ORIGIN, GatewayHarness, MutableClock, check_request
 
@@ -83,10 +82,6 @@ def setup(harness: GatewayHarness, tmp_path: Path, **overrides: Any) -> tuple[Pa
     return write_yaml(tmp_path / "gateway.yaml", document), policy_dir, address
 
 
-def run(scenario: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=timeout))
-
-
 async def started(harness: GatewayHarness, config_path: Path) -> GatewayServer:
     server = GatewayServer(load_config(config_path), harness.clock, config_path=config_path)
     await server.start()
@@ -98,27 +93,6 @@ async def check(channel: grpc.aio.Channel, harness: GatewayHarness, **kwargs: An
     request = check_request("/api/hello", harness.signed_headers(**kwargs))
     response: CheckResponse = await stub.Check(request, timeout=10)
     return response
-
-
-def outcome(response: CheckResponse) -> str:
-    if response.status.code == code_pb2.OK:
-        return "allow"
-    return str(response.denied_response.status.code)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-def reloads(server: GatewayServer, result: str) -> float:
-    value = server.metrics.registry.get_sample_value(
-        "wimse_authz_policy_reloads_total", {"result": result}
-    )
-    return value or 0.0
 
 
 def test_a_broken_policy_pushed_under_load_keeps_the_last_good_one_serving(
