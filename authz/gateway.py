@@ -52,9 +52,12 @@ from authz.routing import ServiceRouter
 class Gateway:
     config: Config
     pipeline: Pipeline
-    metrics: Metrics
     trust_store: TrustStore
     runtime: Runtime
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
 
 
 def load_trust_store(config: Config) -> TrustStore:
@@ -243,6 +246,4 @@ def build_gateway(
         decision_cache=decision_cache,
         dry_run=config.dry_run,
     )
-    return Gateway(
-        config=config, pipeline=pipeline, metrics=metrics, trust_store=trust_store, runtime=runtime
-    )
+    return Gateway(config=config, pipeline=pipeline, trust_store=trust_store, runtime=runtime)
