@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit rego-test bench conformance lock clean
+.PHONY: run test lint typecheck unit rego-test bench conformance lock clean redis-server
 
 run: $(VENV)/.run-installed
 	$(BIN)/wimse-authz demo
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -21,6 +21,12 @@ bench: $(VENV)/.dev-installed
 
 conformance: $(VENV)/.dev-installed
 	$(BIN)/python bench/opa_conformance.py
+
+# The tests start their own Redis servers (no service is used); Debian's package has it.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+redis-server:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 # Dependencies come only from the hash-pinned lock files; the project itself is installed
 # without dependencies and without build isolation, so nothing unpinned is downloaded.

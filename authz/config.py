@@ -8,7 +8,9 @@ protected service's identity) must be written down.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -46,6 +48,7 @@ DRY_RUN_CONTEXT_KEY = "wimse.dry_run"
 _RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+ProofStyleName = Literal["wpt", "http_signature"]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -82,9 +85,61 @@ def _host_port(value: str) -> str:
     return value
 
 
+_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"(?=.{{1,253}}$)(?:{_DNS_LABEL}\.)*{_DNS_LABEL}")
+"""A lower-case DNS name without a trailing dot (no wildcards)."""
+
+
+class ListenerTlsConfig(_Strict):
+    """TLS on a TCP listener. The files are read and checked at start, and read again when
+    they change: new connections get the new certificate without a restart."""
+
+    cert_file: Path
+    """The gateway's certificate (PEM), followed by any intermediates a client needs."""
+    key_file: Path
+    """The certificate's private key (PEM, unencrypted)."""
+    client_ca_file: Path | None = None
+    """Set: mutual TLS. Every client must present a certificate issued under these CAs."""
+    allowed_clients: list[str] = Field(default_factory=list)
+    """URI SANs (SPIFFE IDs) or DNS SANs a client certificate must carry one of; empty:
+    any certificate from `client_ca_file`. Needs `client_ca_file`."""
+
+    @field_validator("allowed_clients")
+    @classmethod
+    def _check_clients(cls, values: list[str]) -> list[str]:
+        for value in values:
+            scheme, sep, rest = value.partition("://")
+            if sep and scheme and rest:
+                continue
+            if _DNS_NAME.fullmatch(value) is None:
+                raise ValueError(f"{value!r} is neither a URI (spiffe://...) nor a DNS name")
+        return values
+
+    @model_validator(mode="after")
+    def _clients_need_a_ca(self) -> ListenerTlsConfig:
+        if self.allowed_clients and self.client_ca_file is None:
+            raise ValueError("allowed_clients needs client_ca_file (mutual TLS)")
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ListenerConfig(_Strict):
     address: str
     """`host:port` for TCP (e.g. `127.0.0.1:9191`, `[::1]:9191`) or `unix:/path/to.sock`."""
+    tls: ListenerTlsConfig | None = None
+    """TLS, or mutual TLS, on a TCP listener. Unix sockets are protected by file
+    permissions instead, and refuse it."""
+    allow_plaintext: bool = False
+    """Plaintext TCP on an address other than loopback is refused unless this is set:
+    anyone who can reach it could ask for decisions and spend WPTs."""
 
     @field_validator("address")
     @classmethod
@@ -98,11 +153,59 @@ class ListenerConfig(_Strict):
         except ValueError:
             raise ValueError("expected host:port or unix:/path") from None
 
+    @model_validator(mode="after")
+    def _check_security(self) -> ListenerConfig:
+        if self.address.startswith("unix:"):
+            if self.tls is not None:
+                raise ValueError("tls is for TCP listeners; protect a unix socket's directory")
+            return self
+        if self.tls is not None:
+            if self.allow_plaintext:
+                raise ValueError("allow_plaintext contradicts tls: drop one")
+            return self
+        if self.plaintext_beyond_loopback and not self.allow_plaintext:
+            raise ValueError(
+                "plaintext on a non-loopback address: add tls, or set allow_plaintext: true"
+            )
+        return self
+
+    @property
+    def is_unix(self) -> bool:
+        return self.address.startswith("unix:")
+
+    @property
+    def plaintext_beyond_loopback(self) -> bool:
+        """Plaintext TCP that other hosts may reach (only with `allow_plaintext`)."""
+        if self.is_unix or self.tls is not None:
+            return False
+        return not _is_loopback(self.address.rpartition(":")[0])
+
 
 class ServerConfig(_Strict):
     listeners: list[ListenerConfig] = Field(min_length=1)
     reflection: bool = True
     shutdown_grace_seconds: PositiveSeconds = 10.0
+
+    @model_validator(mode="after")
+    def _one_client_allow_list(self) -> ServerConfig:
+        # gRPC does not tell a call which listener it arrived on, so one list is enforced on
+        # every mutual-TLS connection: listeners may not disagree about it.
+        lists = {
+            frozenset(listener.tls.allowed_clients)
+            for listener in self.listeners
+            if listener.tls is not None and listener.tls.client_ca_file is not None
+        }
+        if len(lists) > 1:
+            raise ValueError("every mutual-TLS listener must list the same allowed_clients")
+        return self
+
+    @property
+    def allowed_clients(self) -> frozenset[str]:
+        """The client certificate SANs allowed on mutual-TLS listeners; empty: any."""
+        for listener in self.listeners:
+            if listener.tls is not None and listener.tls.client_ca_file is not None:
+                return frozenset(listener.tls.allowed_clients)
+        return frozenset()
 
 
 class LimitsConfig(_Strict):
@@ -112,20 +215,89 @@ class LimitsConfig(_Strict):
     """Bodies larger than this are not parsed into `input.parsed_body`."""
 
 
+class KeyFetchConfig(_Strict):
+    """How keys at a URL (`jwks_url`, `spiffe_bundle_url`) are fetched and kept current."""
+
+    ca_file: Path | None = None
+    """CA certificates for an `https` URL; default: the system's."""
+    timeout_seconds: PositiveSeconds = 5.0
+    """For one whole fetch: connecting, sending, reading the answer."""
+    max_bytes: PositiveInt = 1024 * 1024
+    """Largest document accepted."""
+    refresh_seconds: PositiveSeconds = 300.0
+    """Longest wait between refreshes. A server's `Cache-Control: max-age` or a bundle's
+    `spiffe_refresh_hint` may shorten it, never below `min_refresh_interval_seconds`."""
+    min_refresh_interval_seconds: PositiveSeconds = 30.0
+    """Fetches never start more often than this: bounds hint-driven refreshes and those a
+    token naming an unknown `kid` triggers."""
+    max_stale_seconds: PositiveSeconds = 24 * 3600.0
+    """How long the last good keys keep verifying while refreshes fail; beyond it, tokens
+    that need them are answered 503 `trust.anchors_unavailable`."""
+
+    @model_validator(mode="after")
+    def _check_intervals(self) -> KeyFetchConfig:
+        if self.min_refresh_interval_seconds > self.refresh_seconds:
+            raise ValueError("min_refresh_interval_seconds is longer than refresh_seconds")
+        if self.max_stale_seconds <= self.refresh_seconds:
+            raise ValueError("max_stale_seconds must be longer than refresh_seconds")
+        return self
+
+
+def _key_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("expected an https:// URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("http:// is only allowed to a loopback address: use https://")
+    if parts.username is not None or parts.fragment:
+        raise ValueError("no credentials or fragment in the URL")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise ValueError("the port is not a number from 0 to 65535") from None
+    return value
+
+
+_KEY_SOURCES = ("jwks_file", "jwks", "jwks_url", "spiffe_bundle_file", "spiffe_bundle_url")
+
+
 class KeySetConfig(_Strict):
     """The keys one signer may use, and the algorithms it may use them with."""
 
     algorithms: list[str]
     jwks_file: Path | None = None
     jwks: dict[str, Any] | None = None
+    jwks_url: str | None = None
+    """A JWKS fetched over HTTPS and refreshed (see `fetch`)."""
+    spiffe_bundle_file: Path | None = None
+    """A SPIFFE trust bundle on disk: its `jwt-svid` keys verify JWTs, its `x509-svid`
+    certificates X.509-SVIDs; reloaded when it changes."""
+    spiffe_bundle_url: str | None = None
+    """A SPIFFE bundle endpoint, fetched over HTTPS and refreshed (see `fetch`)."""
+    fetch: KeyFetchConfig = KeyFetchConfig()
+    """For `jwks_url` and `spiffe_bundle_url` only."""
 
     _check_algorithms = field_validator("algorithms")(_algorithms)
+    _check_urls = field_validator("jwks_url", "spiffe_bundle_url")(_key_url)
 
     @model_validator(mode="after")
     def _one_source(self) -> KeySetConfig:
-        if (self.jwks_file is None) == (self.jwks is None):
-            raise ValueError("set exactly one of 'jwks_file' or 'jwks'")
+        if sum(getattr(self, name) is not None for name in _KEY_SOURCES) != 1:
+            raise ValueError(f"set exactly one of {', '.join(map(repr, _KEY_SOURCES))}")
+        if self.url is None and self.fetch != KeyFetchConfig():
+            raise ValueError("'fetch' applies to jwks_url and spiffe_bundle_url only")
         return self
+
+    @property
+    def url(self) -> str | None:
+        """The URL the keys are fetched from; None for configured keys."""
+        return self.jwks_url or self.spiffe_bundle_url
+
+    @property
+    def is_spiffe_bundle(self) -> bool:
+        return self.spiffe_bundle_file is not None or self.spiffe_bundle_url is not None
 
 
 class TrustDomainConfig(KeySetConfig):
@@ -133,6 +305,10 @@ class TrustDomainConfig(KeySetConfig):
 
     txn_token_service: KeySetConfig | None = None
     """Anchors for Txn-Tokens whose `aud` is this trust domain; none: no Txn-Token verifies."""
+
+
+def _wpt_only() -> list[ProofStyleName]:
+    return ["wpt"]
 
 
 class ServiceConfig(_Strict):
@@ -143,6 +319,9 @@ class ServiceConfig(_Strict):
     txn_token: Literal["required", "optional"] | None = None
     """Whether this service's requests must carry a Txn-Token; default `txn_token.required`.
     A route may override it with the `wimse.txn_token` context extension."""
+    proofs: list[ProofStyleName] = Field(default_factory=_wpt_only, min_length=1)
+    """Proof-of-possession styles a WIT may come with: a WPT, an HTTP Message Signature
+    (whose routes must forward bodies to ext_authz), or both."""
 
     @field_validator("id")
     @classmethod
@@ -171,6 +350,13 @@ class ServiceConfig(_Strict):
                 )
         return values
 
+    @field_validator("proofs")
+    @classmethod
+    def _check_proofs(cls, values: list[ProofStyleName]) -> list[ProofStyleName]:
+        if len(set(values)) != len(values):
+            raise ValueError("list each proof style once")
+        return values
+
     @property
     def workload_id(self) -> WorkloadId:
         return parse_workload_id(self.id)
@@ -182,6 +368,93 @@ class WitConfig(_Strict):
     cache_entries: PositiveInt = 10_000
 
     _check_algorithms = field_validator("proof_algorithms")(_algorithms)
+
+
+_REDIS_KEY_PREFIX = re.compile(r"[!-~]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REDIS_FILES = ("password_file", "ca_file", "cert_file", "key_file")
+
+
+class RedisReplayConfig(_Strict):
+    """A Redis every replica shares: a proof accepted by one replica is refused by the others."""
+
+    url: str
+    """`redis://host[:port][/db]`, or `rediss://` for TLS. No credentials or options in it."""
+    key_prefix: str = "wimse-authz:replay"
+    """Keys are `<key_prefix>:<sha256 hex>`; give each mesh sharing one Redis its own."""
+    username: str | None = None
+    """Redis ACL user; none: the `default` user. Needs a password."""
+    password_file: Path | None = None
+    """A file holding the password (its trailing newline ignored), read at start."""
+    password_env: str | None = None
+    """Or the name of an environment variable holding the password, read at start."""
+    ca_file: Path | None = None
+    """CA certificates for a `rediss://` URL; default: the system's."""
+    cert_file: Path | None = None
+    """Client certificate for a `rediss://` server that asks for one (with `key_file`)."""
+    key_file: Path | None = None
+    connect_timeout_seconds: PositiveSeconds = 0.25
+    """Opening a connection (TCP and TLS)."""
+    timeout_seconds: PositiveSeconds = 0.25
+    """Waiting for a reply, or for a free connection. A claim, its one retry included, is
+    bounded by `connect_timeout_seconds + timeout_seconds`."""
+    max_connections: PositiveInt = 32
+    on_unavailable: Literal["fail_closed", "local_fallback"] = "fail_closed"
+    """Redis unreachable, too slow or refusing us. `fail_closed`: 503
+    `replay.store_unavailable`. `local_fallback`: check against this process's own cache
+    (a proof can then be replayed once at each other replica)."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        db = parts.path.removeprefix("/")
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("expected redis://host[:port][/db] or rediss://...")
+        if "@" in parts.netloc:
+            raise ValueError("no credentials in the URL: use username and password_file")
+        if parts.query or parts.fragment or not (db == "" or db.isdigit()):
+            raise ValueError("nothing may follow the database number")
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise ValueError("the port is not a number from 0 to 65535") from None
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if _REDIS_KEY_PREFIX.fullmatch(value) is None:
+            raise ValueError("1 to 64 printable ASCII characters, no spaces")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _check_env(cls, value: str | None) -> str | None:
+        if value is not None and _ENV_NAME.fullmatch(value) is None:
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> RedisReplayConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set at most one of 'password_file' or 'password_env'")
+        if self.username is not None and self.password_file is None and self.password_env is None:
+            raise ValueError("'username' needs 'password_file' or 'password_env'")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both 'cert_file' and 'key_file', or neither")
+        tls_files = (self.ca_file, self.cert_file)
+        if not self.url.startswith("rediss://") and any(f is not None for f in tls_files):
+            raise ValueError("ca_file, cert_file and key_file need a rediss:// URL")
+        return self
+
+
+class ReplayConfig(_Strict):
+    """Where single-use proofs (WPT `jti`) are remembered until they expire."""
+
+    redis: RedisReplayConfig | None = None
+    """A store shared by every replica; none: this process only, in a cache of
+    `wpt.replay_cache_entries` (enough for a single replica)."""
 
 
 class WptConfig(_Strict):
@@ -200,6 +473,13 @@ class WptConfig(_Strict):
             if value in CREDENTIAL_HEADERS:
                 raise ValueError(f"{value!r} has its own binding and cannot be listed here")
         return values
+
+
+class HttpSignatureConfig(_Strict):
+    """HTTP Message Signatures (draft-ietf-wimse-http-signature) as proof of possession."""
+
+    max_lifetime_seconds: PositiveSeconds = 300.0
+    """Upper bound for `expires - created`; the draft asks for a short window."""
 
 
 class TxnTokenConfig(_Strict):
@@ -274,6 +554,18 @@ class MtlsConfig(_Strict):
     """Let the mTLS principal Envoy reports authenticate a caller that sends no WIT."""
     trust_domains: list[str] | None = None
     """Trust domains accepted from mTLS; default: those under `trust_domains`."""
+    verify_peer_certificate: bool = False
+    """Verify the client certificate Envoy forwards (`include_peer_certificate`) as an
+    X.509-SVID against its trust domain's SPIFFE bundle, instead of taking the principal
+    Envoy reports as given. Each mTLS trust domain then needs a SPIFFE bundle."""
+    certificate_cache_entries: PositiveInt = 10_000
+    """Verified client certificates, by exact bytes, until they expire."""
+
+    @model_validator(mode="after")
+    def _verify_needs_authenticate(self) -> MtlsConfig:
+        if self.verify_peer_certificate and not self.authenticate:
+            raise ValueError("verify_peer_certificate needs authenticate: true")
+        return self
 
     @field_validator("trust_domains")
     @classmethod
@@ -295,6 +587,15 @@ class BundleSigningConfig(_Strict):
     """When set, the signature's `scope` claim must equal it."""
     exclude_files: list[str] = Field(default_factory=list)
     """Bundle files the signature need not cover (OPA's `exclude_files`)."""
+
+    @field_validator("keys")
+    @classmethod
+    def _static_keys(cls, values: dict[str, KeySetConfig]) -> dict[str, KeySetConfig]:
+        # A signing key is part of what a reload validates: it changes with a reload only.
+        for key_id, key_set in values.items():
+            if key_set.url is not None or key_set.is_spiffe_bundle:
+                raise ValueError(f"{key_id}: bundle signing keys are 'jwks_file' or 'jwks'")
+        return values
 
 
 class BundleConfig(_Strict):
@@ -498,6 +799,8 @@ class Config(_Strict):
     limits: LimitsConfig = LimitsConfig()
     wit: WitConfig = WitConfig()
     wpt: WptConfig = WptConfig()
+    replay: ReplayConfig = ReplayConfig()
+    http_signature: HttpSignatureConfig = HttpSignatureConfig()
     mtls: MtlsConfig = MtlsConfig()
     txn_token: TxnTokenConfig = TxnTokenConfig()
     user_token: UserTokenConfig | None = None
@@ -539,6 +842,14 @@ class Config(_Strict):
                 raise ValueError(f"{key} {name!r} is a header the gateway sets itself")
         if len(context) != len(set(context.values())):
             raise ValueError("user_token.header and attestation.header must differ")
+        if self.mtls.verify_peer_certificate:
+            for name in sorted(self.mtls_trust_domains):
+                domain = self.trust_domains.get(name)
+                if domain is None or not domain.is_spiffe_bundle:
+                    raise ValueError(
+                        f"mtls.verify_peer_certificate: trust domain {name!r} needs a "
+                        "spiffe_bundle_url or spiffe_bundle_file (its X.509 authorities)"
+                    )
         return self
 
     @property
@@ -573,9 +884,15 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         return path if path.is_absolute() else (base / path).resolve()
 
     def resolve_keys(key_set: _K) -> _K:
-        if key_set.jwks_file is None:
-            return key_set
-        return key_set.model_copy(update={"jwks_file": resolve(key_set.jwks_file)})
+        update: dict[str, Any] = {}
+        if key_set.jwks_file is not None:
+            update["jwks_file"] = resolve(key_set.jwks_file)
+        if key_set.spiffe_bundle_file is not None:
+            update["spiffe_bundle_file"] = resolve(key_set.spiffe_bundle_file)
+        if key_set.fetch.ca_file is not None:
+            ca_file = resolve(key_set.fetch.ca_file)
+            update["fetch"] = key_set.fetch.model_copy(update={"ca_file": ca_file})
+        return key_set.model_copy(update=update) if update else key_set
 
     def _resolve_policy(policy: PolicyConfig) -> PolicyConfig:
         update: dict[str, Any] = {}
@@ -601,7 +918,11 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         else resolve_keys(domain)
         for name, domain in config.trust_domains.items()
     }
-    update: dict[str, Any] = {"trust_domains": domains, "policy": _resolve_policy(config.policy)}
+    update: dict[str, Any] = {
+        "trust_domains": domains,
+        "policy": _resolve_policy(config.policy),
+        "server": _resolve_server(config.server, resolve),
+    }
     if config.deny_list is not None:
         update["deny_list"] = config.deny_list.model_copy(
             update={"file": resolve(config.deny_list.file)}
@@ -616,7 +937,24 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if config.attestation is not None:
         verifiers = {k: resolve_keys(v) for k, v in config.attestation.verifiers.items()}
         update["attestation"] = config.attestation.model_copy(update={"verifiers": verifiers})
+    if (redis := config.replay.redis) is not None:
+        files = {k: resolve(p) for k in _REDIS_FILES if (p := getattr(redis, k)) is not None}
+        update["replay"] = ReplayConfig(redis=redis.model_copy(update=files))
     return config.model_copy(update=update)
+
+
+def _resolve_server(server: ServerConfig, resolve: Callable[[Path], Path]) -> ServerConfig:
+    def resolve_listener(listener: ListenerConfig) -> ListenerConfig:
+        tls = listener.tls
+        if tls is None:
+            return listener
+        files = {"cert_file": resolve(tls.cert_file), "key_file": resolve(tls.key_file)}
+        if tls.client_ca_file is not None:
+            files["client_ca_file"] = resolve(tls.client_ca_file)
+        return listener.model_copy(update={"tls": tls.model_copy(update=files)})
+
+    listeners = [resolve_listener(listener) for listener in server.listeners]
+    return server.model_copy(update={"listeners": listeners})
 
 
 def _format_validation_error(source: str, error: ValidationError) -> str:

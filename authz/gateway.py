@@ -8,7 +8,7 @@ thread that built them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
@@ -16,19 +16,17 @@ from authz.config import Config
 from authz.credentials.attestation import EarRules, EarVerifier
 from authz.credentials.authenticator import Authenticator, MtlsRules
 from authz.credentials.context import AttestationSources, ContextVerifier, UserTokenSource
+from authz.credentials.httpsig.verifier import SignatureRules, SignatureVerifier
+from authz.credentials.live_keys import LiveKeyRegistry
 from authz.credentials.presentation import CREDENTIAL_HEADERS, SizeLimits
+from authz.credentials.redis_replay import RedisReplayCache, open_redis_replay_cache
 from authz.credentials.replay import InMemoryReplayCache
-from authz.credentials.trust import (
-    KeySet,
-    TrustStore,
-    build_key_sets,
-    build_trust_store,
-    key_sources,
-)
+from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.txn_token import TxnRules, TxnTokenVerifier
 from authz.credentials.user_token import UserIssuer, UserTokenRules, UserTokenVerifier
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.credentials.wpt import WptRules, WptVerifier
+from authz.credentials.x509_svid import SvidRules, SvidVerifier
 from authz.deny_list import DenyListHolder, read_deny_list
 from authz.errors import ConfigError
 from authz.observability.decision_log import (
@@ -60,11 +58,15 @@ class Gateway:
         return self.runtime.metrics
 
 
-def load_trust_store(config: Config) -> TrustStore:
-    return build_trust_store(key_sources(config.trust_domains, "trust_domains"))
+def load_trust_store(config: Config, live_keys: LiveKeyRegistry) -> TrustStore:
+    """The trust domains' WIT issuer keys: configured ones parsed now, those at a URL held by
+    `live_keys` (which keeps them across reloads)."""
+    return live_keys.trust_store(config.trust_domains)
 
 
-def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
+def build_context_verifier(
+    config: Config, clock: Clock, live_keys: LiveKeyRegistry
+) -> ContextVerifier:
     """The Txn-Token, user-token and attestation verifiers, with their configured keys."""
     skew = config.clock_skew_seconds
     tts = {
@@ -72,7 +74,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
         for name, domain in config.trust_domains.items()
         if domain.txn_token_service is not None
     }
-    tts_key_sets, _ = build_key_sets(key_sources(tts, "trust_domains", ".txn_token_service"))
+    tts_key_sets = live_keys.key_sets(tts, "trust_domains", ".txn_token_service")
     txn = config.txn_token
     txn_verifier = TxnTokenVerifier(
         tts_key_sets,
@@ -87,7 +89,7 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
     )
     user_tokens = None
     if (user := config.user_token) is not None:
-        issuer_keys, _ = build_key_sets(key_sources(user.issuers, "user_token.issuers"))
+        issuer_keys = live_keys.key_sets(user.issuers, "user_token.issuers")
         issuers = {
             name: UserIssuer(issuer_keys[name], frozenset(issuer.audiences))
             for name, issuer in user.issuers.items()
@@ -98,13 +100,27 @@ def build_context_verifier(config: Config, clock: Clock) -> ContextVerifier:
         )
     attestation = None
     if (ear := config.attestation) is not None:
-        verifier_keys, _ = build_key_sets(key_sources(ear.verifiers, "attestation.verifiers"))
-        _check_unique_kids(verifier_keys.values(), "attestation.verifiers")
+        verifier_keys = live_keys.key_sets(ear.verifiers, "attestation.verifiers")
+        # Keys at a URL change under the gateway: only configured ones can be checked here.
+        configured = [k for k in verifier_keys.values() if isinstance(k, KeySet)]
+        _check_unique_kids(configured, "attestation.verifiers")
         verifier = EarVerifier(
             tuple(verifier_keys.values()), EarRules(skew, ear.max_age_seconds), clock
         )
         attestation = AttestationSources(verifier, ear.header, ear.wit_claim, ear.txn_rctx_claim)
     return ContextVerifier(txn_verifier, user_tokens, attestation)
+
+
+def build_mtls_rules(config: Config, trust_store: TrustStore, clock: Clock) -> MtlsRules:
+    """Who mTLS may authenticate, and whether the forwarded certificate is verified."""
+    mtls = config.mtls
+    certificates = None
+    if mtls.verify_peer_certificate:
+        rules = SvidRules(
+            config.mtls_trust_domains, config.clock_skew_seconds, mtls.certificate_cache_entries
+        )
+        certificates = SvidVerifier(trust_store, rules, clock)
+    return MtlsRules(mtls.authenticate, config.mtls_trust_domains, certificates)
 
 
 def _check_unique_kids(key_sets: Iterable[KeySet], where: str) -> None:
@@ -121,28 +137,59 @@ def _check_unique_kids(key_sets: Iterable[KeySet], where: str) -> None:
 @dataclass(slots=True)
 class Runtime:
     """What outlives a reload: metrics, the replay cache (a rebuilt one would accept every
-    proof again), the deny-list in force and the decision log writer."""
+    proof again), the deny-list in force, the decision log writer, and the key sets fetched
+    from URLs (a reload must not refetch them all, nor drop them)."""
 
     metrics: Metrics
-    replay_cache: InMemoryReplayCache
+    replay_cache: InMemoryReplayCache | RedisReplayCache
     deny_list: DenyListHolder
     decision_log: DecisionLog
+    live_keys: LiveKeyRegistry = field(default_factory=LiveKeyRegistry)
 
     @classmethod
     def create(cls, config: Config, clock: Clock, metrics: Metrics | None = None) -> Runtime:
         metrics = metrics or Metrics()
-        replay_cache = InMemoryReplayCache(
-            config.wpt.replay_cache_entries, clock, on_full=metrics.replay_cache_full.inc
-        )
+        replay_cache = build_replay_cache(config, clock, metrics)
         metrics.watch_replay_cache(replay_cache.__len__)
         deny_list = DenyListHolder()
         if config.deny_list is not None:
             deny_list.current = read_deny_list(config.deny_list.file)
         metrics.watch_deny_list(lambda: len(deny_list.current))
-        return cls(metrics, replay_cache, deny_list, open_configured_decision_log(config, metrics))
+        decision_log = open_configured_decision_log(config, metrics)
+        return cls(metrics, replay_cache, deny_list, decision_log, LiveKeyRegistry(metrics))
 
     def close(self) -> None:
+        """Close what needs no event loop (the decision log); `aclose` closes everything."""
         self.decision_log.close()
+
+    async def aclose(self) -> None:
+        """Close everything: the shared replay store's connections (on the loop that used
+        them), then what `close` closes."""
+        try:
+            await self.live_keys.close()
+            if isinstance(self.replay_cache, RedisReplayCache):
+                await self.replay_cache.aclose()
+        finally:
+            self.close()
+
+
+def build_replay_cache(
+    config: Config, clock: Clock, metrics: Metrics
+) -> InMemoryReplayCache | RedisReplayCache:
+    """This process's own replay cache, or the configured Redis shared by every replica (with
+    this process's cache as its fallback, when `on_unavailable` asks for one)."""
+    local = InMemoryReplayCache(
+        config.wpt.replay_cache_entries, clock, on_full=metrics.replay_cache_full.inc
+    )
+    if config.replay.redis is None:
+        return local
+    return open_redis_replay_cache(
+        config.replay.redis,
+        clock,
+        fallback=local,
+        on_error=metrics.count_replay_store_error,
+        on_fallback=metrics.count_replay_store_fallback,
+    )
 
 
 def open_configured_decision_log(config: Config, metrics: Metrics) -> DecisionLog:
@@ -195,7 +242,7 @@ def build_gateway(
     """A complete gateway; `runtime` carries state over from the one it replaces."""
     runtime = runtime or Runtime.create(config, clock, metrics)
     metrics = runtime.metrics
-    trust_store = load_trust_store(config)
+    trust_store = load_trust_store(config, runtime.live_keys)
     skew = config.clock_skew_seconds
     wit_verifier = WitVerifier(
         trust_store,
@@ -216,11 +263,21 @@ def build_gateway(
         clock,
         runtime.replay_cache,
     )
+    signature_verifier = SignatureVerifier(
+        SignatureRules(
+            clock_skew=skew,
+            max_lifetime=config.http_signature.max_lifetime_seconds,
+            bindable_headers=frozenset(config.context_token_headers.values()),
+        ),
+        clock,
+        runtime.replay_cache,
+    )
     authenticator = Authenticator(
         wit_verifier,
         wpt_verifier,
+        signature_verifier,
         SizeLimits(config.limits.token_header_bytes, config.limits.credential_headers_bytes),
-        MtlsRules(config.mtls.authenticate, config.mtls_trust_domains),
+        build_mtls_rules(config, trust_store, clock),
         legacy_wpt=config.wpt.legacy_header,
         context_headers=sorted(config.bindable_headers),
     )
@@ -232,7 +289,7 @@ def build_gateway(
     pipeline = Pipeline(
         router=ServiceRouter.from_config(config),
         authenticator=authenticator,
-        context_verifier=build_context_verifier(config, clock),
+        context_verifier=build_context_verifier(config, clock, runtime.live_keys),
         engine=build_engine_for(config, policy_set, metrics),
         answers=Answers(config.responses, config.upstream),
         parsed_body_bytes=config.limits.parsed_body_bytes,
@@ -241,6 +298,7 @@ def build_gateway(
             decision_log=runtime.decision_log,
             trust_revision=trust_store.revision,
             logged_credential_headers=logged_credential_headers(config),
+            live_trust_revision=lambda: trust_store.revision,
         ),
         deny_list=runtime.deny_list,
         decision_cache=decision_cache,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
@@ -31,7 +32,7 @@ from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
 from authz.policy.input import build_input
 from authz.reasons import Reason
-from authz.request import RequestView, request_view
+from authz.request import RequestView, request_view, signed_message
 from authz.routing import ServiceRouter, route_dry_run
 
 log = logging.getLogger("authz.pipeline")
@@ -55,6 +56,12 @@ class Observers:
     trust_revision: str
     logged_credential_headers: tuple[str, ...] = ()
     """Headers whose `sha256:` prefix a decision log line carries."""
+    live_trust_revision: Callable[[], str] | None = None
+    """Set when live key sets can change the trust revision under a built gateway."""
+
+    def current_trust_revision(self) -> str:
+        live = self.live_trust_revision
+        return self.trust_revision if live is None else live()
 
 
 class Pipeline:
@@ -140,13 +147,16 @@ class Pipeline:
         record.service = service.name
         dry_run = route_dry_run(request.context_extensions, self._dry_run)
         authentication: Authentication = await self._authenticator.authenticate(
-            request.headers, request.source_principal, service.audiences(request.path)
+            signed_message(request),
+            request.source_principal,
+            service.proof_target(request.path),
+            peer_certificate=request.attributes.source.certificate,
         )
         caller = authentication.caller
         if caller is not None:
             record.caller = caller.id.uri
             record.authenticated_by = caller.authenticated_by.value
-        context = self._context_verifier.verify(
+        context = await self._context_verifier.verify(
             request.headers,
             caller,
             service.id.trust_domain,
@@ -217,7 +227,7 @@ class Pipeline:
         record.method = request.method
         record.path = request.path
         record.policy_revision = self.engine.revision
-        record.trust_revision = self._observers.trust_revision
+        record.trust_revision = self._observers.current_trust_revision()
         if self._decision_log.enabled:
             # Copied: the writer thread must not read the request's protobuf map.
             record.route = dict(request.context_extensions)

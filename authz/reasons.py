@@ -48,6 +48,7 @@ class Reason(StrEnum):
     WPT_MISSING = "wpt.missing"
     WPT_MULTIPLE = "wpt.multiple"
     WPT_TOO_LARGE = "wpt.too_large"
+    WPT_NOT_ACCEPTED = "wpt.not_accepted"
     WPT_LEGACY_FORM_DISABLED = "wpt.legacy_form_disabled"
     WPT_MALFORMED = "wpt.malformed"
     WPT_HEADER_KEY_FORBIDDEN = "wpt.header_key_forbidden"
@@ -141,11 +142,36 @@ class Reason(StrEnum):
     EAR_SUBJECT_MISMATCH = "ear.subject_mismatch"
 
     # --- HTTP Message Signatures (draft-ietf-wimse-http-signature) ----------------------
-    HTTPSIG_UNSUPPORTED = "httpsig.unsupported"
+    HTTPSIG_NOT_ACCEPTED = "httpsig.not_accepted"
+    HTTPSIG_TOO_LARGE = "httpsig.too_large"
+    HTTPSIG_MALFORMED = "httpsig.malformed"
+    HTTPSIG_MISSING = "httpsig.missing"
+    HTTPSIG_AMBIGUOUS = "httpsig.ambiguous"
+    HTTPSIG_SIGNATURE_MISSING = "httpsig.signature_missing"
+    HTTPSIG_PARAM_MISSING = "httpsig.param_missing"
+    HTTPSIG_PARAM_INVALID = "httpsig.param_invalid"
+    HTTPSIG_PARAM_FORBIDDEN = "httpsig.param_forbidden"
+    HTTPSIG_COVERAGE_MISSING = "httpsig.coverage_missing"
+    HTTPSIG_COMPONENT_UNSUPPORTED = "httpsig.component_unsupported"
+    HTTPSIG_COMPONENT_ABSENT = "httpsig.component_absent"
+    HTTPSIG_AUDIENCE_MISMATCH = "httpsig.audience_mismatch"
+    HTTPSIG_CREATED_IN_FUTURE = "httpsig.created_in_future"
+    HTTPSIG_EXPIRED = "httpsig.expired"
+    HTTPSIG_LIFETIME_TOO_LONG = "httpsig.lifetime_too_long"
+    HTTPSIG_SIGNATURE_INVALID = "httpsig.signature_invalid"
+    HTTPSIG_DIGEST_MISSING = "httpsig.digest_missing"
+    HTTPSIG_DIGEST_INVALID = "httpsig.digest_invalid"
+    HTTPSIG_DIGEST_MISMATCH = "httpsig.digest_mismatch"
+    HTTPSIG_BODY_PARTIAL = "httpsig.body_partial"
+    HTTPSIG_BODY_NOT_FORWARDED = "httpsig.body_not_forwarded"
+    HTTPSIG_REPLAYED = "httpsig.replayed"
 
     # --- mTLS identity reported by Envoy ------------------------------------------------
     MTLS_PRINCIPAL_INVALID = "mtls.principal_invalid"
     MTLS_TRUST_DOMAIN_UNKNOWN = "mtls.trust_domain_unknown"
+    MTLS_CERTIFICATE_MISSING = "mtls.certificate_missing"
+    MTLS_CERTIFICATE_INVALID = "mtls.certificate_invalid"
+    MTLS_CERTIFICATE_MISMATCH = "mtls.certificate_mismatch"
 
     # --- policy -------------------------------------------------------------------------
     POLICY_ALLOWED = "policy.allowed"
@@ -163,7 +189,9 @@ class Reason(StrEnum):
 
     # --- our own availability -----------------------------------------------------------
     GATEWAY_NOT_READY = "gateway.not_ready"
+    TRUST_ANCHORS_UNAVAILABLE = "trust.anchors_unavailable"
     REPLAY_CAPACITY = "replay.capacity"
+    REPLAY_STORE_UNAVAILABLE = "replay.store_unavailable"
     SERVICE_UNKNOWN = "service.unknown"
     ROUTE_CONFIG_INVALID = "route.config_invalid"
     INTERNAL_ERROR = "internal.error"

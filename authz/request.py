@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
+from authz.credentials.httpsig.message import HttpRequest
+from authz.credentials.httpsig.verifier import PARTIAL_BODY_HEADER
 from authz.errors import RequestError
 from authz.policy.http_parsing import split_path
 from authz.reasons import Reason
@@ -55,4 +57,27 @@ def request_view(attributes: AttributeContext) -> RequestView:
         headers=headers,
         context_extensions=attributes.context_extensions,
         source_principal=attributes.source.principal,
+    )
+
+
+def signed_message(view: RequestView) -> HttpRequest:
+    """The request as an HTTP signature covers it, with the exact body bytes when Envoy
+    forwarded them (`with_request_body` with `pack_as_bytes: true`).
+
+    Envoy sets `x-envoy-auth-partial-body` on every check of a route that forwards bodies,
+    so its absence means the route forwards none (`body` None), as does a body that came
+    only as text (`pack_as_bytes` off): text is not the bytes a digest was computed over.
+    """
+    http = view.attributes.request.http
+    headers = view.headers
+    forwarded = PARTIAL_BODY_HEADER in headers and not (http.body and not http.raw_body)
+    return HttpRequest(
+        method=view.method,
+        path=view.path,
+        query=view.query,
+        headers=headers,
+        authority=http.host,
+        scheme=http.scheme,
+        body=http.raw_body if forwarded else None,
+        body_partial=headers.get(PARTIAL_BODY_HEADER) == "true",
     )

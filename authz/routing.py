@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from authz.config import DRY_RUN_CONTEXT_KEY, SERVICE_CONTEXT_KEY, TXN_TOKEN_CONTEXT_KEY, Config
+from authz.credentials.authenticator import ProofTarget
 from authz.credentials.identifiers import WorkloadId
+from authz.credentials.presentation import ProofStyle
 from authz.errors import UnavailableError
 from authz.reasons import Reason
 
@@ -24,6 +26,7 @@ class ServiceTarget:
     id: WorkloadId
     origins: tuple[str, ...]
     txn_token_required: bool = False
+    proofs: frozenset[ProofStyle] = frozenset({ProofStyle.WPT})
 
     def requires_txn_token(self, context_extensions: Mapping[str, str]) -> bool:
         setting = context_extensions.get(TXN_TOKEN_CONTEXT_KEY)
@@ -38,8 +41,12 @@ class ServiceTarget:
         return setting == "required"
 
     def audiences(self, path: str) -> tuple[str, ...]:
-        """The WPT `aud` values acceptable for a request to `path` (raw, query removed)."""
+        """The WPT `aud` (or signature `wimse-aud`) values acceptable for a request to `path`
+        (raw, query removed)."""
         return tuple(origin + path for origin in self.origins)
+
+    def proof_target(self, path: str) -> ProofTarget:
+        return ProofTarget(self.audiences(path), self.proofs)
 
 
 def route_dry_run(context_extensions: Mapping[str, str], default: bool) -> bool:
@@ -72,6 +79,7 @@ class ServiceRouter:
                 txn_token_required=service.txn_token == "required"
                 if service.txn_token is not None
                 else config.txn_token.required,
+                proofs=frozenset(ProofStyle(style) for style in service.proofs),
             )
             for name, service in config.services.items()
         }

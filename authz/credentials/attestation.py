@@ -23,9 +23,9 @@ from typing import Any
 from authz.clock import Clock
 from authz.credentials.claims import numeric_date
 from authz.credentials.jose import JoseReasons, parse_compact_jws
-from authz.credentials.signature import SignatureReasons, verify_signature
-from authz.credentials.trust import KeySet
-from authz.errors import CredentialError
+from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.trust import KeyHolder, KeySet
+from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
 
 MAX_SUBMODS = 64
@@ -98,7 +98,7 @@ class EarRules:
 
 
 class EarVerifier:
-    def __init__(self, verifiers: Sequence[KeySet], rules: EarRules, clock: Clock) -> None:
+    def __init__(self, verifiers: Sequence[KeyHolder], rules: EarRules, clock: Clock) -> None:
         self._verifiers = tuple(verifiers)
         self._rules = rules
         self._clock = clock
@@ -110,9 +110,34 @@ class EarVerifier:
         jws = parse_compact_jws(token, _JOSE_REASONS)
         if not self._verifiers:
             raise CredentialError(Reason.EAR_VERIFIER_UNKNOWN, "no attestation verifier is set")
-        signer = verify_signature(jws, self._verifiers, _SIGNATURE_REASONS)
+        key_sets: list[KeySet] = []
+        unavailable: UnavailableError | None = None
+        for verifier in self._verifiers:
+            try:
+                key_sets.append(verifier.current)
+            except UnavailableError as exc:
+                unavailable = unavailable or exc
+        try:
+            signer = verify_signature(jws, key_sets, _SIGNATURE_REASONS)
+        except CredentialError:
+            # A verifier whose keys cannot be vouched for might have had the key: the EAR
+            # cannot be judged now, which is our unavailability, not an invalid EAR.
+            if unavailable is not None:
+                raise unavailable from None
+            raise
         result = self._normalise(jws.claims, source, signer.key_set.name)
         return replace(result, kid=signer.kid) if signer.kid is not None else result
+
+    async def from_jwt_refreshing(self, token: str, source: AttestationSource) -> AttestationResult:
+        """`from_jwt`, refreshing live verifier key sets once when none has the EAR's `kid`."""
+        return await verify_refreshing(lambda: self.from_jwt(token, source))
+
+    async def from_claim_refreshing(
+        self, value: object, source: AttestationSource
+    ) -> AttestationResult:
+        """`from_claim`, refreshing live verifier key sets once for a nested EAR JWT whose
+        `kid` none of them has."""
+        return await verify_refreshing(lambda: self.from_claim(value, source))
 
     def from_claim(self, value: object, source: AttestationSource) -> AttestationResult:
         """An EAR held in a claim of an already verified token: a nested JWT or an object."""

@@ -1,27 +1,37 @@
 """The credentials stage: from request headers (and Envoy's mTLS report) to a verified caller.
 
-A caller is either a WIT subject that proved possession of its key with a WPT, or, when no
-WIT is presented and configuration allows it, the mTLS identity Envoy reports. A WIT without
-a proof proves nothing and is refused (`wpt.missing`); it never becomes the caller.
+A caller is either a WIT subject that proved possession of its key with a WPT or an HTTP
+Message Signature (whichever the service accepts), or, when no WIT is presented and
+configuration allows it, the mTLS identity Envoy reports. A WIT without a proof proves
+nothing and is refused (`wpt.missing`); it never becomes the caller.
 No credentials at all is not an error here: the request goes to policy unauthenticated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from authz.credentials.httpsig.message import HttpRequest
+from authz.credentials.httpsig.verifier import SignatureVerifier, VerifiedSignature
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
-from authz.credentials.presentation import PresentedCredentials, SizeLimits, read_credentials
+from authz.credentials.presentation import (
+    PresentedCredentials,
+    ProofStyle,
+    SizeLimits,
+    read_credentials,
+)
 from authz.credentials.wit import VerifiedWit, WitVerifier
 from authz.credentials.wpt import ProofContext, VerifiedWpt, WptVerifier
+from authz.credentials.x509_svid import SvidVerifier
 from authz.errors import CredentialError
 from authz.reasons import Reason
 
 
 class AuthnMethod(StrEnum):
     WPT = "wpt"
+    HTTP_SIGNATURE = "http_signature"
     MTLS = "mtls"
 
 
@@ -32,7 +42,7 @@ class Caller:
     id: WorkloadId
     authenticated_by: AuthnMethod
     wit: VerifiedWit | None = None
-    proof: VerifiedWpt | None = None
+    proof: VerifiedWpt | VerifiedSignature | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +52,21 @@ class Authentication:
 
 
 @dataclass(frozen=True, slots=True)
+class ProofTarget:
+    """What a proof must name and may be, for the service this request is for."""
+
+    audiences: Sequence[str]
+    """Target URIs a WPT `aud` or a signature's `wimse-aud` may name."""
+    accepted: frozenset[ProofStyle]
+
+
+@dataclass(frozen=True, slots=True)
 class MtlsRules:
     authenticate: bool
     trust_domains: frozenset[str]
+    certificates: SvidVerifier | None = None
+    """Set: the caller is the client certificate Envoy forwards, verified as an X.509-SVID
+    (Envoy's principal must agree with it). None: the principal is taken as given."""
 
 
 class Authenticator:
@@ -52,6 +74,7 @@ class Authenticator:
         self,
         wit_verifier: WitVerifier,
         wpt_verifier: WptVerifier,
+        signature_verifier: SignatureVerifier,
         limits: SizeLimits,
         mtls: MtlsRules,
         *,
@@ -60,18 +83,22 @@ class Authenticator:
     ) -> None:
         self._wit_verifier = wit_verifier
         self._wpt_verifier = wpt_verifier
+        self._signature_verifier = signature_verifier
         self._limits = limits
         self._mtls = mtls
         self._legacy_wpt = legacy_wpt
         self._context_headers = tuple(context_headers)
 
     async def authenticate(
-        self, headers: Mapping[str, str], source_principal: str, audiences: Sequence[str]
+        self,
+        request: HttpRequest,
+        source_principal: str,
+        target: ProofTarget,
+        *,
+        peer_certificate: str = "",
     ) -> Authentication:
-        """Verify what the request presents; raise `CredentialError` if any of it is invalid.
-
-        `audiences` are the target URIs a WPT `aud` may name for this request.
-        """
+        """Verify what the request presents; raise `CredentialError` if any of it is invalid."""
+        headers = request.headers
         presented = read_credentials(
             headers,
             self._limits,
@@ -83,31 +110,43 @@ class Authenticator:
                 raise CredentialError(Reason.WIT_MISSING, "a WPT was sent without its WIT")
             if presented.signature:
                 raise CredentialError(Reason.WIT_MISSING, "a signature was sent without a WIT")
-            return Authentication(self._mtls_caller(source_principal), presented)
+            return Authentication(self._mtls_caller(source_principal, peer_certificate), presented)
+
+        if presented.signature:
+            if ProofStyle.HTTP_SIGNATURE not in target.accepted:
+                raise CredentialError(
+                    Reason.HTTPSIG_NOT_ACCEPTED, "this service does not accept HTTP signatures"
+                )
+            wit = await self._wit_verifier.verify_refreshing(presented.wit)
+            signature = await self._signature_verifier.verify(request, wit, target.audiences)
+            caller = Caller(wit.subject, AuthnMethod.HTTP_SIGNATURE, wit, signature)
+            return Authentication(caller, presented)
 
         if presented.wpt is None:
-            if presented.signature:
-                raise CredentialError(
-                    Reason.HTTPSIG_UNSUPPORTED, "HTTP Message Signatures are not accepted here"
-                )
             if presented.legacy_header_refused:
                 raise CredentialError(
                     Reason.WPT_LEGACY_FORM_DISABLED, "the pre-02 Workload-Proof-Token form is off"
                 )
             raise CredentialError(Reason.WPT_MISSING, "a WIT needs a proof of possession")
+        if ProofStyle.WPT not in target.accepted:
+            raise CredentialError(Reason.WPT_NOT_ACCEPTED, "this service does not accept WPTs")
 
-        wit = self._wit_verifier.verify(presented.wit)
+        wit = await self._wit_verifier.verify_refreshing(presented.wit)
         proof = await self._wpt_verifier.verify(
             presented.wpt,
             wit,
             ProofContext(
-                audiences=audiences, headers=headers, legacy_bearer=presented.legacy_bearer
+                audiences=target.audiences,
+                headers=headers,
+                legacy_bearer=presented.legacy_bearer,
             ),
             legacy=presented.legacy_form,
         )
         return Authentication(Caller(wit.subject, AuthnMethod.WPT, wit, proof), presented)
 
-    def _mtls_caller(self, principal: str) -> Caller | None:
+    def _mtls_caller(self, principal: str, certificate: str) -> Caller | None:
+        if self._mtls.authenticate and self._mtls.certificates is not None:
+            return _verified_mtls_caller(self._mtls.certificates, principal, certificate)
         if not self._mtls.authenticate or not principal:
             return None
         try:
@@ -119,3 +158,18 @@ class Authenticator:
                 Reason.MTLS_TRUST_DOMAIN_UNKNOWN, "mTLS principal's trust domain is not trusted"
             )
         return Caller(identity, AuthnMethod.MTLS)
+
+
+def _verified_mtls_caller(
+    certificates: SvidVerifier, principal: str, certificate: str
+) -> Caller | None:
+    """The caller the forwarded client certificate proves; Envoy's principal, when it
+    reports one, must be that certificate's URI SAN."""
+    if not principal and not certificate:
+        return None  # no client certificate: not a mutual-TLS connection
+    identity = certificates.verify(certificate)
+    if principal and principal != identity.uri:
+        raise CredentialError(
+            Reason.MTLS_CERTIFICATE_MISMATCH, "Envoy's principal is not the certificate's URI SAN"
+        )
+    return Caller(identity, AuthnMethod.MTLS)

@@ -81,7 +81,7 @@ class ContextVerifier:
         self._user_tokens = user_tokens
         self._attestation = attestation
 
-    def verify(
+    async def verify(
         self,
         headers: Mapping[str, str],
         caller: Caller | None,
@@ -89,26 +89,27 @@ class ContextVerifier:
         *,
         txn_required: bool,
     ) -> TransactionContext:
-        """Verify the context tokens of a request into `trust_domain`."""
+        """Verify the context tokens of a request into `trust_domain`. Asynchronous only
+        because a token naming a `kid` its live key set lacks waits for one refresh."""
         txn_token = headers.get(TXN_TOKEN_HEADER)
         if txn_token is None:
             if txn_required:
                 raise CredentialError(Reason.TXN_MISSING, "this route requires a Txn-Token")
             txn = None
         else:
-            txn = self._txn_verifier.verify(txn_token, trust_domain)
-        user_token = self._user_token(headers, caller)
+            txn = await self._txn_verifier.verify_refreshing(txn_token, trust_domain)
+        user_token = await self._user_token(headers, caller)
         return TransactionContext(
             txn=txn,
             chain=build_chain(txn, caller),
             user_token=user_token,
-            attestation=self._attestation_results(headers, caller, txn),
+            attestation=await self._attestation_results(headers, caller, txn),
             user_token_header=""
             if user_token is None or self._user_tokens is None
             else self._user_tokens.header,
         )
 
-    def _user_token(
+    async def _user_token(
         self, headers: Mapping[str, str], caller: Caller | None
     ) -> VerifiedUserToken | None:
         source = self._user_tokens
@@ -121,9 +122,9 @@ class ContextVerifier:
         )
         if not mtls_allowed:
             _bound_caller(source.header, caller, Reason.USER_UNBOUND)
-        return source.verifier.verify(token)
+        return await source.verifier.verify_refreshing(token)
 
-    def _attestation_results(
+    async def _attestation_results(
         self, headers: Mapping[str, str], caller: Caller | None, txn: VerifiedTxnToken | None
     ) -> tuple[AttestationResult, ...]:
         sources = self._attestation
@@ -132,25 +133,28 @@ class ContextVerifier:
         results: list[AttestationResult] = []
         if sources.header is not None and (token := headers.get(sources.header)) is not None:
             attested = _bound_caller(sources.header, caller, Reason.EAR_UNBOUND)
-            result = sources.verifier.from_jwt(token, AttestationSource.HEADER)
+            result = await sources.verifier.from_jwt_refreshing(token, AttestationSource.HEADER)
             results.append(_about(result, (attested.id.uri,)))
         if sources.wit_claim is not None and caller is not None and caller.wit is not None:
             claim = caller.wit.claims.get(sources.wit_claim)
             if claim is not None:
-                result = sources.verifier.from_claim(claim, AttestationSource.WIT)
+                result = await sources.verifier.from_claim_refreshing(claim, AttestationSource.WIT)
                 results.append(_about(result, (caller.id.uri,)))
         if sources.txn_rctx_claim is not None and txn is not None and txn.rctx is not None:
             claim = txn.rctx.get(sources.txn_rctx_claim)
             if claim is not None:
-                result = sources.verifier.from_claim(claim, AttestationSource.TXN)
+                result = await sources.verifier.from_claim_refreshing(claim, AttestationSource.TXN)
                 results.append(_about(result, txn.requesting_workloads))
         return tuple(results)
 
 
 def _bound_caller(header: str, caller: Caller | None, reason: Reason) -> Caller:
-    """The caller whose WPT binds `header` (`oth`); anything else raises `reason`."""
+    """The caller whose proof binds `header` (a WPT's `oth`, or a signature covering it);
+    anything else raises `reason`."""
     if caller is None or caller.proof is None or header not in caller.proof.bound_headers:
-        raise CredentialError(reason, f"{header} is not bound to the request by the WPT 'oth'")
+        raise CredentialError(
+            reason, f"{header} is not bound to the request (WPT 'oth' or signature coverage)"
+        )
     return caller
 
 

@@ -117,7 +117,13 @@ def read_credentials(
     else:
         legacy_bearer = None
 
-    signature = SIGNATURE_HEADER in headers or SIGNATURE_INPUT_HEADER in headers
+    signature = False
+    for name in (SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER):
+        value = headers.get(name)
+        if value is not None:
+            signature = True
+            if _byte_length(value) > limits.token_header_bytes:
+                raise CredentialError(Reason.HTTPSIG_TOO_LARGE, f"{name} exceeds the limit")
     if signature and wpt is not None:
         raise CredentialError(Reason.CREDENTIALS_AMBIGUOUS, "both a WPT and an HTTP signature")
     return PresentedCredentials(

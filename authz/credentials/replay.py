@@ -3,7 +3,8 @@
 A proof identifier is remembered per sender until the proof itself can no longer be
 accepted. The in-memory cache is bounded; when it is full of unexpired entries it refuses
 new proofs (`replay.capacity`, an availability failure) rather than evicting one, because
-evicting an unexpired entry would let that proof be replayed.
+evicting an unexpired entry would let that proof be replayed. It protects one process;
+replicas share a store instead (`authz.credentials.redis_replay`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class InMemoryReplayCache:
         self._expiry[key] = expires_at
         heapq.heappush(self._heap, (expires_at, key))
         return True
+
+    def seen(self, sender: str, proof_id: str) -> bool:
+        """Whether the proof is recorded and unexpired; records nothing."""
+        self._drop_expired(self._clock())
+        return (sender, proof_id) in self._expiry
 
     def _drop_expired(self, now: float) -> None:
         heap, expiry = self._heap, self._expiry

@@ -6,17 +6,22 @@ the same everywhere: the `alg` must be on the signer's allow-list and usable by 
 `kid`, when present, must be a string naming a configured key (a present-but-null `kid` is
 malformed, not "no kid", which would widen the keys tried); without a `kid`, each key of
 that algorithm is tried.
+
+A `kid` no key set has may be a key its issuer has just published: `verify_refreshing`
+runs a verification again, once, after the live key sets it consulted were refreshed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.jose import CompactJws
-from authz.credentials.trust import KeySet
-from authz.errors import CredentialError
+from authz.credentials.trust import KeyRefresh, KeySet
+from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
 
 
@@ -39,6 +44,14 @@ class SignatureReasons:
             kid_unknown=kid_unknown or Reason(f"{token}.kid_unknown"),
             signature_invalid=Reason(f"{token}.signature_invalid"),
         )
+
+
+class UnknownKid(CredentialError):
+    """No consulted key set has the token's `kid`; `key_sets` are the ones consulted."""
+
+    def __init__(self, reason: Reason, message: str, key_sets: Sequence[KeySet]) -> None:
+        super().__init__(reason, message)
+        self.key_sets = tuple(key_sets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +85,44 @@ def verify_signature(
             if not key.verify(algorithm, jws.signing_input, jws.signature):
                 raise CredentialError(reasons.signature_invalid, "signature does not verify")
             return Signer(key_set, kid)
-        raise CredentialError(reasons.kid_unknown, "no configured key has that kid")
+        raise UnknownKid(reasons.kid_unknown, "no configured key has that kid", key_sets)
 
     for key_set in candidates:
         for key in key_set.keys_for_alg(alg):
             if key.verify(algorithm, jws.signing_input, jws.signature):
                 return Signer(key_set, None)
     raise CredentialError(reasons.signature_invalid, "signature does not verify")
+
+
+T = TypeVar("T")
+
+
+async def verify_refreshing(verify: Callable[[], T]) -> T:
+    """`verify()`, run once more if it failed only because a live key set lacks the token's
+    `kid` and refreshing that set (rate-limited; one fetch shared by concurrent callers)
+    may have brought it. A `kid` still unknown afterwards is the usual `*.kid_unknown`."""
+    try:
+        return verify()
+    except UnknownKid as error:
+        origins = list({id(k.origin): k.origin for k in error.key_sets if k.origin}.values())
+        if not origins:
+            raise
+        refreshed = await asyncio.gather(*(o.refresh_for_unknown_kid() for o in origins))
+        if not any(refreshed):
+            _unavailable_if_unreachable(origins)
+            raise
+    try:
+        return verify()
+    except UnknownKid:
+        _unavailable_if_unreachable(origins)
+        raise
+
+
+def _unavailable_if_unreachable(origins: Sequence[KeyRefresh]) -> None:
+    """An unknown `kid` is an invalid token only if the keys could be asked: when the latest
+    fetch failed, the issuer may have rotated to that key during the outage (503)."""
+    if any(origin.error is not None for origin in origins):
+        raise UnavailableError(
+            Reason.TRUST_ANCHORS_UNAVAILABLE,
+            "the token names a key the trust anchors could not be refreshed to find",
+        )

@@ -2,27 +2,50 @@
 
 A `KeySet` is every key one party may sign with (a trust domain's WIT issuer, its
 Transaction Token Service, a user-token issuer, an attestation verifier) with that party's
-algorithm allow-list. A `TrustStore` is immutable; a reload builds a new one and swaps it in
-whole, so a check never sees half of an old key set and half of a new one. Keys are parsed
-and bound to their algorithms once, here, never per request.
+algorithm allow-list, and, for a trust domain given a SPIFFE bundle, the CA certificates its
+X.509-SVIDs chain to. A `KeySet` is immutable; keys are parsed and bound to their
+algorithms once, here, never per request.
+
+Verifiers hold a `KeyHolder` and read its `current` key set on every verification. A
+configured (file or inline) key set is its own holder: it changes only when a reload builds
+a new gateway, so a check never sees half of an old key set and half of a new one. A live
+key set (`credentials/live_keys.py`, fetched from a URL) swaps its whole `KeySet` in one
+assignment when a refresh brings new keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cryptography import x509
 
 from authz.credentials.algorithms import InvalidKey, PublicKey, public_key_from_jwk
 from authz.credentials.identifiers import is_valid_trust_domain
+from authz.credentials.spiffe_bundle import SpiffeBundle, parse_spiffe_bundle
 from authz.errors import ConfigError
 from authz.files import read_bounded
 
 if TYPE_CHECKING:
     from authz.config import KeySetConfig
+
+
+class KeyRefresh(Protocol):
+    """Where a key set came from, when it can be asked for newer keys."""
+
+    async def refresh_for_unknown_kid(self) -> bool:
+        """Fetch the keys again unless that is rate-limited; True when the key set may have
+        changed (a fetch completed, or one already in flight did)."""
+        ...
+
+    @property
+    def error(self) -> str | None:
+        """Why the latest fetch failed; None when it succeeded."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +57,15 @@ class KeySet:
     keys: tuple[PublicKey, ...]
     _by_kid: Mapping[str, PublicKey] = field(repr=False)
     _by_alg: Mapping[str, tuple[PublicKey, ...]] = field(repr=False)
+    x509_authorities: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    """CA certificates X.509-SVIDs of this trust domain chain to (from a SPIFFE bundle)."""
+    origin: KeyRefresh | None = field(default=None, repr=False, compare=False)
+    """The live source these keys were fetched from; None for configured keys."""
+
+    @property
+    def current(self) -> KeySet:
+        """A configured key set is its own holder (see `KeyHolder`)."""
+        return self
 
     def key_for_kid(self, kid: str) -> PublicKey | None:
         return self._by_kid.get(kid)
@@ -43,7 +75,22 @@ class KeySet:
         return self._by_alg.get(alg, ())
 
 
-def build_key_set(name: str, algorithms: Iterable[str], keys: Iterable[PublicKey]) -> KeySet:
+class KeyHolder(Protocol):
+    """What verifiers hold: `current` is the key set to verify with right now. It may raise
+    `UnavailableError` (`trust.anchors_unavailable`) when the keys cannot be vouched for."""
+
+    @property
+    def current(self) -> KeySet: ...
+
+
+def build_key_set(
+    name: str,
+    algorithms: Iterable[str],
+    keys: Iterable[PublicKey],
+    *,
+    x509_authorities: Iterable[x509.Certificate] = (),
+    origin: KeyRefresh | None = None,
+) -> KeySet:
     allowed = frozenset(algorithms)
     key_tuple = tuple(keys)
     by_kid: dict[str, PublicKey] = {}
@@ -53,18 +100,53 @@ def build_key_set(name: str, algorithms: Iterable[str], keys: Iterable[PublicKey
                 raise ValueError(f"two keys share kid {key.kid!r}")
             by_kid[key.kid] = key
     by_alg = {alg: tuple(k for k in key_tuple if alg in k.algorithms) for alg in allowed}
-    return KeySet(name, allowed, key_tuple, by_kid, by_alg)
+    return KeySet(name, allowed, key_tuple, by_kid, by_alg, tuple(x509_authorities), origin)
 
 
-@dataclass(frozen=True, slots=True)
+class RevisionSource(Protocol):
+    """A live key set's revision: changes whenever its keys do."""
+
+    @property
+    def revision(self) -> str: ...
+
+
 class TrustStore:
-    """All configured trust domains; `revision` changes whenever any key or setting does."""
+    """Every configured trust domain's WIT issuer keys, by trust domain name.
 
-    domains: Mapping[str, KeySet]
-    revision: str
+    `revision` changes whenever any key or setting does: for configured keys it is fixed
+    when the store is built; live key sets add their own revisions, read when asked (so a
+    background refresh shows without a reload).
+    """
 
-    def get(self, trust_domain: str) -> KeySet | None:
+    __slots__ = ("_cached", "_configured", "_live", "domains")
+
+    def __init__(
+        self,
+        domains: Mapping[str, KeyHolder],
+        revision: str,
+        live: Sequence[RevisionSource] = (),
+    ) -> None:
+        self.domains = domains
+        self._configured = revision
+        self._live = tuple(live)
+        self._cached: tuple[tuple[str, ...], str] = ((), revision)
+
+    def get(self, trust_domain: str) -> KeyHolder | None:
         return self.domains.get(trust_domain)
+
+    @property
+    def revision(self) -> str:
+        if not self._live:
+            return self._configured
+        parts = tuple(source.revision for source in self._live)
+        seen, revision = self._cached
+        if parts != seen:
+            digest = hashlib.sha256(self._configured.encode())
+            for part in parts:
+                digest.update(b"\0" + part.encode())
+            revision = digest.hexdigest()[:16]
+            self._cached = (parts, revision)
+        return revision
 
 
 def parse_jwks(document: object, algorithms: frozenset[str], where: str) -> list[PublicKey]:
@@ -94,20 +176,30 @@ MAX_JWKS_FILE_BYTES = 4 << 20
 """Far above any real JWKS; a file replaced by something huge is refused, not read."""
 
 KeySources = Mapping[str, tuple[frozenset[str], object, str]]
-"""`{name: (algorithms, jwks_document, where)}`: key sets as configured, before parsing."""
+"""`{name: (algorithms, document, where)}`: key sets as configured, before parsing. The
+document is a JWKS (a mapping), or a `SpiffeBundle` already parsed from a bundle file."""
 
 
 def key_sources(key_sets: Mapping[str, KeySetConfig], where: str, suffix: str = "") -> KeySources:
-    """Configured key sets as `build_key_sets` takes them, each `jwks_file` read now; errors
-    name `<where>.<name><suffix>`."""
+    """Configured key sets as `build_key_sets` takes them, each file read now; errors name
+    `<where>.<name><suffix>`. Key sets fetched from a URL are not configured keys: they are
+    refused here (`credentials/live_keys.py` holds them)."""
     sources: dict[str, tuple[frozenset[str], object, str]] = {}
     for name, key_set in key_sets.items():
         label = f"{where}.{name}{suffix}"
+        algorithms = frozenset(key_set.algorithms)
+        document: object
         if key_set.jwks_file is not None:
             document = read_jwks_file(Path(key_set.jwks_file), f"{label}.jwks_file")
-        else:
+        elif key_set.spiffe_bundle_file is not None:
+            bundle_label = f"{label}.spiffe_bundle_file"
+            bundle = read_jwks_file(Path(key_set.spiffe_bundle_file), bundle_label)
+            document = parse_spiffe_bundle(bundle, algorithms, bundle_label)
+        elif key_set.jwks is not None:
             document = key_set.jwks
-        sources[name] = (frozenset(key_set.algorithms), document, label)
+        else:
+            raise ConfigError(f"{label}: keys fetched from a URL cannot be used here")
+        sources[name] = (algorithms, document, label)
     return sources
 
 
@@ -117,14 +209,21 @@ def build_key_sets(sources: KeySources) -> tuple[dict[str, KeySet], str]:
     digest = hashlib.sha256()
     for name in sorted(sources):
         algorithms, document, where = sources[name]
-        keys = parse_jwks(document, algorithms, where)
+        authorities: tuple[x509.Certificate, ...] = ()
+        if isinstance(document, SpiffeBundle):
+            keys = list(document.jwt_keys)
+            authorities = document.x509_authorities
+            content = document.digest
+        else:
+            keys = parse_jwks(document, algorithms, where)
+            content = json.dumps(document, sort_keys=True)
         try:
-            built[name] = build_key_set(name, algorithms, keys)
+            built[name] = build_key_set(name, algorithms, keys, x509_authorities=authorities)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         digest.update(name.encode())
         digest.update(json.dumps(sorted(algorithms)).encode())
-        digest.update(json.dumps(document, sort_keys=True).encode())
+        digest.update(content.encode())
     return built, digest.hexdigest()[:16]
 
 

@@ -26,8 +26,8 @@ from authz.clock import Clock
 from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
 from authz.credentials.identifiers import InvalidIdentifier, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.signature import SignatureReasons, verify_signature
-from authz.credentials.trust import KeySet
+from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.trust import KeyHolder, KeySet
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
@@ -87,7 +87,7 @@ class VerifiedTxnToken:
 class TxnTokenVerifier:
     def __init__(
         self,
-        services: Mapping[str, KeySet],
+        services: Mapping[str, KeyHolder],
         rules: TxnRules,
         clock: Clock,
         cache_entries: int,
@@ -97,29 +97,39 @@ class TxnTokenVerifier:
         self._rules = rules
         self._clock = clock
         # Every hop of a transaction presents the same token, and one gateway often
-        # protects several of those hops: verify it once per trust domain.
-        self._cache: VerifiedCache[tuple[str, str], VerifiedTxnToken] = VerifiedCache(
-            cache_entries, clock, rules.clock_skew
+        # protects several of those hops: verify it once per trust domain (and again only
+        # when that domain's TTS keys have changed since).
+        self._cache: VerifiedCache[tuple[str, str], tuple[VerifiedTxnToken, KeySet]] = (
+            VerifiedCache(cache_entries, clock, rules.clock_skew)
         )
 
     def verify(self, token: str, trust_domain: str) -> VerifiedTxnToken:
         """Verify `token` for a request into `trust_domain`, or raise `CredentialError`."""
-        verified = self._cache.get((token, trust_domain))
-        if verified is None:
-            verified = self._verify_uncached(token, trust_domain)
-            self._cache.put((token, trust_domain), verified, verified.expires_at)
+        entry = self._cache.get((token, trust_domain))
+        if entry is not None:
+            verified, key_set = entry
+            holder = self._services.get(trust_domain)
+            if holder is not None and holder.current is key_set:
+                return verified
+        verified, key_set = self._verify_uncached(token, trust_domain)
+        self._cache.put((token, trust_domain), (verified, key_set), verified.expires_at)
         return verified
 
-    def _verify_uncached(self, token: str, trust_domain: str) -> VerifiedTxnToken:
+    async def verify_refreshing(self, token: str, trust_domain: str) -> VerifiedTxnToken:
+        """`verify`, refreshing a live TTS key set once when it lacks the token's `kid`."""
+        return await verify_refreshing(lambda: self.verify(token, trust_domain))
+
+    def _verify_uncached(self, token: str, trust_domain: str) -> tuple[VerifiedTxnToken, KeySet]:
         if "," in token:
             raise CredentialError(Reason.TXN_MULTIPLE, "more than one Txn-Token header")
         jws = parse_compact_jws(token, _JOSE_REASONS)
         legacy = self._check_typ(jws.header.get("typ"))
-        key_set = self._services.get(trust_domain)
-        if key_set is None:
+        holder = self._services.get(trust_domain)
+        if holder is None:
             raise CredentialError(
                 Reason.TXN_TRUST_DOMAIN_UNKNOWN, f"no TTS anchors for {trust_domain!r}"
             )
+        key_set = holder.current
         signer = verify_signature(jws, (key_set,), _SIGNATURE_REASONS)
 
         claims = jws.claims
@@ -146,7 +156,7 @@ class TxnTokenVerifier:
         issuer = claims.get("iss")
         if issuer is not None and not isinstance(issuer, str):
             raise CredentialError(Reason.TXN_CLAIM_INVALID, "'iss' is not a string")
-        return VerifiedTxnToken(
+        verified = VerifiedTxnToken(
             txn_id=txn_id,
             subject=subject,
             scopes=scopes,
@@ -165,6 +175,7 @@ class TxnTokenVerifier:
             claims=claims,
             token_hash=token_hash(token),
         )
+        return verified, key_set
 
     def _check_typ(self, typ: object) -> bool:
         """True when the token uses the legacy `typ` (allowed only with `legacy_names`)."""

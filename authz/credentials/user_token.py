@@ -19,8 +19,8 @@ from typing import Any
 from authz.clock import Clock
 from authz.credentials.claims import LifetimeReasons, check_lifetime
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.signature import SignatureReasons, verify_signature
-from authz.credentials.trust import KeySet
+from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.trust import KeyHolder
 from authz.errors import CredentialError
 from authz.reasons import Reason
 
@@ -44,7 +44,7 @@ class UserTokenType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class UserIssuer:
-    key_set: KeySet
+    key_set: KeyHolder
     audiences: frozenset[str]
 
 
@@ -81,6 +81,10 @@ class UserTokenVerifier:
         self._rules = rules
         self._clock = clock
 
+    async def verify_refreshing(self, token: str) -> VerifiedUserToken:
+        """`verify`, refreshing a live issuer key set once when it lacks the token's `kid`."""
+        return await verify_refreshing(lambda: self.verify(token))
+
     def verify(self, token: str) -> VerifiedUserToken:
         if "," in token:
             raise CredentialError(Reason.USER_MULTIPLE, "more than one user token header")
@@ -91,7 +95,7 @@ class UserTokenVerifier:
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None or not isinstance(iss, str):
             raise CredentialError(Reason.USER_ISSUER_UNKNOWN, "'iss' is not a configured issuer")
-        signer = verify_signature(jws, (issuer.key_set,), _SIGNATURE_REASONS)
+        signer = verify_signature(jws, (issuer.key_set.current,), _SIGNATURE_REASONS)
 
         if "aud" not in claims:
             raise CredentialError(Reason.USER_CLAIM_MISSING, "'aud' is required")

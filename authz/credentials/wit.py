@@ -6,7 +6,9 @@ signature (with the `kid` key when one is named) → `sub` canonical → `exp` p
 passed, not too far ahead → `iat`/`nbf` sane → `cnf.jwk` with an acceptable `alg`.
 
 Verified WITs are cached by their exact bytes until they expire, so a repeat caller costs
-one signature check (its WPT) per request instead of two.
+one signature check (its WPT) per request instead of two. A cached WIT counts only while its
+trust domain still serves the key set that verified it: when a live key set is refreshed
+(a key dropped, say), each cached WIT is verified again against the new keys.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from authz.credentials.claims import (
 )
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.signature import SignatureReasons, verify_signature
-from authz.credentials.trust import TrustStore
+from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
@@ -71,7 +73,8 @@ class VerifiedWit:
 
 
 class WitVerifier:
-    """Verifies WITs against one immutable `TrustStore`; holds the verified-WIT cache."""
+    """Verifies WITs against a `TrustStore` (its key sets read per verification); holds the
+    verified-WIT cache."""
 
     def __init__(
         self, trust_store: TrustStore, rules: WitRules, clock: Clock, cache_entries: int
@@ -79,7 +82,7 @@ class WitVerifier:
         self._trust_store = trust_store
         self._rules = rules
         self._clock = clock
-        self._cache: VerifiedCache[str, VerifiedWit] = VerifiedCache(
+        self._cache: VerifiedCache[str, tuple[VerifiedWit, KeySet]] = VerifiedCache(
             cache_entries, clock, rules.clock_skew
         )
 
@@ -88,14 +91,23 @@ class WitVerifier:
         return len(self._cache)
 
     def verify(self, token: str) -> VerifiedWit:
-        """Return the verified WIT for these exact bytes, or raise `CredentialError`."""
-        verified = self._cache.get(token)
-        if verified is None:
-            verified = self._verify_uncached(token)
-            self._cache.put(token, verified, verified.expires_at)
+        """Return the verified WIT for these exact bytes, or raise `CredentialError` (or
+        `UnavailableError` when its trust domain's live keys cannot be vouched for)."""
+        entry = self._cache.get(token)
+        if entry is not None:
+            verified, key_set = entry
+            holder = self._trust_store.get(verified.subject.trust_domain)
+            if holder is not None and holder.current is key_set:
+                return verified
+        verified, key_set = self._verify_uncached(token)
+        self._cache.put(token, (verified, key_set), verified.expires_at)
         return verified
 
-    def _verify_uncached(self, token: str) -> VerifiedWit:
+    async def verify_refreshing(self, token: str) -> VerifiedWit:
+        """`verify`, refreshing a live key set once when it lacks the WIT's `kid`."""
+        return await verify_refreshing(lambda: self.verify(token))
+
+    def _verify_uncached(self, token: str) -> tuple[VerifiedWit, KeySet]:
         jws = parse_compact_jws(token, _JOSE_REASONS)
         if not typ_matches(jws.header.get("typ"), WIT_TYP):
             raise CredentialError(Reason.WIT_TYP_INVALID, "JOSE 'typ' is not wit+jwt")
@@ -105,12 +117,13 @@ class WitVerifier:
             subject = parse_workload_id(jws.claims.get("sub"))
         except InvalidIdentifier as exc:
             raise CredentialError(Reason.WIT_SUB_INVALID, f"'sub': {exc}") from None
-        domain = self._trust_store.get(subject.trust_domain)
-        if domain is None:
+        holder = self._trust_store.get(subject.trust_domain)
+        if holder is None:
             raise CredentialError(
                 Reason.WIT_TRUST_DOMAIN_UNKNOWN,
                 f"no trust anchors for trust domain {subject.trust_domain!r}",
             )
+        domain = holder.current
         signer = verify_signature(jws, (domain,), _SIGNATURE_REASONS)
 
         expires_at = check_lifetime(
@@ -126,7 +139,7 @@ class WitVerifier:
             optional_string(jws.claims, "jti")
         except ValueError as exc:
             raise CredentialError(Reason.WIT_CLAIM_INVALID, str(exc)) from None
-        return VerifiedWit(
+        verified = VerifiedWit(
             subject=subject,
             claims=jws.claims,
             issuer_kid=signer.kid,
@@ -136,6 +149,7 @@ class WitVerifier:
             proof_alg=next(iter(proof_key.algorithms)),
             token_hash=token_hash(token),
         )
+        return verified, domain
 
     def _confirmation_key(self, claims: Mapping[str, Any]) -> PublicKey:
         cnf = claims.get("cnf")

@@ -303,25 +303,58 @@ def prepare_check_request(options: CheckOptions) -> CheckRequest:
 
 @dataclass(frozen=True, slots=True)
 class GatewayAddress:
-    """How to reach the gateway. Plaintext only for now; TLS settings belong here."""
+    """How to reach the gateway: plaintext, or TLS when any TLS setting is given."""
 
     address: str
     """`host:port` or `unix:/path`, as the gateway's `server.listeners` write it."""
     timeout: float = 5.0
+    ca_file: Path | None = None
+    """CAs the gateway's certificate must chain to; default with TLS: the system's."""
+    cert_file: Path | None = None
+    """Our client certificate (PEM, intermediates after it), for a mutual-TLS listener."""
+    key_file: Path | None = None
+    server_name: str | None = None
+    """The name the gateway's certificate must carry, when the address is not it."""
 
     def __post_init__(self) -> None:
         try:
-            ListenerConfig(address=self.address)
+            # Plaintext to any address is the caller's choice here: the gateway's own
+            # listener settings decide what it accepts.
+            ListenerConfig(address=self.address, allow_plaintext=True)
         except ValidationError:
             raise CheckError(
                 f"--gateway {self.address!r}: expected host:port or unix:/path"
             ) from None
         if self.timeout <= 0:
             raise CheckError("--timeout must be positive")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise CheckError("--cert-file and --key-file go together")
+        if self.tls and self.address.startswith("unix:"):
+            raise CheckError("the gateway serves TLS on TCP listeners only, not unix sockets")
+
+    @property
+    def tls(self) -> bool:
+        return any(
+            value is not None
+            for value in (self.ca_file, self.cert_file, self.key_file, self.server_name)
+        )
 
 
 def open_channel(gateway: GatewayAddress) -> grpc.Channel:
-    return grpc.insecure_channel(gateway.address)
+    """A channel to the gateway; TLS (with our certificate, if given) when asked for."""
+    if not gateway.tls:
+        return grpc.insecure_channel(gateway.address)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read_file(gateway.ca_file, "--ca-file") if gateway.ca_file else None,
+        private_key=_read_file(gateway.key_file, "--key-file") if gateway.key_file else None,
+        certificate_chain=(
+            _read_file(gateway.cert_file, "--cert-file") if gateway.cert_file else None
+        ),
+    )
+    options = []
+    if gateway.server_name is not None:
+        options.append(("grpc.ssl_target_name_override", gateway.server_name))
+    return grpc.secure_channel(gateway.address, credentials, options=options)
 
 
 def send_check(request: CheckRequest, gateway: GatewayAddress) -> CheckResponse:

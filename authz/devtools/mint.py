@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jwt.algorithms import OKPAlgorithm, get_default_algorithms
+from jwt.algorithms import Algorithm, OKPAlgorithm, get_default_algorithms
 
 from authz.credentials.claims import token_hash
 from authz.credentials.jose import b64url_encode
@@ -45,8 +45,13 @@ def sign_jws(
     alg = str(header.get("alg") or private_jwk["alg"])
     full_header = {"alg": alg, **{k: v for k, v in header.items() if k != "alg" and v is not None}}
     key = private_key_from_jwk(private_jwk)
-    signer = _SIGNERS[alg]
+    signer = signer_for(alg)
     return encode_jws(full_header, claims, lambda data: signer.sign(data, key))
+
+
+def signer_for(alg: str) -> Algorithm:
+    """pyjwt's implementation of the JWS algorithm `alg` (raw r||s for ECDSA)."""
+    return _SIGNERS[alg]
 
 
 def mint_wit(

@@ -1,8 +1,9 @@
 """A local stack — keys, gateway config, Envoy config, processes — for the demo, the
 end-to-end tests and the benchmark, so all three run exactly the same thing.
 
-Envoy's configuration is always `deploy/envoy/gateway.yaml` with its ports rewritten; the
-gateway's is generated here from a few settings.
+Envoy's configuration is always `deploy/envoy/gateway.yaml` (or one of its variants there,
+which reach the gateway over a Unix socket, TLS or mutual TLS) with its ports and file
+paths rewritten; the gateway's is generated here from a few settings.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def gateway_config(
             "echo": {
                 "id": SERVICE_ID,
                 "origins": origins or [ports.origin, f"http://localhost:{ports.envoy}"],
+                "proofs": ["wpt", "http_signature"],
             }
         },
         "policy": {"directory": str(policy_dir), "decision": "envoy/authz/decision"},
@@ -199,8 +201,16 @@ def envoy_config(
     *,
     template: Path = ENVOY_TEMPLATE,
     gateway_address: Mapping[str, Any] | None = None,
+    tls_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """`deploy/envoy/gateway.yaml` with its listener, admin and cluster ports rewritten."""
+    """`deploy/envoy/gateway.yaml` (or another `template` there) with its listener, admin
+    and cluster ports rewritten.
+
+    The gateway cluster's TCP endpoint becomes `127.0.0.1:ports.gateway`;
+    `gateway_address` replaces its address instead (a `pipe`, say). `tls_dir` is where the
+    certificate files the gateway cluster names are taken from (same file names:
+    `ca.pem`, `envoy.pem`, `envoy-key.pem`).
+    """
     config: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
     config["admin"]["address"]["socket_address"]["port_value"] = ports.admin
     listener = config["static_resources"]["listeners"][0]
@@ -210,11 +220,29 @@ def envoy_config(
         if cluster["name"] == "wimse_authz":
             if gateway_address is not None:
                 endpoint["address"] = dict(gateway_address)
-            else:
-                endpoint["address"]["socket_address"]["port_value"] = ports.gateway
+            elif "socket_address" in endpoint["address"]:
+                endpoint["address"]["socket_address"].update(
+                    address="127.0.0.1", port_value=ports.gateway
+                )
+            if tls_dir is not None:
+                relocate_files(cluster.get("transport_socket", {}), tls_dir)
         elif cluster["name"] == "upstream":
             endpoint["address"]["socket_address"]["port_value"] = ports.upstream
     return config
+
+
+def relocate_files(node: Any, directory: Path) -> None:
+    """Point every Envoy `filename` data source under `node` at the file of the same name
+    in `directory` (in place)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "filename" and isinstance(value, str):
+                node[key] = str(directory / Path(value).name)
+            else:
+                relocate_files(value, directory)
+    elif isinstance(node, list):
+        for item in node:
+            relocate_files(item, directory)
 
 
 def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:

@@ -8,11 +8,15 @@ one policy-authored label (`dry_run_denials`'s reason) is truncated and capped (
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Checks take tens of microseconds to a few milliseconds; default buckets start at 5 ms.
 _CHECK_BUCKETS = (
@@ -30,6 +34,46 @@ _SUCCESS_OR_FAILURE = ("success", "failure")
 
 def _result(success: bool) -> str:
     return "success" if success else "failure"
+
+
+class CertificateStatus(Protocol):
+    """What a TLS listener reports about the certificate it serves."""
+
+    @property
+    def reloads(self) -> int: ...
+
+    @property
+    def failures(self) -> int: ...
+
+    @property
+    def not_after(self) -> float: ...
+
+
+class _TlsListenerCollector(Collector):
+    """Reads each TLS listener's certificate status at scrape time (the status is kept by
+    the listener, which gRPC updates on its own threads)."""
+
+    def __init__(self, listeners: Mapping[str, CertificateStatus]) -> None:
+        self._listeners = dict(listeners)
+
+    def collect(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily(
+            "wimse_authz_tls_certificate_reloads",
+            "Changed certificate files taken up (success) or refused, the previous material "
+            "serving on (failure), per TLS listener.",
+            labels=["listener", "result"],
+        )
+        not_after = GaugeMetricFamily(
+            "wimse_authz_tls_certificate_not_after_seconds",
+            "When the certificate a TLS listener serves expires (Unix time).",
+            labels=["listener"],
+        )
+        for name, status in self._listeners.items():
+            reloads.add_metric([name, "success"], status.reloads)
+            reloads.add_metric([name, "failure"], status.failures)
+            not_after.add_metric([name], status.not_after)
+        yield reloads
+        yield not_after
 
 
 class Metrics:
@@ -83,7 +127,20 @@ class Metrics:
         )
         self.replay_cache_entries = Gauge(
             "wimse_authz_replay_cache_entries",
-            "Unexpired proof identifiers held by the replay cache.",
+            "Unexpired proof identifiers held in this process (with a shared store: by its "
+            "local fallback).",
+            registry=registry,
+        )
+        self.replay_store_errors = Counter(
+            "wimse_authz_replay_store_errors",
+            "Proofs the shared replay store could not check: unreachable, too slow, refusing "
+            "the gateway's credentials, or answering an error.",
+            registry=registry,
+        )
+        self.replay_store_fallbacks = Counter(
+            "wimse_authz_replay_store_fallbacks",
+            "Proofs checked against this process's own cache because the shared replay store "
+            "could not be used (on_unavailable: local_fallback).",
             registry=registry,
         )
 
@@ -126,6 +183,20 @@ class Metrics:
         self._key_refresh_children = {
             result: self.key_set_refreshes.labels(result) for result in _SUCCESS_OR_FAILURE
         }
+        self.key_source_fetches = Counter(
+            "wimse_authz_key_source_fetches",
+            "Fetches of key sets served at a URL (jwks_url, spiffe_bundle_url), by source "
+            "(its configuration key) and result (success, not_modified, failure).",
+            ["source", "result"],
+            registry=registry,
+        )
+        self.key_source_age = Gauge(
+            "wimse_authz_key_source_age_seconds",
+            "Seconds since a URL key source last answered with good keys (200 or 304); "
+            "NaN until it first does.",
+            ["source"],
+            registry=registry,
+        )
 
         # --- decision log ---------------------------------------------------------------
         self.decision_log_dropped = Counter(
@@ -210,7 +281,15 @@ class Metrics:
     # --- replay cache ---------------------------------------------------------------------
 
     def watch_replay_cache(self, size: Callable[[], int]) -> None:
+        """`size` counts the entries held in this process; a shared store's are not counted
+        (its size is every replica's, and would cost a round trip per scrape)."""
         self.replay_cache_entries.set_function(lambda: float(size()))
+
+    def count_replay_store_error(self) -> None:
+        self.replay_store_errors.inc()
+
+    def count_replay_store_fallback(self) -> None:
+        self.replay_store_fallbacks.inc()
 
     # --- policy ---------------------------------------------------------------------------
 
@@ -233,7 +312,30 @@ class Metrics:
     # --- trust keys -----------------------------------------------------------------------
 
     def record_key_refresh(self, success: bool) -> None:
+        """Count a change of trust anchors (`success`), or a refresh that kept the old keys."""
         self._key_refresh_children[_result(success)].inc()
+
+    def record_key_source_fetch(self, source: str, result: str) -> None:
+        """Count one fetch of a URL key source; `result` is success, not_modified or failure.
+        Sources are configuration keys, so the label set is bounded by the configuration."""
+        self.key_source_fetches.labels(source, result).inc()
+
+    def watch_key_source_age(self, source: str, age: Callable[[], float | None]) -> None:
+        """`age` is called at scrape time (None: never loaded)."""
+
+        def value() -> float:
+            seconds = age()
+            return math.nan if seconds is None else seconds
+
+        self.key_source_age.labels(source).set_function(value)
+
+    def forget_key_source(self, source: str) -> None:
+        """Drop a source's series once the configuration no longer has it."""
+        for result in ("success", "not_modified", "failure"):
+            with contextlib.suppress(KeyError):
+                self.key_source_fetches.remove(source, result)
+        with contextlib.suppress(KeyError):
+            self.key_source_age.remove(source)
 
     # --- decision log ---------------------------------------------------------------------
 
@@ -260,3 +362,10 @@ class Metrics:
     def watch_deny_list(self, size: Callable[[], int]) -> None:
         """`size` is called at scrape time: it must read the list currently enforced."""
         self.deny_list_entries.set_function(lambda: float(size()))
+
+    # --- TLS listeners --------------------------------------------------------------------
+
+    def watch_tls_listeners(self, listeners: Mapping[str, CertificateStatus]) -> None:
+        """Expose each TLS listener's certificate reloads and expiry, by listener address."""
+        if listeners:
+            self.registry.register(_TlsListenerCollector(listeners))

@@ -1,7 +1,8 @@
 """An optional cache of policy decisions, keyed on the policy input (off by default).
 
 The key is a digest of the whole input except what differs on every request by design —
-the per-request proof (WPT `jti` and `exp`, the header that carried the verified WPT),
+the per-request proof (WPT `jti` and `exp` or the signature's `nonce`, `created` and
+`expires`, the headers that carried the verified proof),
 the request's own id and arrival time, the client's ephemeral port — plus the policy
 revision, so a
 reload never serves an old decision. Credentials are still verified and proofs still
@@ -23,7 +24,13 @@ from typing import Any
 from authz.clock import Clock
 from authz.credentials.authenticator import Authentication, Caller
 from authz.credentials.context import TransactionContext
-from authz.credentials.presentation import AUTHORIZATION_HEADER, LEGACY_WPT_HEADER
+from authz.credentials.httpsig.verifier import VerifiedSignature
+from authz.credentials.presentation import (
+    AUTHORIZATION_HEADER,
+    LEGACY_WPT_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_INPUT_HEADER,
+)
 from authz.policy.decision import PolicyDecision
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -39,6 +46,8 @@ def proof_header(authentication: Authentication) -> str | None:
     caller = authentication.caller
     if caller is None or caller.proof is None:
         return None
+    if isinstance(caller.proof, VerifiedSignature):
+        return SIGNATURE_HEADER
     return LEGACY_WPT_HEADER if authentication.presented.legacy_form else AUTHORIZATION_HEADER
 
 
@@ -57,12 +66,13 @@ _EXCLUDED: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = (
     (("attributes", "request"), frozenset(("time",))),
     (("attributes", "request", "http"), frozenset(("id",))),
     (("attributes", "source", "address", "socketAddress"), frozenset(("portValue",))),
-    (("wimse", "caller", "proof"), frozenset(("jti", "expires_at"))),
+    (("wimse", "caller", "proof"), frozenset(("jti", "nonce", "created", "expires_at"))),
 )
 _PER_REQUEST_HEADERS = {
     None: frozenset((REQUEST_ID_HEADER,)),
     AUTHORIZATION_HEADER: frozenset((REQUEST_ID_HEADER, AUTHORIZATION_HEADER)),
     LEGACY_WPT_HEADER: frozenset((REQUEST_ID_HEADER, LEGACY_WPT_HEADER)),
+    SIGNATURE_HEADER: frozenset((REQUEST_ID_HEADER, SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER)),
 }
 
 

@@ -13,9 +13,11 @@ from typing import Any
 from authz.credentials.attestation import AttestationResult
 from authz.credentials.authenticator import Caller
 from authz.credentials.context import TransactionContext
+from authz.credentials.httpsig.verifier import VerifiedSignature
 from authz.credentials.presentation import TXN_TOKEN_HEADER
 from authz.credentials.txn_token import VerifiedTxnToken
 from authz.credentials.user_token import VerifiedUserToken
+from authz.credentials.wpt import VerifiedWpt
 from authz.policy.attributes import attributes_to_json
 from authz.policy.http_parsing import ParsedBody, parse_path, parse_query
 from authz.request import RequestView
@@ -45,13 +47,24 @@ def caller_document(caller: Caller) -> dict[str, Any]:
             "proof_alg": caller.wit.proof_alg,
             "expires_at": _numeric_date(caller.wit.expires_at),
         }
-    if caller.proof is not None:
+    if isinstance(caller.proof, VerifiedWpt):
         document["proof"] = {
             "type": "wpt",
             "jti": caller.proof.jti,
             "aud": caller.proof.audience,
             "expires_at": _numeric_date(caller.proof.expires_at),
             "bound_headers": sorted(caller.proof.bound_headers),
+        }
+    elif isinstance(caller.proof, VerifiedSignature):
+        document["proof"] = {
+            "type": "http_signature",
+            "nonce": caller.proof.nonce,
+            "aud": caller.proof.audience,
+            "created": caller.proof.created,
+            "expires_at": _numeric_date(caller.proof.expires_at),
+            "covered": list(caller.proof.covered),
+            "bound_headers": sorted(caller.proof.bound_headers),
+            "sign_response": caller.proof.sign_response,
         }
     return document
 
@@ -79,7 +92,7 @@ def txn_document(txn: VerifiedTxnToken, caller: Caller | None) -> dict[str, Any]
         "kid": txn.kid,
         "alg": txn.alg,
         "legacy": txn.legacy,
-        "bound_by": "wpt" if bound else None,
+        "bound_by": caller.authenticated_by.value if bound and caller is not None else None,
         "claims": txn.claims,
     }
 

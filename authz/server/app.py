@@ -13,8 +13,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
-import stat
 from pathlib import Path
 
 import grpc
@@ -26,46 +24,22 @@ from prometheus_client import disable_created_metrics
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
-from authz.config import Config, ListenerConfig
+from authz.config import Config
 from authz.errors import ConfigError
 from authz.gateway import Gateway, Runtime
 from authz.observability.diagnostics import DiagnosticsServer, Readiness
 from authz.server.authorization import AuthorizationService
+from authz.server.listeners import (
+    SERVER_OPTIONS,
+    BoundListener,
+    bind_listeners,
+    client_interceptors,
+)
 from authz.server.reloader import Reloader, ReloadStatus
 
 log = logging.getLogger("authz.server")
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
-
-_SERVER_OPTIONS = [
-    # gRPC turns SO_REUSEPORT on by default; a second gateway on the same port must fail
-    # to start rather than silently share (and split) Envoy's traffic.
-    ("grpc.so_reuseport", 0),
-]
-
-
-def _grpc_address(listener: ListenerConfig) -> str:
-    if listener.address.startswith("unix:"):
-        path = Path(listener.address.removeprefix("unix:").removeprefix("//"))
-        _refuse_live_socket(path)
-        return f"unix:{path}"
-    return listener.address
-
-
-def _refuse_live_socket(path: Path) -> None:
-    """gRPC unlinks whatever socket file is at the path before binding, which would silently
-    take over a running gateway's socket: refuse if something answers there."""
-    try:
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            return
-    except FileNotFoundError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return  # stale: nothing listens, gRPC may replace it
-    raise OSError(f"cannot listen on unix:{path}: another server is answering there")
 
 
 class GatewayServer:
@@ -76,14 +50,16 @@ class GatewayServer:
         self._clock = clock
         self.runtime = Runtime.create(config, clock)
         self.metrics = self.runtime.metrics
-        self._server = grpc.aio.server(options=_SERVER_OPTIONS)
+        self._server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=client_interceptors(config.server)
+        )
         self._health = health_aio.HealthServicer()
         self._authorization = AuthorizationService(
             Answers(config.responses, config.upstream), self.metrics
         )
         self.reloader = Reloader(config, config_path, clock, self.runtime, self._install)
         self.diagnostics: DiagnosticsServer | None = None
-        self.bound: list[str] = []
+        self.listeners: list[BoundListener] = []
 
     @property
     def gateway(self) -> Gateway | None:
@@ -108,17 +84,10 @@ class GatewayServer:
             )
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        for listener in self._config.server.listeners:
-            address = _grpc_address(listener)
-            try:
-                port = self._server.add_insecure_port(address)
-            except RuntimeError:  # grpc reports a failed bind this way
-                port = 0
-            if port == 0:
-                raise OSError(f"cannot listen on {listener.address} (in use, or no permission)")
-            self.bound.append(
-                address if address.startswith("unix:") else f"{address.rpartition(':')[0]}:{port}"
-            )
+        self.listeners = bind_listeners(self._server, self._config.server)
+        self.metrics.watch_tls_listeners(
+            {bound.address: bound.credentials for bound in self.listeners if bound.credentials}
+        )
         await self._server.start()
         if self._config.diagnostics is not None:
             self.diagnostics = DiagnosticsServer(
@@ -129,10 +98,15 @@ class GatewayServer:
     async def load(self) -> None:
         """Load trust anchors and compile policies; then report SERVING.
 
-        A policy bundle served over HTTP may not be reachable yet: the gateway then stays
-        NOT_SERVING and keeps trying. Anything else that fails to load is fatal at start.
+        A policy bundle or trust anchors served over HTTP may not be reachable yet: the
+        gateway then stays NOT_SERVING and keeps trying. Anything else that fails to load is
+        fatal at start.
         """
         if await self.reloader.load("start"):
+            return
+        if self.reloader.awaiting_anchors:
+            waiting = ", ".join(source.where for source in self.runtime.live_keys.pending())
+            log.warning("no trust anchors yet from %s: retrying until they answer", waiting)
             return
         bundle = self._config.policy.bundle
         if bundle is not None and bundle.url is not None:
@@ -145,7 +119,7 @@ class GatewayServer:
         self._authorization.pipeline = gateway.pipeline
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on %s", ", ".join(self.bound))
+        log.info("serving on %s", ", ".join(map(str, self.listeners)))
 
     def readiness(self) -> Readiness:
         """Ready once keys and policies are loaded; the detail says what serves and how
@@ -161,6 +135,7 @@ class GatewayServer:
                 "entries": len(self.runtime.deny_list.current),
                 "error": self.runtime.deny_list.error,
             },
+            "trust_sources": self.runtime.live_keys.describe(),
         }
         return Readiness(ready=gateway is not None, detail=detail)
 
@@ -174,7 +149,7 @@ class GatewayServer:
         self._authorization.pipeline = None
         if self.diagnostics is not None:
             await self.diagnostics.stop()
-        self.runtime.close()
+        await self.runtime.aclose()
         log.info("stopped")
 
 

@@ -1,8 +1,9 @@
 """Hot reload: configuration, policies, data and trust anchors change without a restart.
 
 A reload is triggered by a change to any watched file (the configuration, the policy
-directory or bundle file, every JWKS file), by a new bundle at the bundle URL, or by
-SIGHUP. It then:
+directory or bundle file, every JWKS or SPIFFE bundle file), by a new bundle at the bundle
+URL, or by SIGHUP. (Keys at a URL are refreshed without a reload: `credentials/live_keys.py`;
+a reload waits for those it has never had keys from.) It then:
 
 1. reads the configuration and the policy set (directory, bundle file or fetched bundle);
 2. validates the set in a separate process: compile, decision rule defined, Rego tests;
@@ -41,7 +42,7 @@ from authz.policy.validation import validate_in_subprocess
 
 log = logging.getLogger("authz.reload")
 
-_RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list")
+_RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ def _key_set_files(config: Config) -> Iterator[Path]:
     for key_set in key_sets:
         if key_set.jwks_file is not None:
             yield key_set.jwks_file
+        if key_set.spiffe_bundle_file is not None:
+            yield key_set.spiffe_bundle_file
 
 
 def watched_files(config: Config, config_path: Path | None) -> list[Path]:
@@ -116,6 +119,11 @@ class Reloader:
         self.gateway: Gateway | None = None
         self.last: ReloadStatus | None = None
         self.last_good: ReloadStatus | None = None
+        self.awaiting_anchors = False
+        """The last load was refused because keys at a URL had not answered yet: it is tried
+        again as soon as one does."""
+        runtime.live_keys.on_first_load = self._anchors_loaded
+        runtime.live_keys.on_change = self._anchors_changed
 
     # -- loading --------------------------------------------------------------------------
 
@@ -135,6 +143,7 @@ class Reloader:
             self.gateway = gateway
             await self._install(gateway)
             self._finish(trigger, None)
+            await self._runtime.live_keys.retain(gateway.config)
             metrics = self._runtime.metrics
             trust = gateway.trust_store.revision
             if previous is not None and previous.trust_store.revision != trust:
@@ -146,6 +155,12 @@ class Reloader:
 
     async def _build(self, trigger: str) -> Gateway:
         config = self._read_config()
+        self.awaiting_anchors = False
+        try:
+            await self._runtime.live_keys.prepare(config)
+        except ConfigError:
+            self.awaiting_anchors = True
+            raise
         policy_set = await self._policy_set(config)
         if policy_set is not None:
             reload = config.policy.reload
@@ -208,6 +223,20 @@ class Reloader:
             log.error("reload (%s) refused; the last good policy keeps serving: %s", trigger, error)
         else:
             log.error("load (%s) failed: %s", trigger, error)
+
+    # -- trust anchors over HTTP ----------------------------------------------------------
+
+    def _anchors_loaded(self) -> None:
+        """A key source at a URL answered for the first time: a load waiting for it goes on."""
+        if self.awaiting_anchors:
+            self.request_reload("trust anchors")
+
+    def _anchors_changed(self) -> None:
+        """A key source's keys changed without a reload: the exported revision follows."""
+        gateway = self.gateway
+        if gateway is not None:
+            revision = gateway.trust_store.revision
+            self._runtime.metrics.set_revision(gateway.pipeline.engine.revision, revision)
 
     # -- bundles over HTTP ----------------------------------------------------------------
 

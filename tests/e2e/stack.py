@@ -1,7 +1,8 @@
 """A running stack for end-to-end tests: echo upstream, gateway process, real Envoy.
 
-Envoy runs `deploy/envoy/gateway.yaml` (ports rewritten); the gateway runs as its own
-process with the sample policy. Requests go over real HTTP through Envoy.
+Envoy runs `deploy/envoy/gateway.yaml`, or a variant there (ports and file paths
+rewritten); the gateway runs as its own process with the sample policy. Requests go over
+real HTTP through Envoy.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.devtools.check import GatewayAddress, open_channel
 from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import (
+    ENVOY_TEMPLATE,
     Identities,
     ManagedProcess,
     Ports,
@@ -127,10 +130,12 @@ class RunningStack:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(40)}" for p in (self.gateway, self.envoy))
 
 
-def wait_for_gateway(address: str, timeout: float) -> None:
-    """Until the gateway's gRPC health service reports SERVING."""
+def wait_for_gateway(address: str | GatewayAddress, timeout: float) -> None:
+    """Until the gateway's gRPC health service reports SERVING; a `GatewayAddress` carries
+    TLS settings for a TLS listener."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    gateway = address if isinstance(address, GatewayAddress) else GatewayAddress(address)
+    with open_channel(gateway) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -140,7 +145,7 @@ def wait_for_gateway(address: str, timeout: float) -> None:
             except grpc.RpcError:
                 pass
             time.sleep(0.1)
-    raise TimeoutError(f"gateway at {address} never reported SERVING")
+    raise TimeoutError(f"gateway at {gateway.address} never reported SERVING")
 
 
 def start_stack(
@@ -151,9 +156,18 @@ def start_stack(
     gateway_overrides: Mapping[str, Any] | None = None,
     gateway_listeners: list[str] | None = None,
     envoy_gateway_address: Mapping[str, Any] | None = None,
+    envoy_template: Path = ENVOY_TEMPLATE,
+    envoy_tls_dir: Path | None = None,
+    gateway_tls: Mapping[str, Any] | None = None,
+    gateway_client_tls: Mapping[str, Any] | None = None,
     expect_healthz: bool = True,
 ) -> RunningStack:
     """Start upstream, gateway and Envoy; return once all three answer.
+
+    `envoy_template` is one of the files in deploy/envoy; `envoy_tls_dir` holds the
+    certificate files it names. `gateway_tls` is the `tls` section of the gateway's first
+    listener; `gateway_client_tls` (`GatewayAddress` TLS settings: `ca_file`, `cert_file`,
+    `key_file`, `server_name`) then says how to reach it, to wait for it.
 
     `expect_healthz=False` is for gateway configurations under which the public health
     path cannot be allowed (the test then checks what is answered instead).
@@ -163,9 +177,17 @@ def start_stack(
     config = gateway_config(
         identity_dir, ports, listeners=gateway_listeners, overrides=gateway_overrides
     )
+    if gateway_tls is not None:
+        config["server"]["listeners"][0]["tls"] = dict(gateway_tls)
     gateway_yaml = write_yaml(directory / "gateway.yaml", config)
     envoy_yaml = write_yaml(
-        directory / "envoy.yaml", envoy_config(ports, gateway_address=envoy_gateway_address)
+        directory / "envoy.yaml",
+        envoy_config(
+            ports,
+            template=envoy_template,
+            gateway_address=envoy_gateway_address,
+            tls_dir=envoy_tls_dir,
+        ),
     )
     stack = RunningStack(
         directory,
@@ -177,7 +199,7 @@ def start_stack(
     )
     gateway_address = (gateway_listeners or [f"127.0.0.1:{ports.gateway}"])[0]
     try:
-        wait_for_gateway(gateway_address, timeout=30)
+        wait_for_gateway(GatewayAddress(gateway_address, **(gateway_client_tls or {})), 30)
         wait_for_http(f"http://127.0.0.1:{ports.admin}/ready", timeout=30)
         if expect_healthz:
             wait_for_http(f"{ports.origin}/healthz", timeout=30)

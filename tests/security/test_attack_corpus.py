@@ -16,6 +16,7 @@ import pytest
 
 from authz.answers import Allowed, Denied, Verdict
 from authz.credentials.claims import token_hash
+from authz.devtools.stack import SERVICE_ID
 from authz.server.envoy_response import check_response
 from tests.security.forgery import (
     AUTHORIZATION,
@@ -1421,11 +1422,14 @@ SIGNATURE_HEADERS = {
 @pytest.mark.parametrize(
     "names", [("signature", "signature-input"), ("signature",), ("signature-input",)]
 )
-def test_http_signature_with_wit_is_refused_as_unsupported(
+def test_http_signature_is_refused_where_the_service_accepts_only_wpts(
     harness: GatewayHarness, forge: Forge, names: tuple[str, ...]
 ) -> None:
+    wpt_only = harness.rebuild(
+        services={"echo": {"id": SERVICE_ID, "origins": [ORIGIN], "proofs": ["wpt"]}}
+    )
     headers = {WIT_HEADER: forge.wit()} | {name: SIGNATURE_HEADERS[name] for name in names}
-    denied = expect_denied(check(harness, headers), "httpsig.unsupported", 400)
+    denied = expect_denied(check(wpt_only, headers), "httpsig.not_accepted", 400)
     assert header(denied, "www-authenticate") is None
 
 

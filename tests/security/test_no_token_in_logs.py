@@ -18,6 +18,7 @@ import pytest
 
 from authz.answers import Allowed, Denied, Verdict
 from authz.credentials.claims import token_hash
+from authz.devtools.httpsig import sign_request
 from authz.devtools.stack import ATTESTATION_HEADER, USER_TOKEN_HEADER
 from tests.security.forgery import (
     AUTHORIZATION,
@@ -28,7 +29,7 @@ from tests.security.forgery import (
     compact_json,
     with_wpt,
 )
-from tests.support import GatewayHarness, expect_allowed
+from tests.support import ORIGIN, GatewayHarness, expect_allowed
 
 TXN_HEADER = "txn-token"
 CONTEXT_HEADERS = (TXN_HEADER, USER_TOKEN_HEADER, ATTESTATION_HEADER)
@@ -86,6 +87,8 @@ class Scenario:
                     self.sent.append(part.strip().partition(" ")[2])
             if name in (WIT_HEADER, "workload-proof-token", *CONTEXT_HEADERS):
                 self.sent.extend(value.split(","))
+            if name == "signature":
+                self.sent.extend(part.partition("=")[2].strip(":") for part in value.split(","))
         verdict = self.harness.check_path(path, headers, **kwargs)
         self.verdicts.append(verdict)
         return verdict
@@ -204,6 +207,28 @@ def _policy_error(s: Scenario, tmp_path: Path) -> None:
     Scenario(gateway, s.sent, s.verdicts).send(Forge(gateway).headers())
 
 
+def _http_signatures(s: Scenario) -> None:
+    harness = s.harness
+    wit = harness.wit()
+    body = b'{"item":"cone"}'
+    headers = {WIT_HEADER: wit, "content-type": "application/json"}
+    headers |= sign_request(
+        harness.identities.workloads["frontend"],
+        method="POST",
+        path="/api/hello",
+        body=body,
+        audience=ORIGIN + "/api/hello",
+        headers=headers,
+        now=harness.clock.now,
+    )
+    headers["x-envoy-auth-partial-body"] = "false"
+    expect_allowed(s.send(headers, method="POST", raw_body=body))
+    s.send(headers, method="POST", raw_body=body)  # replayed nonce
+    s.send(headers, method="POST", raw_body=b'{"item":"bomb"}')  # digest mismatch
+    forged = dict(headers, signature="wimse=:" + "A" * 86 + "==:")
+    s.send(forged, method="POST", raw_body=body)
+
+
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "allowed-and-replayed": _allowed_and_replayed,
     "wit-failures": _wit_failures,
@@ -214,6 +239,7 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
     "bindable-headers": _bindable_headers,
     "replay-capacity": _replay_capacity,
     "mtls": _mtls,
+    "http-signatures": _http_signatures,
 }
 
 

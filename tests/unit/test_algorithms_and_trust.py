@@ -104,8 +104,9 @@ def test_trust_store_indexes_keys_by_kid_and_by_algorithm() -> None:
     store = build_trust_store(
         {"example.org": (frozenset({"ES256", "EdDSA"}), {"keys": [first, second]}, "here")}
     )
-    domain = store.get("example.org")
-    assert domain is not None
+    holder = store.get("example.org")
+    assert holder is not None
+    domain = holder.current
     assert domain.key_for_kid("a") is not None
     assert domain.key_for_kid("zz") is None
     assert [k.kid for k in domain.keys_for_alg("EdDSA")] == ["b"]

@@ -34,7 +34,7 @@ def test_invalid_wpt_credentials_are_401_with_www_authenticate() -> None:
 
 def test_invalid_signature_credentials_are_400() -> None:
     denied = ANSWERS.invalid_credentials(
-        "d1", Reason.HTTPSIG_UNSUPPORTED, ProofStyle.HTTP_SIGNATURE
+        "d1", Reason.HTTPSIG_SIGNATURE_INVALID, ProofStyle.HTTP_SIGNATURE
     )
     assert denied.status == 400
     assert "www-authenticate" not in headers_of(denied)

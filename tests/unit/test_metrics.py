@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -96,3 +98,31 @@ def test_dry_run_reasons_beyond_the_cap_are_counted_as_other() -> None:
     assert len(values) == DRY_RUN_REASONS_MAX + 1
     assert values["other"] == 5
     assert values["reason 0"] == 2
+
+
+@dataclass
+class CertificateStatusNow:
+    reloads: int = 0
+    failures: int = 0
+    not_after: float = 1_900_000_000.0
+
+
+def test_tls_listener_certificates_are_reported_at_scrape_time() -> None:
+    metrics = Metrics()
+    status = CertificateStatusNow()
+    metrics.watch_tls_listeners({"127.0.0.1:9443": status})
+    listener = ("listener", "127.0.0.1:9443")
+    expiry = ("wimse_authz_tls_certificate_not_after_seconds", (listener,))
+    assert samples(metrics)[expiry] == 1_900_000_000.0
+    status.reloads, status.failures, status.not_after = 2, 1, 1_950_000_000.0
+    after = samples(metrics)
+    reloads = "wimse_authz_tls_certificate_reloads_total"
+    assert after[(reloads, (listener, ("result", "success")))] == 2
+    assert after[(reloads, (listener, ("result", "failure")))] == 1
+    assert after[expiry] == 1_950_000_000.0
+
+
+def test_no_tls_families_without_tls_listeners() -> None:
+    metrics = Metrics()
+    metrics.watch_tls_listeners({})
+    assert not any(name.startswith("wimse_authz_tls") for name, _ in samples(metrics))
