@@ -659,7 +659,12 @@ def unexpected(outcome: Outcome, in_fault: bool) -> bool:
 def window_report(window: Window, outcomes: Sequence[Outcome]) -> dict[str, Any]:
     during = [o for o in outcomes if o.overlaps(window.start, window.effect_end)]
     observed = {kind: histogram(group) for kind, group in by_class(during).items() if group}
-    stale = [o for o in during if o.label == "503 trust.anchors_unavailable"]
+    # Keys gone stale (not an unknown kid that could not be looked up during the outage).
+    stale = [
+        o
+        for o in during
+        if o.label == "503 trust.anchors_unavailable" and o.variant != UNKNOWN_ISSUER_KEY
+    ]
     return {
         "name": window.plan.name,
         "target": window.plan.target,
