@@ -225,6 +225,30 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_thumbprint(args: argparse.Namespace) -> int:
+    """Print the RFC 7638 thumbprint of each key in a JWK or JWKS file (private keys are
+    read for their public half): what a deny-list `thumbprints` entry names."""
+    from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, InvalidKey, public_key_from_jwk
+    from authz.devtools.keys import public_jwk
+
+    where = f"keys thumbprint: {args.file}"
+    try:
+        document = _read_json(args.file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    jwks = document.get("keys") if isinstance(document, dict) else None
+    jwks = jwks if isinstance(jwks, list) else [document]
+    for index, jwk in enumerate(jwks):
+        if not isinstance(jwk, dict):
+            raise ConfigError(f"{where}: key #{index} is not a JSON object")
+        try:
+            key = public_key_from_jwk(public_jwk(jwk), SUPPORTED_ALGORITHMS)
+        except InvalidKey as exc:
+            raise ConfigError(f"{where}: key #{index}: {exc}") from None
+        print(f"{key.thumbprint}  kid={key.kid or '-'}")
+    return 0
+
+
 def _cmd_mint_wit(args: argparse.Namespace) -> int:
     from authz.devtools.mint import mint_wit
 
@@ -471,9 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_arguments(check_request)
     check_request.set_defaults(handler=_cmd_check)
 
-    keys = commands.add_parser("keys", help="dev keys (never for production issuers)")
+    keys = commands.add_parser("keys", help="dev keys; key thumbprints")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
-    generate = keys_commands.add_parser("generate", help="generate a private JWK")
+    thumbprint = keys_commands.add_parser(
+        "thumbprint", help="RFC 7638 thumbprints of the keys in a JWK or JWKS file"
+    )
+    thumbprint.add_argument("file", type=Path)
+    thumbprint.set_defaults(handler=_cmd_keys_thumbprint)
+    generate = keys_commands.add_parser(
+        "generate", help="generate a private JWK (dev keys, never for production issuers)"
+    )
     generate.add_argument("--alg", default="ES256")
     generate.add_argument("--kid")
     generate.add_argument("--out", type=Path, required=True, help="private JWK file to write")

@@ -5,13 +5,21 @@ An operator edits one small file (YAML or JSON) and the gateway picks it up with
 
     workloads: [spiffe://example.org/ns/shop/sa/compromised]
     kids: [issuer-key-2025-01]
+    thumbprints: [NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs]
     jtis: [6f1c0b7e-..., txn-7d2a...]
 
 It is checked after every credential has been verified and before policy (dry-run included),
-against the caller and every workload named in its chain, the `kid` of every verified token
-(WIT, Txn-Token, user token, signed attestation result) and the `jti` of the WIT and the user
-token and the Txn-Token's `txn`. A file that cannot be read or parsed keeps the last good
-list in force; the gateway refuses to start without a readable one.
+against the caller and every workload named in its chain, the key that verified each token
+(WIT, Txn-Token, user token, signed attestation result), the WIT's confirmation key, and the
+`jti` of the WIT and the user token and the Txn-Token's `txn`.
+
+Keys are matched as the gateway knows them, never as a token's header names them: a stolen
+key's holder writes the header, and could leave `kid` out or name another listing of the same
+key. A `kids` entry matches a key its key set publishes under that kid (under any kid, or
+none, the token uses); a `thumbprints` entry (RFC 7638, SHA-256, base64url) matches that key
+material wherever it is configured, and a WIT whose `cnf.jwk` is that key (a stolen workload
+key). A file that cannot be read or parsed keeps the last good list in force; the gateway
+refuses to start without a readable one.
 """
 
 from __future__ import annotations
@@ -26,13 +34,14 @@ import yaml
 
 from authz.credentials.authenticator import Caller
 from authz.credentials.context import TransactionContext
+from authz.credentials.signature import SigningKey
 from authz.errors import ConfigError
 from authz.files import read_bounded
 from authz.reasons import Reason
 
 log = logging.getLogger("authz.deny_list")
 
-_KINDS = ("workloads", "kids", "jtis")
+_KINDS = ("workloads", "kids", "thumbprints", "jtis")
 _MAX_FILE_BYTES = 4 << 20
 
 
@@ -40,10 +49,11 @@ _MAX_FILE_BYTES = 4 << 20
 class DenyList:
     workloads: frozenset[str] = frozenset()
     kids: frozenset[str] = frozenset()
+    thumbprints: frozenset[str] = frozenset()
     jtis: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
-        return len(self.workloads) + len(self.kids) + len(self.jtis)
+        return len(self.workloads) + len(self.kids) + len(self.thumbprints) + len(self.jtis)
 
     def match(self, caller: Caller | None, context: TransactionContext) -> Reason | None:
         """The reason code for the first entry this request hits, or None."""
@@ -54,22 +64,32 @@ class DenyList:
             or any(hop.id in self.workloads for hop in context.chain)
         ):
             return Reason.DENYLIST_WORKLOAD
-        kids, jtis = _token_ids(caller, context)
-        if not self.kids.isdisjoint(kids):
+        keys, workload_keys, jtis = _token_ids(caller, context)
+        if self.kids and any(not self.kids.isdisjoint(key.kids) for key in keys):
             return Reason.DENYLIST_KID
+        if self.thumbprints and (
+            any(key.thumbprint in self.thumbprints for key in keys)
+            or not self.thumbprints.isdisjoint(workload_keys)
+        ):
+            return Reason.DENYLIST_KEY
         if not self.jtis.isdisjoint(jtis):
             return Reason.DENYLIST_JTI
         return None
 
     def __bool__(self) -> bool:
-        return bool(self.workloads or self.kids or self.jtis)
+        return bool(self.workloads or self.kids or self.thumbprints or self.jtis)
 
 
 EMPTY = DenyList()
 
 
-def _token_ids(caller: Caller | None, context: TransactionContext) -> tuple[set[str], set[str]]:
-    kids: set[str] = set()
+def _token_ids(
+    caller: Caller | None, context: TransactionContext
+) -> tuple[list[SigningKey], set[str], set[str]]:
+    """The keys that verified this request's tokens, the thumbprints of the workload keys
+    it proved possession of, and its token ids."""
+    keys: list[SigningKey] = []
+    workload_keys: set[str] = set()
     jtis: set[str] = set()
 
     def add(target: set[str], value: object) -> None:
@@ -77,18 +97,18 @@ def _token_ids(caller: Caller | None, context: TransactionContext) -> tuple[set[
             target.add(value)
 
     if caller is not None and caller.wit is not None:
-        add(kids, caller.wit.issuer_kid)
+        keys.append(caller.wit.issuer_key)
+        workload_keys.add(caller.wit.proof_key.thumbprint)
         add(jtis, caller.wit.claims.get("jti"))
     if (txn := context.txn) is not None:
-        add(kids, txn.kid)
+        keys.append(txn.signing_key)
         add(jtis, txn.txn_id)
         add(jtis, txn.claims.get("jti"))
     if (user := context.user_token) is not None:
-        add(kids, user.kid)
+        keys.append(user.signing_key)
         add(jtis, user.claims.get("jti"))
-    for result in context.attestation:
-        add(kids, result.kid)
-    return kids, jtis
+    keys.extend(result.signing_key for result in context.attestation if result.signing_key)
+    return keys, workload_keys, jtis
 
 
 def parse_deny_list(text: str, source: str) -> DenyList:

@@ -185,6 +185,7 @@ class Reason(StrEnum):
     # --- emergency deny-list (checked after credentials, before policy) ------------------
     DENYLIST_WORKLOAD = "denylist.workload"
     DENYLIST_KID = "denylist.kid"
+    DENYLIST_KEY = "denylist.key"
     DENYLIST_JTI = "denylist.jti"
 
     # --- our own availability -----------------------------------------------------------

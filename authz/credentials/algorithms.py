@@ -10,6 +10,8 @@ register; it is verified with pyjwt's OKP implementation restricted to Ed25519 k
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ from jwt.algorithms import (
     RSAPSSAlgorithm,
 )
 from jwt.exceptions import InvalidKeyError
+
+from authz.credentials.jose import b64url_encode
 
 PublicKeyObject = EllipticCurvePublicKey | RSAPublicKey | Ed25519PublicKey | Ed448PublicKey
 
@@ -83,6 +87,8 @@ class PublicKey:
     algorithms: frozenset[str]
     key: PublicKeyObject
     jwk: Mapping[str, Any]
+    thumbprint: str
+    """RFC 7638 JWK SHA-256 thumbprint of the key material (whatever `kid` names it)."""
 
     def verify(self, algorithm: JwsAlgorithm, signing_input: bytes, signature: bytes) -> bool:
         """True only if `algorithm` is one this key may use and the signature checks out."""
@@ -135,7 +141,37 @@ def public_key_from_jwk(jwk: object, allowed_algorithms: Iterable[str]) -> Publi
     key = _load(kty, jwk)
     if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise InvalidKey(f"RSA key is shorter than {MIN_RSA_BITS} bits")
-    return PublicKey(kid=kid, kty=kty, crv=crv, algorithms=usable, key=key, jwk=dict(jwk))
+    return PublicKey(
+        kid=kid,
+        kty=kty,
+        crv=crv,
+        algorithms=usable,
+        key=key,
+        jwk=dict(jwk),
+        thumbprint=jwk_thumbprint(key),
+    )
+
+
+# RFC 7638 section 3.2: the members each key type's thumbprint hashes.
+_THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
+
+
+def jwk_thumbprint(key: PublicKeyObject) -> str:
+    """RFC 7638 SHA-256 thumbprint, base64url: one name for one key, whatever `kid` or JSON
+    spelling it was published under (the members are re-encoded from the key itself)."""
+    if isinstance(key, EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(key, as_dict=True)
+    elif isinstance(key, RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(key, as_dict=True)
+    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True)
+    return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
 
 
 def _load(kty: str, jwk: Mapping[str, Any]) -> PublicKeyObject:

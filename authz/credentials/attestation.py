@@ -23,7 +23,12 @@ from typing import Any
 from authz.clock import Clock
 from authz.credentials.claims import numeric_date
 from authz.credentials.jose import JoseReasons, parse_compact_jws
-from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.signature import (
+    SignatureReasons,
+    SigningKey,
+    verify_refreshing,
+    verify_signature,
+)
 from authz.credentials.trust import KeyHolder, KeySet
 from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
@@ -87,8 +92,8 @@ class AttestationResult:
     subject: str | None
     """The EAR's `sub`, when it names the workload it is about."""
     submods: Mapping[str, Submod]
-    kid: str | None = None
-    """The verifier key that signed it (for the deny-list); None when unsigned."""
+    signing_key: SigningKey | None = None
+    """The configured verifier key that verified it (for the deny-list); None when unsigned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,7 @@ class EarVerifier:
                 raise unavailable from None
             raise
         result = self._normalise(jws.claims, source, signer.key_set.name)
-        return replace(result, kid=signer.kid) if signer.kid is not None else result
+        return replace(result, signing_key=signer.key)
 
     async def from_jwt_refreshing(self, token: str, source: AttestationSource) -> AttestationResult:
         """`from_jwt`, refreshing live verifier key sets once when none has the EAR's `kid`."""

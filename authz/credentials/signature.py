@@ -7,6 +7,10 @@ the same everywhere: the `alg` must be on the signer's allow-list and usable by 
 malformed, not "no kid", which would widen the keys tried); without a `kid`, each key of
 that algorithm is tried.
 
+The result names the configured key that verified, never just the header's `kid`: a token's
+holder controls its header, so a deny-list or policy keyed on a kid must see the key's own
+configured kid(s) and its RFC 7638 thumbprint, whether the token named a kid or not.
+
 A `kid` no key set has may be a key its issuer has just published: `verify_refreshing`
 runs a verification again, once, after the live key sets it consulted were refreshed.
 """
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
+from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, PublicKey
 from authz.credentials.jose import CompactJws
 from authz.credentials.trust import KeyRefresh, KeySet
 from authz.errors import CredentialError, UnavailableError
@@ -55,11 +59,27 @@ class UnknownKid(CredentialError):
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKey:
+    """The configured key that verified a token, as the deny-list and policy name it."""
+
+    kid: str | None
+    """The kid the key is configured under (None for a key published without one)."""
+    thumbprint: str
+    """RFC 7638 SHA-256 thumbprint of the key material."""
+    kids: frozenset[str]
+    """Every kid the key set publishes this key material under (`kid` among them)."""
+
+    @classmethod
+    def of(cls, key: PublicKey, key_set: KeySet) -> SigningKey:
+        return cls(key.kid, key.thumbprint, key_set.kids_of(key))
+
+
+@dataclass(frozen=True, slots=True)
 class Signer:
-    """Which configured key set verified a token, and the `kid` it named (if any)."""
+    """Which configured key set, and which key of it, verified a token."""
 
     key_set: KeySet
-    kid: str | None
+    key: SigningKey
 
 
 def verify_signature(
@@ -84,13 +104,13 @@ def verify_signature(
                 raise CredentialError(reasons.alg_not_allowed, f"the kid's key does not use {alg}")
             if not key.verify(algorithm, jws.signing_input, jws.signature):
                 raise CredentialError(reasons.signature_invalid, "signature does not verify")
-            return Signer(key_set, kid)
+            return Signer(key_set, SigningKey.of(key, key_set))
         raise UnknownKid(reasons.kid_unknown, "no configured key has that kid", key_sets)
 
     for key_set in candidates:
         for key in key_set.keys_for_alg(alg):
             if key.verify(algorithm, jws.signing_input, jws.signature):
-                return Signer(key_set, None)
+                return Signer(key_set, SigningKey.of(key, key_set))
     raise CredentialError(reasons.signature_invalid, "signature does not verify")
 
 

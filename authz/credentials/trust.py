@@ -57,6 +57,7 @@ class KeySet:
     keys: tuple[PublicKey, ...]
     _by_kid: Mapping[str, PublicKey] = field(repr=False)
     _by_alg: Mapping[str, tuple[PublicKey, ...]] = field(repr=False)
+    _kids_by_thumbprint: Mapping[str, frozenset[str]] = field(repr=False)
     x509_authorities: tuple[x509.Certificate, ...] = field(default=(), repr=False)
     """CA certificates X.509-SVIDs of this trust domain chain to (from a SPIFFE bundle)."""
     origin: KeyRefresh | None = field(default=None, repr=False, compare=False)
@@ -73,6 +74,11 @@ class KeySet:
     def keys_for_alg(self, alg: str) -> tuple[PublicKey, ...]:
         """Keys that may verify `alg`, for tokens that name no `kid`."""
         return self._by_alg.get(alg, ())
+
+    def kids_of(self, key: PublicKey) -> frozenset[str]:
+        """Every `kid` this set publishes `key`'s material under (one key may be listed
+        twice, under two kids): a deny-listed kid names the key, not one listing of it."""
+        return self._kids_by_thumbprint.get(key.thumbprint, frozenset())
 
 
 class KeyHolder(Protocol):
@@ -100,7 +106,20 @@ def build_key_set(
                 raise ValueError(f"two keys share kid {key.kid!r}")
             by_kid[key.kid] = key
     by_alg = {alg: tuple(k for k in key_tuple if alg in k.algorithms) for alg in allowed}
-    return KeySet(name, allowed, key_tuple, by_kid, by_alg, tuple(x509_authorities), origin)
+    kids_by_thumbprint: dict[str, set[str]] = {}
+    for key in key_tuple:
+        if key.kid is not None:
+            kids_by_thumbprint.setdefault(key.thumbprint, set()).add(key.kid)
+    return KeySet(
+        name,
+        allowed,
+        key_tuple,
+        by_kid,
+        by_alg,
+        {thumbprint: frozenset(kids) for thumbprint, kids in kids_by_thumbprint.items()},
+        tuple(x509_authorities),
+        origin,
+    )
 
 
 class RevisionSource(Protocol):

@@ -26,7 +26,12 @@ from authz.clock import Clock
 from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
 from authz.credentials.identifiers import InvalidIdentifier, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.signature import (
+    SignatureReasons,
+    SigningKey,
+    verify_refreshing,
+    verify_signature,
+)
 from authz.credentials.trust import KeyHolder, KeySet
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
@@ -76,7 +81,8 @@ class VerifiedTxnToken:
     expires_at: float
     actors: tuple[Actor, ...]
     """Nested `act` claims, outermost (the current actor) first."""
-    kid: str | None
+    signing_key: SigningKey
+    """The configured TTS key that verified it."""
     alg: str
     legacy: bool
     """Some claim was read under an earlier draft's name."""
@@ -169,7 +175,7 @@ class TxnTokenVerifier:
             issued_at=float(claims["iat"]),
             expires_at=expires_at,
             actors=self._actors(claims.get("act")),
-            kid=signer.kid,
+            signing_key=signer.key,
             alg=jws.alg,
             legacy=legacy or reader.used_legacy,
             claims=claims,

@@ -19,7 +19,12 @@ from typing import Any
 from authz.clock import Clock
 from authz.credentials.claims import LifetimeReasons, check_lifetime
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.signature import (
+    SignatureReasons,
+    SigningKey,
+    verify_refreshing,
+    verify_signature,
+)
 from authz.credentials.trust import KeyHolder
 from authz.errors import CredentialError
 from authz.reasons import Reason
@@ -69,8 +74,8 @@ class VerifiedUserToken:
     issued_at: float
     expires_at: float
     claims: Mapping[str, Any]
-    kid: str | None = None
-    """The issuer key that signed it (for logs and the deny-list)."""
+    signing_key: SigningKey
+    """The configured issuer key that verified it (for the deny-list)."""
 
 
 class UserTokenVerifier:
@@ -135,7 +140,7 @@ class UserTokenVerifier:
             issued_at=float(claims["iat"]),
             expires_at=expires_at,
             claims=claims,
-            kid=signer.kid,
+            signing_key=signer.key,
         )
 
     def _token_type(self, typ: object) -> UserTokenType:

@@ -32,7 +32,12 @@ from authz.credentials.claims import (
 )
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
-from authz.credentials.signature import SignatureReasons, verify_refreshing, verify_signature
+from authz.credentials.signature import (
+    SignatureReasons,
+    SigningKey,
+    verify_refreshing,
+    verify_signature,
+)
 from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
@@ -62,7 +67,8 @@ class VerifiedWit:
 
     subject: WorkloadId
     claims: Mapping[str, Any]
-    issuer_kid: str | None
+    issuer_key: SigningKey
+    """The configured issuer key that verified it (whether or not the token named a kid)."""
     issuer_alg: str
     expires_at: float
     proof_key: PublicKey
@@ -142,7 +148,7 @@ class WitVerifier:
         verified = VerifiedWit(
             subject=subject,
             claims=jws.claims,
-            issuer_kid=signer.kid,
+            issuer_key=signer.key,
             issuer_alg=jws.alg,
             expires_at=expires_at,
             proof_key=proof_key,

@@ -42,7 +42,9 @@ def caller_document(caller: Caller) -> dict[str, Any]:
     if caller.wit is not None:
         document["wit"] = {
             "claims": caller.wit.claims,
-            "issuer_kid": caller.wit.issuer_kid,
+            "issuer_kid": caller.wit.issuer_key.kid,
+            "issuer_key_thumbprint": caller.wit.issuer_key.thumbprint,
+            "proof_key_thumbprint": caller.wit.proof_key.thumbprint,
             "alg": caller.wit.issuer_alg,
             "proof_alg": caller.wit.proof_alg,
             "expires_at": _numeric_date(caller.wit.expires_at),
@@ -89,7 +91,8 @@ def txn_document(txn: VerifiedTxnToken, caller: Caller | None) -> dict[str, Any]
         "issued_at": _numeric_date(txn.issued_at),
         "expires_at": _numeric_date(txn.expires_at),
         "act": current_actor,
-        "kid": txn.kid,
+        "kid": txn.signing_key.kid,
+        "key_thumbprint": txn.signing_key.thumbprint,
         "alg": txn.alg,
         "legacy": txn.legacy,
         "bound_by": caller.authenticated_by.value if bound and caller is not None else None,

@@ -547,9 +547,12 @@ def test_txn_token_with_unknown_kid_is_refused(gateway: GatewayHarness, forge: F
     expect_refused(check(gateway, signed(forge, txn=txn)), "txn.kid_unknown")
 
 
-def test_control_txn_token_without_kid_is_accepted(gateway: GatewayHarness, forge: Forge) -> None:
+def test_control_txn_token_without_kid_is_accepted_and_named_by_its_verifying_key(
+    gateway: GatewayHarness, forge: Forge
+) -> None:
     txn = forge.txn_token(header={"kid": DROP})
-    assert accepted(gateway, signed(forge, txn=txn))["txn"]["kid"] is None
+    tts = gateway.identities.tts["kid"]
+    assert accepted(gateway, signed(forge, txn=txn))["txn"]["kid"] == tts
 
 
 @pytest.mark.parametrize("kid", [None, 7, ["k"]], ids=["null", "number", "list"])

@@ -159,3 +159,56 @@ def test_unreadable_jwks_files_are_config_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"keys": []}))
     assert read_jwks_file(good, "w") == {"keys": []}
+
+
+# RFC 7638 section 3.1: the example RSA key and its SHA-256 thumbprint.
+RFC7638_N = (
+    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECP"
+    "ebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY"
+    "368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f"
+    "M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+)
+RFC7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_thumbprint_matches_the_rfc7638_example() -> None:
+    jwk = {"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"}
+    assert public_key_from_jwk(jwk, ["RS256"]).thumbprint == RFC7638_THUMBPRINT
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "EdDSA", "RS256"])
+def test_thumbprint_names_the_key_material_not_its_kid_or_other_members(alg: str) -> None:
+    public = public_jwk(generate_private_jwk(alg, kid="one"))
+    relabelled = {**public, "kid": "two", "use": "sig"}
+    relabelled.pop("alg")
+    assert (
+        public_key_from_jwk(public, [alg]).thumbprint
+        == public_key_from_jwk(relabelled, [alg]).thumbprint
+    )
+    other = public_jwk(generate_private_jwk(alg, kid="one"))
+    assert (
+        public_key_from_jwk(other, [alg]).thumbprint
+        != public_key_from_jwk(public, [alg]).thumbprint
+    )
+
+
+def test_a_key_set_knows_every_kid_one_key_is_published_under() -> None:
+    private = generate_private_jwk("ES256")
+    public = public_jwk(private)
+    lone = public_jwk(generate_private_jwk("ES256", kid="lone"))
+    store = build_trust_store(
+        {
+            "example.org": (
+                frozenset({"ES256"}),
+                {"keys": [{**public, "kid": "a"}, {**public, "kid": "b"}, lone]},
+                "test",
+            )
+        }
+    )
+    domain = store.domains["example.org"].current
+    twice = domain.key_for_kid("a")
+    assert twice is not None
+    assert domain.kids_of(twice) == {"a", "b"}
+    single = domain.key_for_kid("lone")
+    assert single is not None
+    assert domain.kids_of(single) == {"lone"}

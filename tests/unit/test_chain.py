@@ -7,7 +7,9 @@ from typing import Any
 from authz.credentials.algorithms import public_key_from_jwk
 from authz.credentials.authenticator import AuthnMethod, Caller
 from authz.credentials.chain import Hop, HopSource, build_chain
+from authz.credentials.claims import token_hash
 from authz.credentials.identifiers import parse_workload_id
+from authz.credentials.signature import SigningKey
 from authz.credentials.trust import build_key_set
 from authz.credentials.txn_token import Actor, TxnRules, TxnTokenVerifier, VerifiedTxnToken
 from authz.devtools.keys import generate_private_jwk, public_jwk
@@ -43,7 +45,7 @@ def txn(
         issued_at=NOW,
         expires_at=NOW + 300,
         actors=tuple(Actor(sub, {"sub": sub}) for sub in actors),
-        kid="tts-1",
+        signing_key=SigningKey("tts-1", token_hash("tts-1"), frozenset({"tts-1"})),
         alg="ES256",
         legacy=False,
         claims={},

@@ -240,3 +240,31 @@ def test_a_signed_bundle_built_by_the_cli_serves_from_a_bundle_file(
     assert "the bundle is signed, but no bundle signing keys are configured" in (
         capsys.readouterr().err
     )
+
+
+def test_keys_thumbprint_prints_each_keys_rfc7638_thumbprint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, public_key_from_jwk
+    from authz.devtools.keys import generate_private_jwk, public_jwk
+
+    private = generate_private_jwk("ES256", kid="issuer-1")
+    expected = public_key_from_jwk(public_jwk(private), SUPPORTED_ALGORITHMS).thumbprint
+    key_file, jwks_file = tmp_path / "key.jwk.json", tmp_path / "trust.jwks.json"
+    key_file.write_text(json.dumps(private), encoding="utf-8")
+    jwks_file.write_text(json.dumps({"keys": [public_jwk(private)]}), encoding="utf-8")
+    for path in (key_file, jwks_file):
+        assert main(["keys", "thumbprint", str(path)]) == 0
+        assert capsys.readouterr().out == f"{expected}  kid=issuer-1\n"
+
+
+def test_keys_thumbprint_of_a_file_that_is_no_key_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "not-a-key.json"
+    path.write_text('{"kty": "oct", "k": "c2VjcmV0"}', encoding="utf-8")
+    assert main(["keys", "thumbprint", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("wimse-authz: keys thumbprint:")
+    assert error.count("\n") == 1
+    assert main(["keys", "thumbprint", str(tmp_path / "missing.json")]) == 2

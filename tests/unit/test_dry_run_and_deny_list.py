@@ -179,7 +179,9 @@ def test_a_malformed_deny_list_is_refused_with_its_problem(text: str, message: s
 
 def test_an_empty_deny_list_file_blocks_nothing() -> None:
     assert not parse_deny_list("", "deny.yaml")
-    assert len(parse_deny_list("workloads: [a]\nkids: [b, c]\n", "deny.yaml")) == 3
+    assert (
+        len(parse_deny_list("workloads: [a]\nkids: [b, c]\nthumbprints: [d]\n", "deny.yaml")) == 4
+    )
 
 
 def test_the_gateway_refuses_to_start_without_its_deny_list(

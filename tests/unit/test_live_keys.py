@@ -228,7 +228,7 @@ def test_an_unknown_kid_triggers_one_fetch_shared_by_every_waiting_check() -> No
             fetches = len(server.requests)
             tokens = [wit(NEW) for _ in range(10)]
             results = await asyncio.gather(*(verifier.verify_refreshing(t) for t in tokens))
-            assert {r.issuer_kid for r in results} == {"new"}
+            assert {r.issuer_key.kid for r in results} == {"new"}
             assert len(server.requests) == fetches + 1
         finally:
             await registry.close()
@@ -299,7 +299,7 @@ def test_an_unknown_kid_while_the_key_server_fails_is_unavailable_not_invalid() 
             # Rate-limited now (no new fetch), but the latest one failed: still 503.
             with pytest.raises(UnavailableError):
                 await verifier.verify_refreshing(wit(NEW))
-            assert (await verifier.verify_refreshing(wit(OLD))).issuer_kid == "old"
+            assert (await verifier.verify_refreshing(wit(OLD))).issuer_key.kid == "old"
         finally:
             await registry.close()
             await server.stop()
@@ -317,8 +317,8 @@ def test_a_dropped_key_stops_verifying_even_a_wit_verified_before() -> None:
             verifier = wit_verifier(registry, server)
             await refresh(registry, server)
             token = wit(OLD)
-            assert verifier.verify(token).issuer_kid == "old"
-            assert verifier.verify(token).issuer_kid == "old"  # from the cache
+            assert verifier.verify(token).issuer_key.kid == "old"
+            assert verifier.verify(token).issuer_key.kid == "old"  # from the cache
             server.document = jwks(NEW)
             await asyncio.sleep(0.02)
             await refresh(registry, server)

@@ -230,7 +230,7 @@ def test_valid_token_yields_its_context() -> None:
     assert verified.issuer is None
     assert (verified.issued_at, verified.expires_at) == (NOW - 60, NOW + 240)
     assert verified.actors == ()
-    assert (verified.kid, verified.alg) == ("tts-1", "ES256")
+    assert (verified.signing_key.kid, verified.alg) == ("tts-1", "ES256")
     assert verified.legacy is False
     assert verified.token_hash == token_hash(VALID)
 
@@ -288,8 +288,8 @@ def test_scope_is_split_on_whitespace_into_a_tuple(scope: str, expected: tuple[s
     assert verify(token({"scope": scope})).scopes == expected
 
 
-def test_without_kid_every_tts_key_for_the_alg_is_tried() -> None:
-    assert verify(token(kid=None)).kid is None
+def test_without_kid_every_tts_key_for_the_alg_is_tried_and_the_verifying_key_is_named() -> None:
+    assert verify(token(kid=None)).signing_key.kid == "tts-1"
     assert reason(token(key=FORGER, kid=None)) is Reason.TXN_SIGNATURE_INVALID
 
 

@@ -32,6 +32,7 @@ from authz.credentials.identifiers import parse_workload_id
 from authz.credentials.jose import b64url_decode
 from authz.credentials.presentation import ProofStyle, SizeLimits
 from authz.credentials.replay import InMemoryReplayCache
+from authz.credentials.signature import SigningKey
 from authz.credentials.wit import VerifiedWit, WitRules, WitVerifier
 from authz.credentials.wpt import WptRules, WptVerifier
 from authz.errors import CredentialError
@@ -56,7 +57,8 @@ def injected_wit(token: str) -> VerifiedWit:
     return VerifiedWit(
         subject=parse_workload_id(claims["sub"]),
         claims=claims,
-        issuer_kid="issuer-key",
+        # The drafts do not publish the issuer key: a stand-in name for it.
+        issuer_key=SigningKey("issuer-key", token_hash("unpublished"), frozenset({"issuer-key"})),
         issuer_alg="Ed25519",
         expires_at=float(claims["exp"]),
         proof_key=key,

@@ -80,7 +80,7 @@ def test_draft10_example_verifies_with_its_header() -> None:
     assert verified.tctx == claims["tctx"]
     assert verified.rctx == claims["rctx"]
     assert verified.requesting_workloads == ("apigateway.trust-domain.example",)
-    assert (verified.kid, verified.alg) == ("identifier-to-key", "RS256")
+    assert (verified.signing_key.kid, verified.alg) == ("identifier-to-key", "RS256")
     assert verified.legacy is False
 
 
