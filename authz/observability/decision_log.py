@@ -122,18 +122,39 @@ class InputRedaction:
         return redacted
 
 
-# A compact JWS/JWE whose header is base64url JSON (`{"` encodes to `eyJ`).
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*")
+# Runs of the characters a compact JWS/JWE is made of. A JWT inside a run starts at an `eyJ`
+# (base64url of `{"`) with at least 4 more characters before the next dot, has a non-empty
+# segment after that dot and at least one more dot, and is taken to the end of the run.
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _without_jwts(node: Any) -> Any:
     if isinstance(node, str):
-        return _JWT.sub(lambda match: short_hash(match.group(0)), node) if "eyJ" in node else node
+        return _TOKEN_RUN.sub(_hash_jwt_in_run, node) if "eyJ" in node else node
     if isinstance(node, Mapping):
         return {key: _without_jwts(value) for key, value in node.items()}
     if isinstance(node, list):
         return [_without_jwts(value) for value in node]
     return node
+
+
+def _hash_jwt_in_run(match: re.Match[str]) -> str:
+    """The run with the JWT it holds (from its `eyJ` to the run's end) hashed.
+
+    Linear in the run's length: each segment is searched once, for its leftmost `eyJ` (a
+    later one leaves less room before the dot). A backtracking regex for the same shape was
+    quadratic on `eyJeyJeyJ...` without dots and, holding the GIL, stalled every check.
+    """
+    run = match.group(0)
+    segments = run.split(".")
+    offset = 0
+    for index in range(len(segments) - 2):
+        segment = segments[index]
+        start = segment.find("eyJ")
+        if start >= 0 and len(segment) - start >= 7 and segments[index + 1]:
+            return run[: offset + start] + short_hash(run[offset + start :])
+        offset += len(segment) + 1
+    return run
 
 
 def parse_pointer(pointer: str) -> tuple[str, ...]:

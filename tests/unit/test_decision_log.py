@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from authz.observability.decision_log import (
     DecisionRecord,
@@ -98,6 +101,23 @@ def test_redaction_hashes_credential_headers_and_nested_jwts_then_masks() -> Non
     assert safe["wimse"]["txn"]["rctx"]["ear"] == short_hash(jwt)
     assert safe["parsed_body"] == {"card": "**masked**", "items": [{"sku": "**masked**"}]}
     assert document["parsed_body"]["card"] == "4111", "the input itself is left untouched"
+
+
+# The scrubber's shape, as the backtracking regex it replaced wrote it (quadratic on
+# `eyJeyJ...` without dots); short inputs only.
+_JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*")
+
+
+def scrubbed(text: str) -> str:
+    document = {"parsed_body": {"note": text}}
+    note: str = InputRedaction.build([], []).apply(document)["parsed_body"]["note"]
+    return note
+
+
+@given(st.lists(st.sampled_from(["eyJ", "e", "y", "J", ".", "a", "-", " ", "_", "=", "Zx"])))
+def test_the_linear_scrubber_hashes_exactly_what_the_jwt_shape_matches(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert scrubbed(text) == _JWT_SHAPE.sub(lambda match: short_hash(match.group(0)), text)
 
 
 def test_masks_of_absent_members_change_nothing() -> None:
