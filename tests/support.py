@@ -52,8 +52,10 @@ def check_request(
     body: str = "",
     raw_body: bytes = b"",
     context: Mapping[str, str] | None = None,
+    raw_headers: bool = False,
 ) -> CheckRequest:
-    """A request to the harness origin, from and to fixed peer addresses, for `service`."""
+    """A request to the harness origin, from and to fixed peer addresses, for `service`;
+    `raw_headers`: in Envoy's `encode_raw_headers` shape (`header_map`)."""
     return build_check_request(
         host="echo.demo.example",
         path=path,
@@ -66,6 +68,7 @@ def check_request(
         source_address=("10.0.0.7", 41000),
         destination_address=("10.0.0.8", 8080),
         request_id="test-request",
+        raw_headers=raw_headers,
     )
 
 

@@ -59,12 +59,14 @@ def build_check_request(
     destination_address: tuple[str, int] | None = None,
     request_id: str = "",
     protocol: str = "HTTP/1.1",
+    raw_headers: bool = False,
 ) -> CheckRequest:
     """A `CheckRequest` holding exactly what is given: nothing is normalised or validated,
     so tests can build requests Envoy would never send.
 
     `path` is `:path` (query included); `http.size` is the length of `raw_body`, else of
-    `body`; `context` becomes `context_extensions`.
+    `body`; `context` becomes `context_extensions`. `raw_headers` sends the headers as
+    Envoy's `encode_raw_headers` does: in `header_map`, each value as `raw_value` bytes.
     """
     request = CheckRequest()
     attributes = request.attributes
@@ -76,7 +78,10 @@ def build_check_request(
     http.scheme = scheme
     http.protocol = protocol
     for name, value in (headers or {}).items():
-        http.headers[name] = value
+        if raw_headers:
+            http.header_map.headers.add(key=name, raw_value=value.encode("utf-8"))
+        else:
+            http.headers[name] = value
     if body:
         http.body = body
         http.size = len(body.encode())

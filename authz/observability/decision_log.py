@@ -4,12 +4,14 @@ The serving path only builds a `DecisionRecord` and hands it to a bounded queue;
 thread serialises, masks and writes. When the writer falls behind, records are dropped and
 counted instead of slowing checks down. Nothing that reaches a line is a token, proof or
 signature: credentials appear only as `sha256:` prefixes of their header values, and an
-included policy input has every credential-carrying header replaced the same way before
-the operator's own JSON-pointer masks apply.
+included policy input has every credential-carrying header replaced the same way (in the
+`headers` map and in Envoy's raw `headerMap` alike) before the operator's own JSON-pointer
+masks apply.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -27,6 +29,8 @@ log = logging.getLogger("authz.decision_log")
 
 MASKED = "**masked**"
 _HEADERS_POINTER = ("attributes", "request", "http", "headers")
+_HEADER_MAP_POINTER = ("attributes", "request", "http", "headerMap", "headers")
+_RAW_BODY_POINTER = ("attributes", "request", "http", "rawBody")
 
 
 def short_hash(value: str) -> str:
@@ -102,24 +106,70 @@ class InputRedaction:
         return cls(frozenset(credential_headers), tuple(parse_pointer(p) for p in pointers))
 
     def apply(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        """A redacted copy: credential headers hashed, the operator's masks applied, and
-        anything shaped like a JWT elsewhere (a token nested in another token's claims, a
-        bearer token in a cookie) replaced by its hash."""
+        """A redacted copy: credential headers hashed by name in both shapes Envoy sends
+        headers in (the `headers` map, and `headerMap` whose `rawValue`s are base64 under
+        `encode_raw_headers`), anything shaped like a JWT elsewhere (a token nested in
+        another token's claims, a bearer token in a cookie, in base64 members too) replaced
+        by its hash, then the operator's masks applied."""
         redacted = dict(document)
         headers = _get(redacted, _HEADERS_POINTER)
         if isinstance(headers, Mapping):
-            safe = {
-                name: short_hash(value)
-                if name in self.credential_headers and isinstance(value, str)
-                else value
-                for name, value in headers.items()
-            }
-            redacted = _replaced(redacted, _HEADERS_POINTER, safe)
+            redacted = _replaced(redacted, _HEADERS_POINTER, self._hashed_map(headers))
+        entries = _get(redacted, _HEADER_MAP_POINTER)
+        if isinstance(entries, list):
+            redacted = _replaced(redacted, _HEADER_MAP_POINTER, self._hashed_entries(entries))
+        raw_body = _get(redacted, _RAW_BODY_POINTER)
+        if isinstance(raw_body, str):
+            redacted = _replaced(redacted, _RAW_BODY_POINTER, _without_jwts_base64(raw_body))
         redacted = dict(_without_jwts(redacted))
         for pointer in self.masks:
             if _get(redacted, pointer) is not _ABSENT:
                 redacted = _replaced(redacted, pointer, MASKED)
         return redacted
+
+    def _hashed_map(self, headers: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            name: short_hash(value)
+            if name.lower() in self.credential_headers and isinstance(value, str)
+            else value
+            for name, value in headers.items()
+        }
+
+    def _hashed_entries(self, entries: list[Any]) -> list[Any]:
+        """`headerMap.headers`: `{key, value}` or `{key, rawValue}` (base64) entries."""
+        safe: list[Any] = []
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(key := entry.get("key"), str):
+                safe.append(entry)
+                continue
+            copy = dict(entry)
+            credential = key.lower() in self.credential_headers
+            if isinstance(value := entry.get("value"), str) and credential:
+                copy["value"] = short_hash(value)
+            if isinstance(raw := entry.get("rawValue"), str):
+                copy["rawValue"] = (
+                    short_hash(_decoded(raw)) if credential else _without_jwts_base64(raw)
+                )
+            safe.append(copy)
+        return safe
+
+
+def _decoded(raw_value: str) -> str:
+    """A base64 member as the text it encodes; anything that is not base64, as it is."""
+    try:
+        return base64.b64decode(raw_value, validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return raw_value
+
+
+def _without_jwts_base64(raw_value: str) -> str:
+    """A base64 member (`rawValue`, `rawBody`) with any JWT in what it encodes hashed: the
+    text scrubbed and re-encoded when it held one, else unchanged."""
+    text = _decoded(raw_value)
+    scrubbed = _without_jwts(text)
+    if scrubbed == text:
+        return raw_value
+    return base64.b64encode(scrubbed.encode("utf-8")).decode("ascii")
 
 
 # Runs of the characters a compact JWS/JWE is made of. A JWT inside a run starts at an `eyJ`

@@ -2,9 +2,11 @@
 
 Every scenario of the log-leak corpus (`test_no_token_in_logs`) runs again with decision
 logs written to a file, `include_input: true` (so the request's headers are in each line),
-and the file must contain none of the tokens sent nor any of their JWS segments: WITs,
-WPTs, Txn-Tokens, user tokens, attestation results (top-level and nested), HTTP signature
-headers, and mTLS-authenticated requests, accepted or refused.
+and the file must contain none of the tokens sent nor any of their JWS segments, in the
+clear or base64-encoded: WITs, WPTs, Txn-Tokens, user tokens, attestation results
+(top-level and nested), HTTP signature headers, and mTLS-authenticated requests, accepted or
+refused. Every scenario runs with headers in the `headers` map and in Envoy's
+`encode_raw_headers` shape (`header_map`, values base64 in the input as `rawValue`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tests.security.test_no_token_in_logs import (
     Scenario,
     allow_all,
     bound,
-    secret_fragments,
+    searched_forms,
 )
 from tests.support import ORIGIN, GatewayHarness, expect_allowed
 
@@ -48,34 +50,39 @@ def lines_for(scenario: Scenario, path: Path) -> list[dict[str, Any]]:
 
 def leaked(path: Path, tokens: list[str]) -> list[str]:
     text = path.read_text(encoding="utf-8")
-    return [fragment[:24] + "..." for fragment in secret_fragments(tokens) if fragment in text]
+    return [fragment[:24] + "..." for fragment in searched_forms(tokens) if fragment in text]
 
 
 def run_corpus(
-    harness: GatewayHarness, tmp_path: Path, run: Callable[[Scenario], None]
+    harness: GatewayHarness,
+    tmp_path: Path,
+    run: Callable[[Scenario], None],
+    raw_headers: bool,
 ) -> tuple[Scenario, list[dict[str, Any]], Path]:
     path = tmp_path / "decisions.jsonl"
-    scenario = Scenario(harness)
+    scenario = Scenario(harness, raw_headers=raw_headers)
     run(scenario)
     assert scenario.sent, "the scenario sent no tokens"
     return scenario, lines_for(scenario, path), path
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_no_token_in_decision_logs(harness: GatewayHarness, tmp_path: Path, name: str) -> None:
+def test_no_token_in_decision_logs(
+    harness: GatewayHarness, tmp_path: Path, name: str, raw_headers: bool
+) -> None:
     gateway = logged(harness, tmp_path / "decisions.jsonl")
-    scenario, lines, path = run_corpus(gateway, tmp_path, SCENARIOS[name])
+    scenario, lines, path = run_corpus(gateway, tmp_path, SCENARIOS[name], raw_headers)
     assert len(lines) == len(scenario.verdicts)
     assert leaked(path, scenario.sent) == []
 
 
 @pytest.mark.parametrize("name", CONTEXT_SCENARIOS)
 def test_no_context_token_in_decision_logs(
-    harness: GatewayHarness, tmp_path: Path, name: str
+    harness: GatewayHarness, tmp_path: Path, name: str, raw_headers: bool
 ) -> None:
     gateway = logged(harness, tmp_path / "decisions.jsonl", policy=allow_all(tmp_path / "policy"))
     run, _ = CONTEXT_SCENARIOS[name]
-    scenario, lines, path = run_corpus(gateway, tmp_path, run)
+    scenario, lines, path = run_corpus(gateway, tmp_path, run, raw_headers)
     assert len(lines) == len(scenario.verdicts)
     assert leaked(path, scenario.sent) == []
 

@@ -2,13 +2,16 @@
 
 Every scenario runs with all loggers at DEBUG and collects the tokens it sent; afterwards
 no log record, formatted in full (arguments, exception text, stack), may contain any of
-those tokens, nor any of their JWS segments, signature segments included. The context tokens
-(Txn-Token, end-user token, attestation result, and EARs nested inside a Txn-Token) are
-held to the same rule, on requests that are accepted and on requests that are refused.
+those tokens, nor any of their JWS segments, signature segments included, in the clear or
+base64-encoded. The context tokens (Txn-Token, end-user token, attestation result, and EARs
+nested inside a Txn-Token) are held to the same rule, on requests that are accepted and on
+requests that are refused. Every scenario runs in both shapes Envoy sends headers in: the
+`headers` map, and `header_map` with raw byte values (`encode_raw_headers`).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +52,26 @@ def secret_fragments(tokens: Iterable[str]) -> set[str]:
     return fragments
 
 
+def base64_forms(fragment: str) -> set[str]:
+    """How `fragment` reads inside the standard base64 of any text holding it: one form per
+    byte alignment, without the edge groups that mix in the neighbouring bytes."""
+    data = fragment.encode()
+    forms: set[str] = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + data).decode("ascii")
+        whole_groups = (shift + len(data)) // 3
+        form = encoded[4 if shift else 0 : 4 * whole_groups]
+        if len(form) >= 2 * MIN_SEGMENT:
+            forms.add(form)
+    return forms
+
+
+def searched_forms(tokens: Iterable[str]) -> set[str]:
+    """Each secret fragment as it is, and as it would read in a base64 member."""
+    fragments = secret_fragments(tokens)
+    return fragments.union(*(base64_forms(fragment) for fragment in fragments))
+
+
 def rendered(record: logging.LogRecord) -> str:
     """Everything a handler could write for `record`."""
     parts = [_FORMATTER.format(record), repr(record.args), repr(record.msg)]
@@ -60,7 +83,7 @@ def rendered(record: logging.LogRecord) -> str:
 
 
 def leaks(records: Iterable[logging.LogRecord], tokens: Iterable[str]) -> list[str]:
-    fragments = secret_fragments(tokens)
+    fragments = searched_forms(tokens)
     found: list[str] = []
     for record in records:
         text = rendered(record)
@@ -79,6 +102,12 @@ class Scenario:
     harness: GatewayHarness
     sent: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    raw_headers: bool = False
+    """Send headers as `header_map` raw values (Envoy's `encode_raw_headers`)."""
+
+    def on(self, harness: GatewayHarness) -> Scenario:
+        """The same scenario (its tokens, verdicts and header shape) on another gateway."""
+        return Scenario(harness, self.sent, self.verdicts, self.raw_headers)
 
     def send(self, headers: dict[str, str], path: str = "/api/hello", **kwargs: object) -> Verdict:
         for name, value in headers.items():
@@ -89,7 +118,7 @@ class Scenario:
                 self.sent.extend(value.split(","))
             if name == "signature":
                 self.sent.extend(part.partition("=")[2].strip(":") for part in value.split(","))
-        verdict = self.harness.check_path(path, headers, **kwargs)
+        verdict = self.harness.check_path(path, headers, raw_headers=self.raw_headers, **kwargs)
         self.verdicts.append(verdict)
         return verdict
 
@@ -168,7 +197,7 @@ def _policy_outcomes(s: Scenario) -> None:
 
 def _bindable_headers(s: Scenario) -> None:
     gateway = s.harness.rebuild(wpt={"bindable_headers": ["x-user-token"]})
-    inner = Scenario(gateway, s.sent, s.verdicts)
+    inner = s.on(gateway)
     forge = Forge(gateway)
     user = forge.wit()  # a JWS-shaped user token
     for value in (user, forge.wit()):
@@ -180,7 +209,7 @@ def _bindable_headers(s: Scenario) -> None:
 
 def _replay_capacity(s: Scenario) -> None:
     gateway = s.harness.rebuild(wpt={"replay_cache_entries": 1})
-    inner = Scenario(gateway, s.sent, s.verdicts)
+    inner = s.on(gateway)
     forge = Forge(gateway)
     inner.send(forge.headers())
     inner.send(forge.headers())
@@ -188,7 +217,7 @@ def _replay_capacity(s: Scenario) -> None:
 
 def _mtls(s: Scenario) -> None:
     gateway = s.harness.rebuild(mtls={"authenticate": True})
-    inner = Scenario(gateway, s.sent, s.verdicts)
+    inner = s.on(gateway)
     inner.send(Forge(gateway).headers(), principal="spiffe://demo.example/frontend")
     inner.send({}, principal="spiffe://evil.example/frontend")
 
@@ -204,7 +233,7 @@ def _policy_error(s: Scenario, tmp_path: Path) -> None:
     )
     policy = {"directory": str(directory), "decision": "envoy/authz/decision"}
     gateway = s.harness.rebuild(policy=policy)
-    Scenario(gateway, s.sent, s.verdicts).send(Forge(gateway).headers())
+    s.on(gateway).send(Forge(gateway).headers())
 
 
 def _http_signatures(s: Scenario) -> None:
@@ -245,10 +274,10 @@ SCENARIOS: dict[str, Callable[[Scenario], None]] = {
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_no_token_in_logs(
-    harness: GatewayHarness, caplog: pytest.LogCaptureFixture, name: str
+    harness: GatewayHarness, caplog: pytest.LogCaptureFixture, name: str, raw_headers: bool
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    scenario = Scenario(harness)
+    scenario = Scenario(harness, raw_headers=raw_headers)
     SCENARIOS[name](scenario)
     assert scenario.sent, "the scenario sent no tokens"
     assert scenario.verdicts
@@ -317,7 +346,7 @@ def _txn_accepted(s: Scenario) -> None:
         s.send(bound(forge, txn))
     s.send({TXN_HEADER: forge.txn_token()})  # context without a caller: still accepted
     mtls = s.harness.rebuild(mtls={"authenticate": True})
-    Scenario(mtls, s.sent, s.verdicts).send(
+    s.on(mtls).send(
         {TXN_HEADER: Forge(mtls).txn_token()}, principal="spiffe://demo.example/frontend"
     )
 
@@ -369,7 +398,7 @@ def _user_accepted(s: Scenario) -> None:
     lenient = s.harness.rebuild(
         mtls={"authenticate": True}, user_token={"accept_from_mtls_callers": True}
     )
-    Scenario(lenient, s.sent, s.verdicts).send(
+    s.on(lenient).send(
         {USER_TOKEN_HEADER: Forge(lenient).user_token()},
         principal="spiffe://demo.example/frontend",
     )
@@ -398,9 +427,7 @@ def _user_refused(s: Scenario) -> None:
     s.send(mismatch | {USER_TOKEN_HEADER: token})  # bound to another token
     s.send({USER_TOKEN_HEADER: token})  # no caller at all
     mtls = s.harness.rebuild(mtls={"authenticate": True})
-    Scenario(mtls, s.sent, s.verdicts).send(
-        {USER_TOKEN_HEADER: token}, principal="spiffe://demo.example/frontend"
-    )
+    s.on(mtls).send({USER_TOKEN_HEADER: token}, principal="spiffe://demo.example/frontend")
 
 
 def _ear_accepted(s: Scenario) -> None:
@@ -434,9 +461,7 @@ def _ear_refused(s: Scenario) -> None:
     s.send(forge.headers() | {ATTESTATION_HEADER: ear})  # unbound
     s.send({ATTESTATION_HEADER: ear})  # no caller
     mtls = s.harness.rebuild(mtls={"authenticate": True})
-    Scenario(mtls, s.sent, s.verdicts).send(
-        {ATTESTATION_HEADER: ear}, principal="spiffe://demo.example/frontend"
-    )
+    s.on(mtls).send({ATTESTATION_HEADER: ear}, principal="spiffe://demo.example/frontend")
 
 
 CONTEXT_SCENARIOS: dict[str, tuple[Callable[[Scenario], None], type[Verdict]]] = {
@@ -451,10 +476,15 @@ CONTEXT_SCENARIOS: dict[str, tuple[Callable[[Scenario], None], type[Verdict]]] =
 
 @pytest.mark.parametrize("name", CONTEXT_SCENARIOS)
 def test_no_context_token_in_logs(
-    harness: GatewayHarness, caplog: pytest.LogCaptureFixture, tmp_path: Path, name: str
+    harness: GatewayHarness,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    name: str,
+    raw_headers: bool,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    scenario = Scenario(harness.rebuild(policy=allow_all(tmp_path / "policy")))
+    gateway = harness.rebuild(policy=allow_all(tmp_path / "policy"))
+    scenario = Scenario(gateway, raw_headers=raw_headers)
     run, outcome = CONTEXT_SCENARIOS[name]
     run(scenario)
     assert scenario.sent, "the scenario sent no tokens"
@@ -535,7 +565,8 @@ def test_leak_detector_finds_tokens_and_segments(harness: GatewayHarness) -> Non
     wit = forge.wit()
     wpt = forge.wpt(wit)
     header, payload, signature = wpt.split(".")
-    for logged in (wit, wpt, header, payload, signature, f"sig={signature!r}"):
+    encoded = base64.b64encode(f"WPT {wpt}".encode()).decode()
+    for logged in (wit, wpt, header, payload, signature, f"sig={signature!r}", encoded):
         record = logging.LogRecord("authz.test", logging.INFO, __file__, 1, "x %s", (logged,), None)
         assert leaks([record], [wit, wpt]), f"missed {logged[:20]}"
     clean = logging.LogRecord("authz.test", logging.INFO, __file__, 1, "deny %s", ("r",), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -101,6 +102,38 @@ def test_redaction_hashes_credential_headers_and_nested_jwts_then_masks() -> Non
     assert safe["wimse"]["txn"]["rctx"]["ear"] == short_hash(jwt)
     assert safe["parsed_body"] == {"card": "**masked**", "items": [{"sku": "**masked**"}]}
     assert document["parsed_body"]["card"] == "4111", "the input itself is left untouched"
+
+
+def test_redaction_hashes_credential_headers_in_the_raw_header_map_shape() -> None:
+    """`encode_raw_headers`: values arrive base64 in `rawValue`, where no JWT shape shows."""
+    jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz"
+
+    def raw(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    entries = [
+        {"key": "authorization", "rawValue": raw(f"WPT {jwt}")},
+        {"key": "Txn-Token", "value": jwt},
+        {"key": "cookie", "rawValue": raw(f"session={jwt}; theme=dark")},
+        {"key": "accept", "rawValue": raw("*/*")},
+    ]
+    document = {"attributes": {"request": {"http": {"headerMap": {"headers": entries}}}}}
+    safe = InputRedaction.build(["authorization", "txn-token"], []).apply(document)
+    logged = safe["attributes"]["request"]["http"]["headerMap"]["headers"]
+    assert logged[0] == {"key": "authorization", "rawValue": short_hash(f"WPT {jwt}")}
+    assert logged[1] == {"key": "Txn-Token", "value": short_hash(jwt)}
+    assert logged[2] == {"key": "cookie", "rawValue": raw(f"session={short_hash(jwt)}; theme=dark")}
+    assert logged[3] == entries[3], "headers without tokens stay as Envoy sent them"
+    assert entries[0]["rawValue"] == raw(f"WPT {jwt}"), "the input itself is left untouched"
+
+
+def test_redaction_hashes_a_jwt_in_the_raw_body() -> None:
+    jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz"
+    body = f"grant_type=token-exchange&subject_token={jwt}".encode()
+    document = {"attributes": {"request": {"http": {"rawBody": base64.b64encode(body).decode()}}}}
+    safe = InputRedaction.build([], []).apply(document)
+    logged = base64.b64decode(safe["attributes"]["request"]["http"]["rawBody"]).decode()
+    assert logged == f"grant_type=token-exchange&subject_token={short_hash(jwt)}"
 
 
 # The scrubber's shape, as the backtracking regex it replaced wrote it (quadratic on
