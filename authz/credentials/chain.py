@@ -7,7 +7,9 @@ Oldest first, the immediate caller last:
     txn.act (the current actor: the outermost `act`)
     caller.wit | caller.mtls (the immediate caller this gateway authenticated)
 
-Only the caller hop is `verified`: the others are what the TTS asserted. RFC 8693 says
+Only the caller hop is `verified`, and it says how: a WIT proven by a WPT or by an HTTP
+Message Signature (`caller.wit`), or the mTLS identity (`caller.mtls`). The others are what
+the TTS asserted. RFC 8693 says
 prior actors are informational and must not drive access control; they are shown, marked as
 prior, for audit. An entry that is not a workload URI (the draft's own `req_wl` example is a
 host name) keeps its raw value and takes the trust domain of the Txn-Token's `aud`.
@@ -37,6 +39,8 @@ class Hop:
     trust_domain: str
     source: HopSource
     verified: bool
+    authenticated_by: AuthnMethod | None = None
+    """How this gateway proved the hop (the verified caller hop only)."""
 
 
 def build_chain(txn: VerifiedTxnToken | None, caller: Caller | None) -> tuple[Hop, ...]:
@@ -54,12 +58,17 @@ def build_chain(txn: VerifiedTxnToken | None, caller: Caller | None) -> tuple[Ho
             )
             hops.append(_asserted_hop(current.sub, txn.trust_domain, HopSource.TXN_ACT))
     if caller is not None:
-        source = (
-            HopSource.CALLER_WIT
-            if caller.authenticated_by is AuthnMethod.WPT
-            else HopSource.CALLER_MTLS
+        mtls = caller.authenticated_by is AuthnMethod.MTLS
+        source = HopSource.CALLER_MTLS if mtls else HopSource.CALLER_WIT
+        hops.append(
+            Hop(
+                caller.id.uri,
+                caller.id.trust_domain,
+                source,
+                verified=True,
+                authenticated_by=caller.authenticated_by,
+            )
         )
-        hops.append(Hop(caller.id.uri, caller.id.trust_domain, source, verified=True))
     return tuple(hops)
 
 

@@ -192,6 +192,9 @@ def build_input(
                     "trust_domain": hop.trust_domain,
                     "source": hop.source.value,
                     "verified": hop.verified,
+                    "authenticated_by": hop.authenticated_by.value
+                    if hop.authenticated_by is not None
+                    else None,
                 }
                 for hop in context.chain
             ],

@@ -81,7 +81,11 @@ hop_in(workload_id, trust_domain, source) := {
 	"trust_domain": trust_domain,
 	"source": source,
 	"verified": source in {"caller.wit", "caller.mtls"},
+	"authenticated_by": object.get(_hop_proofs, source, null),
 }
+
+# How the gateway proves the caller hop (a WIT caller may also use an HTTP signature).
+_hop_proofs := {"caller.wit": "wpt", "caller.mtls": "mtls"}
 
 # user(roles): the Txn-Token's user plus a verified access token holding `roles`.
 user(roles) := {

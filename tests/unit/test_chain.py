@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from authz.credentials.algorithms import public_key_from_jwk
 from authz.credentials.authenticator import AuthnMethod, Caller
 from authz.credentials.chain import Hop, HopSource, build_chain
@@ -14,7 +16,8 @@ from authz.credentials.trust import build_key_set
 from authz.credentials.txn_token import Actor, TxnRules, TxnTokenVerifier, VerifiedTxnToken
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_txn_token
-from tests.support import MutableClock
+from tests.support import GatewayHarness, MutableClock
+from tests.unit.test_http_signature import accepting, policy_input, signed
 
 NOW = 1_800_000_000
 TRUST_DOMAIN = "demo.example"
@@ -72,6 +75,35 @@ def test_a_wpt_caller_alone_is_one_verified_caller_wit_hop() -> None:
 def test_an_mtls_caller_is_a_caller_mtls_hop() -> None:
     hops = build_chain(None, caller(PAYMENTS, AuthnMethod.MTLS))
     assert rows(hops) == [(PAYMENTS, TRUST_DOMAIN, "caller.mtls", True)]
+    assert hops[-1].authenticated_by is AuthnMethod.MTLS
+
+
+@pytest.mark.parametrize("method", [AuthnMethod.WPT, AuthnMethod.HTTP_SIGNATURE])
+def test_a_wit_caller_is_a_caller_wit_hop_saying_how_it_proved_its_key(
+    method: AuthnMethod,
+) -> None:
+    [hop] = build_chain(None, caller(PAYMENTS, method))
+    assert (hop.source, hop.verified, hop.authenticated_by) == (HopSource.CALLER_WIT, True, method)
+
+
+def test_asserted_hops_say_nothing_about_how_they_were_proven() -> None:
+    hops = build_chain(txn(actors=(ORDERS, CART)), caller())
+    assert [hop.authenticated_by for hop in hops[:-1]] == [None, None, None]
+
+
+def test_an_http_signature_caller_reaches_policy_as_a_caller_wit_hop(
+    harness: GatewayHarness,
+) -> None:
+    """Hole 6 of issue 11: HTTP-signature callers were labelled `caller.mtls`."""
+    gateway = accepting(harness, "wpt", "http_signature")
+    wimse = policy_input(gateway, signed(gateway))
+    assert wimse["chain"][-1] == {
+        "id": "spiffe://demo.example/frontend",
+        "trust_domain": TRUST_DOMAIN,
+        "source": "caller.wit",
+        "verified": True,
+        "authenticated_by": "http_signature",
+    }
 
 
 def test_txn_without_a_caller_lists_only_what_the_tts_asserted() -> None:

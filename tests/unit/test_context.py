@@ -198,12 +198,16 @@ def test_a_bound_txn_token_reaches_the_policy_with_its_chain(harness: GatewayHar
     assert wimse["txn"]["aud"] == [TRUST_DOMAIN]
     assert wimse["txn"]["bound_by"] == "wpt"
     assert wimse["txn"]["kid"] == harness.identities.tts["kid"]
-    assert wimse["chain"] == [
-        {"id": FRONTEND, "trust_domain": TRUST_DOMAIN, "source": "txn.req_wl", "verified": False},
-        {"id": CART, "trust_domain": TRUST_DOMAIN, "source": "txn.act.prior", "verified": False},
-        {"id": ORDERS, "trust_domain": TRUST_DOMAIN, "source": "txn.act", "verified": False},
-        {"id": OPS, "trust_domain": TRUST_DOMAIN, "source": "caller.wit", "verified": True},
+    assert [
+        (hop["id"], hop["source"], hop["verified"], hop["authenticated_by"])
+        for hop in wimse["chain"]
+    ] == [
+        (FRONTEND, "txn.req_wl", False, None),
+        (CART, "txn.act.prior", False, None),
+        (ORDERS, "txn.act", False, None),
+        (OPS, "caller.wit", True, "wpt"),
     ]
+    assert {hop["trust_domain"] for hop in wimse["chain"]} == {TRUST_DOMAIN}
     assert wimse["user"] == {
         "sub": "user-4711",
         "scope": ["checkout"],
@@ -222,6 +226,7 @@ def test_an_mtls_caller_may_pass_a_txn_token_unbound(harness: GatewayHarness) ->
         "trust_domain": TRUST_DOMAIN,
         "source": "caller.mtls",
         "verified": True,
+        "authenticated_by": "mtls",
     }
 
 

@@ -155,8 +155,15 @@ def test_draft10_example_reaches_policy_through_a_gateway_of_that_trust_domain(
             "trust_domain": TRUST_DOMAIN,
             "source": "txn.req_wl",
             "verified": False,
+            "authenticated_by": None,
         },
-        {"id": caller, "trust_domain": TRUST_DOMAIN, "source": "caller.mtls", "verified": True},
+        {
+            "id": caller,
+            "trust_domain": TRUST_DOMAIN,
+            "source": "caller.mtls",
+            "verified": True,
+            "authenticated_by": "mtls",
+        },
     ]
 
 
