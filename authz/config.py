@@ -534,6 +534,10 @@ class AttestationConfig(_Strict):
     """Attestation verifiers whose signed EARs are trusted, by name."""
     max_age_seconds: PositiveSeconds = 3600.0
     """Results issued longer ago than this (or past their `exp`) count as status `none`."""
+    header_requires_subject: bool = True
+    """An EAR from `header` must name its workload (`sub`). Binding it with the presenter's
+    own proof says nothing about whose attestation it is: without a subject, any workload
+    that obtains an EAR could present it as its own."""
 
     @field_validator("header")
     @classmethod

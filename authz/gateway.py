@@ -107,7 +107,13 @@ def build_context_verifier(
         verifier = EarVerifier(
             tuple(verifier_keys.values()), EarRules(skew, ear.max_age_seconds), clock
         )
-        attestation = AttestationSources(verifier, ear.header, ear.wit_claim, ear.txn_rctx_claim)
+        attestation = AttestationSources(
+            verifier,
+            ear.header,
+            ear.wit_claim,
+            ear.txn_rctx_claim,
+            header_requires_subject=ear.header_requires_subject,
+        )
     return ContextVerifier(txn_verifier, user_tokens, attestation)
 
 

@@ -140,6 +140,7 @@ class Reason(StrEnum):
     EAR_CLAIM_INVALID = "ear.claim_invalid"
     EAR_IAT_IN_FUTURE = "ear.iat_in_future"
     EAR_SUBJECT_MISMATCH = "ear.subject_mismatch"
+    EAR_SUBJECT_MISSING = "ear.subject_missing"
 
     # --- HTTP Message Signatures (draft-ietf-wimse-http-signature) ----------------------
     HTTPSIG_NOT_ACCEPTED = "httpsig.not_accepted"

@@ -68,6 +68,8 @@ class AttestationSources:
     header: str | None
     wit_claim: str | None
     txn_rctx_claim: str | None
+    header_requires_subject: bool = True
+    """An EAR from the header must name the caller in `sub` (`ear.subject_missing`)."""
 
 
 class ContextVerifier:
@@ -134,6 +136,12 @@ class ContextVerifier:
         if sources.header is not None and (token := headers.get(sources.header)) is not None:
             attested = _bound_caller(sources.header, caller, Reason.EAR_UNBOUND)
             result = await sources.verifier.from_jwt_refreshing(token, AttestationSource.HEADER)
+            if result.subject is None and sources.header_requires_subject:
+                # The caller's proof binds the header to this request, not the EAR to the
+                # caller: an EAR about nobody in particular could be anyone's.
+                raise CredentialError(
+                    Reason.EAR_SUBJECT_MISSING, "an EAR from a header must name its workload"
+                )
             results.append(_about(result, (attested.id.uri,)))
         if sources.wit_claim is not None and caller is not None and caller.wit is not None:
             claim = caller.wit.claims.get(sources.wit_claim)

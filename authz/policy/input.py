@@ -143,6 +143,7 @@ def attestation_result_document(result: AttestationResult) -> dict[str, Any]:
         "expires_at": _numeric_date(result.expires_at) if result.expires_at is not None else None,
         "verifier": result.verifier,
         "signed_by": result.signed_by,
+        "subject": result.subject,
         "submods": {
             name: {
                 "status": submod.status.value,

@@ -325,9 +325,11 @@ class Forge:
         changes: Mapping[str, Any] | None = None,
         submods: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """EAR claims (current names); `submods` replaces the one affirming `CPU` appraisal."""
+        """EAR claims (current names) about the frontend; `submods` replaces the one
+        affirming `CPU` appraisal."""
         base = {
             "eat_profile": "tag:ietf.org,2026:rats/ear#03",
+            "sub": self.harness.identities.workload_id("frontend"),
             "iat": self.now,
             "ear_verifier_id": {"developer": "https://wimse-authz.invalid", "build": "dev"},
             "submods": dict(submods)

@@ -371,7 +371,7 @@ def test_refused_ear_jwt_names_the_failed_check(token: str, expected: Reason) ->
 
 
 def test_every_ear_reason_code_of_the_verifier_has_a_refusal_case() -> None:
-    context_codes = {Reason.EAR_UNBOUND, Reason.EAR_SUBJECT_MISMATCH}
+    context_codes = {Reason.EAR_UNBOUND, Reason.EAR_SUBJECT_MISMATCH, Reason.EAR_SUBJECT_MISSING}
     verifier_codes = {code for code in Reason if code.startswith("ear.")} - context_codes
     assert {expected for _, expected in JWT_REFUSALS.values()} == verifier_codes
 

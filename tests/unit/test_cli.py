@@ -113,6 +113,7 @@ def test_minted_context_tokens_from_the_cli_reach_the_policy_input(
     ear = _mint(
         capsys,
         *("ear", "--verifier-key", str(keys / "verifier.jwk.json")),
+        *("--sub", "spiffe://demo.example/frontend"),
         *("--submod", "platform=affirming:hardware=2,executables=2", "--submod", "tee=warning"),
     )
     user = _mint(

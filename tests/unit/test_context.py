@@ -338,6 +338,38 @@ def test_an_attestation_header_about_another_workload_is_a_subject_mismatch(
     expect_denied(verdict, Reason.EAR_SUBJECT_MISMATCH, 401)
 
 
+def test_an_attestation_header_naming_no_subject_is_refused(harness: GatewayHarness) -> None:
+    """Hole 7 of issue 11: the caller's WPT binds the header, not the EAR to the caller; an
+    EAR about nobody in particular, once obtained, could be presented by any workload."""
+    ear = ear_jwt(harness, "affirming")
+    verdict = harness.check_path("/api/hello", signed(harness, bound={ATTESTATION_HEADER: ear}))
+    expect_denied(verdict, Reason.EAR_SUBJECT_MISSING, 401)
+    for workload in ("ops", "batch"):
+        headers = signed(harness, workload=workload, bound={ATTESTATION_HEADER: ear})
+        expect_denied(harness.check_path("/api/hello", headers), Reason.EAR_SUBJECT_MISSING, 401)
+
+
+def test_an_attestation_header_naming_no_subject_is_accepted_only_when_configured(
+    harness: GatewayHarness,
+) -> None:
+    gateway = harness.rebuild(attestation={"header_requires_subject": False})
+    ear = ear_jwt(gateway, "affirming")
+    wimse = policy_input(gateway, signed(gateway, bound={ATTESTATION_HEADER: ear}))
+    assert [result["subject"] for result in wimse["attestation"]["results"]] == [None]
+
+
+def test_ears_inside_verified_tokens_need_no_subject(harness: GatewayHarness) -> None:
+    """The WIT issuer or the TTS vouches for what it carries: no subject is required there."""
+    gateway = harness.rebuild(attestation={"wit_claim": WIT_EAR_CLAIM})
+    headers = signed(
+        gateway,
+        txn=gateway.txn_token(rctx={"ear": ear_object(gateway, "affirming")}),
+        wit_claims={WIT_EAR_CLAIM: ear_object(gateway, "affirming")},
+    )
+    results = policy_input(gateway, headers)["attestation"]["results"]
+    assert [(r["source"], r["subject"]) for r in results] == [("wit", None), ("txn", None)]
+
+
 def test_a_txn_rctx_ear_object_reaches_the_policy_from_the_txn(harness: GatewayHarness) -> None:
     txn = harness.txn_token(rctx={"ear": ear_object(harness, "warning", subject=FRONTEND)})
     wimse = policy_input(harness, signed(harness, txn=txn))
@@ -384,7 +416,7 @@ def test_the_overall_status_is_the_worst_of_all_results(harness: GatewayHarness)
     headers = signed(
         gateway,
         txn=gateway.txn_token(rctx={"ear": ear_object(gateway, "affirming")}),
-        bound={ATTESTATION_HEADER: ear_jwt(gateway, "affirming")},
+        bound={ATTESTATION_HEADER: ear_jwt(gateway, "affirming", subject=FRONTEND)},
         wit_claims={WIT_EAR_CLAIM: ear_object(gateway, "warning")},
     )
     attestation = policy_input(gateway, headers)["attestation"]

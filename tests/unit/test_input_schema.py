@@ -103,7 +103,11 @@ def test_a_request_with_every_context_token_matches_the_schema(harness: GatewayH
     )
     ear = mint_ear(
         identities.attestation_verifier,
-        ear_claims({"platform": ("warning", {"hardware": 32})}, now=now),
+        ear_claims(
+            {"platform": ("warning", {"hardware": 32})},
+            now=now,
+            subject="spiffe://demo.example/frontend",
+        ),
     )
     wit = harness.wit()
     bound = {"x-user-token": user, ATTESTATION_HEADER: ear}
