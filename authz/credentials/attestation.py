@@ -170,7 +170,7 @@ class EarVerifier:
         if issued_at > now + skew:
             raise CredentialError(Reason.EAR_IAT_IN_FUTURE, "'iat' is in the future")
         fresh = now - issued_at <= self._rules.max_age + skew and (
-            expires_at is None or now <= expires_at + skew
+            expires_at is None or now < expires_at + skew
         )
 
         submods = _submods(claims.get("submods"))

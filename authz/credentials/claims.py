@@ -92,7 +92,8 @@ def check_lifetime(
         raise CredentialError(reasons.claim_invalid, str(exc)) from None
     if exp is None:
         raise CredentialError(reasons.exp_missing, "'exp' is required")
-    if now > exp + clock_skew:
+    # RFC 7519 4.1.4: accepted only while the current time is *before* `exp` (plus skew).
+    if now >= exp + clock_skew:
         raise CredentialError(reasons.expired, "'exp' has passed")
     if exp - now > max_lifetime + clock_skew:
         raise CredentialError(reasons.exp_too_far, "'exp' is further ahead than allowed")

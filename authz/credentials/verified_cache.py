@@ -34,7 +34,7 @@ class VerifiedCache(Generic[K, V]):
         if entry is None:
             return None
         value, expires_at = entry
-        if self._clock() <= expires_at + self._clock_skew:
+        if self._clock() < expires_at + self._clock_skew:
             return value
         del self._cache[key]
         return None

@@ -338,6 +338,7 @@ def _wit_times(forge: Forge, case: str) -> dict[str, Any]:
     return {
         "expired": {"iat": now - 7200, "exp": now - 3600},
         "expired-beyond-skew": {"iat": now - 3600, "exp": now - 31},
+        "expired-at-skew": {"iat": now - 3600, "exp": now - 30},
         "exp-far-future": {"exp": now + WIT_MAX_LIFETIME + 3600},
         "exp-year-3000": {"exp": 32_503_680_000},
         "iat-in-future": {"iat": now + 3600, "exp": now + 7200},
@@ -354,6 +355,7 @@ def _wit_times(forge: Forge, case: str) -> dict[str, Any]:
     [
         ("expired", "wit.expired"),
         ("expired-beyond-skew", "wit.expired"),
+        ("expired-at-skew", "wit.expired"),
         ("exp-far-future", "wit.exp_too_far"),
         ("exp-year-3000", "wit.exp_too_far"),
         ("iat-in-future", "wit.iat_in_future"),
@@ -374,7 +376,7 @@ def test_wit_with_bad_lifetime_is_refused(
 @pytest.mark.parametrize(
     "times",
     [
-        pytest.param({"iat": -3600, "exp": -30}, id="expired-within-skew"),
+        pytest.param({"iat": -3600, "exp": -29}, id="expired-within-skew"),
         pytest.param({"iat": 30, "exp": 3600}, id="iat-within-skew"),
         pytest.param({"iat": 0, "exp": 3600.5}, id="fractional-exp"),
         pytest.param({"iat": 0, "exp": WIT_MAX_LIFETIME}, id="maximum-lifetime"),

@@ -176,7 +176,7 @@ class SignatureVerifier:
             raise CredentialError(Reason.HTTPSIG_CREATED_IN_FUTURE, "'created' is in the future")
         if expires <= created:
             raise CredentialError(Reason.HTTPSIG_PARAM_INVALID, "'expires' is not after 'created'")
-        if expires < now - skew:
+        if now >= expires + skew:
             raise CredentialError(Reason.HTTPSIG_EXPIRED, "the signature has expired")
         if expires - created > self._rules.max_lifetime:
             raise CredentialError(
