@@ -272,8 +272,9 @@ class KeySetConfig(_Strict):
     jwks_url: str | None = None
     """A JWKS fetched over HTTPS and refreshed (see `fetch`)."""
     spiffe_bundle_file: Path | None = None
-    """A SPIFFE trust bundle on disk: its `jwt-svid` keys verify JWTs, its `x509-svid`
-    certificates X.509-SVIDs; reloaded when it changes."""
+    """A SPIFFE trust bundle on disk: its `wit-svid` keys verify a trust domain's WITs, its
+    `jwt-svid` keys any other signer's JWTs, its `x509-svid` certificates X.509-SVIDs;
+    reloaded when it changes."""
     spiffe_bundle_url: str | None = None
     """A SPIFFE bundle endpoint, fetched over HTTPS and refreshed (see `fetch`)."""
     fetch: KeyFetchConfig = KeyFetchConfig()

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     WIT_SUB_INVALID = "wit.sub_invalid"
     WIT_TRUST_DOMAIN_UNKNOWN = "wit.trust_domain_unknown"
     WIT_ALG_NOT_ALLOWED = "wit.alg_not_allowed"
+    WIT_KID_MISSING = "wit.kid_missing"
     WIT_KID_UNKNOWN = "wit.kid_unknown"
     WIT_SIGNATURE_INVALID = "wit.signature_invalid"
     WIT_EXP_MISSING = "wit.exp_missing"

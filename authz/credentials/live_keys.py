@@ -22,6 +22,9 @@ assignment, without a reload.
   settings: a reload that keeps a source's settings keeps its keys, validators and schedule;
   one that changes them starts a new source, and the old one stops once the new gateway
   serves.
+- SPIFFE bundles: a trust domain's source keeps the bundle's `wit-svid` keys (they verify
+  its WITs), any other signer's source its `jwt-svid` keys (`JwtKeyUse`, part of the
+  settings).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from authz import strict_json
-from authz.credentials.spiffe_bundle import parse_spiffe_bundle
+from authz.credentials.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
 from authz.credentials.trust import (
     KeyHolder,
     KeySet,
@@ -71,7 +74,8 @@ class LiveSourceSettings:
     """Everything that decides what a source fetches and how: part of its registry key."""
 
     url: str
-    spiffe: bool
+    bundle_use: JwtKeyUse | None
+    """Which keys of a SPIFFE bundle to keep; None: the URL serves a JWKS."""
     algorithms: frozenset[str]
     ca_file: Path | None
     timeout: float
@@ -81,14 +85,16 @@ class LiveSourceSettings:
     max_stale: float
 
     @classmethod
-    def of(cls, key_set: KeySetConfig) -> LiveSourceSettings:
+    def of(cls, key_set: KeySetConfig, bundle_use: JwtKeyUse) -> LiveSourceSettings:
+        """The settings of `key_set`; `bundle_use` says which keys a SPIFFE bundle at its
+        URL gives (`wit-svid` for a trust domain's WIT anchors, else `jwt-svid`)."""
         url = key_set.url
         if url is None:
             raise ValueError("a live key source needs jwks_url or spiffe_bundle_url")
         fetch = key_set.fetch
         return cls(
             url=url,
-            spiffe=key_set.spiffe_bundle_url is not None,
+            bundle_use=bundle_use if key_set.spiffe_bundle_url is not None else None,
             algorithms=frozenset(key_set.algorithms),
             ca_file=fetch.ca_file,
             timeout=fetch.timeout_seconds,
@@ -97,6 +103,11 @@ class LiveSourceSettings:
             min_interval=fetch.min_refresh_interval_seconds,
             max_stale=fetch.max_stale_seconds,
         )
+
+    @property
+    def spiffe(self) -> bool:
+        """True when the URL serves a SPIFFE bundle, not a plain JWKS."""
+        return self.bundle_use is not None
 
 
 class LiveKeySource:
@@ -340,11 +351,12 @@ class LiveKeySource:
         except (UnicodeDecodeError, ValueError) as exc:
             raise ConfigError(f"{self.display}: not JSON: {exc}") from None
         algorithms = self.settings.algorithms
+        bundle_use = self.settings.bundle_use
         authorities: tuple[x509.Certificate, ...] = ()
         hint: float | None = None
         sequence: int | None = None
-        if self.settings.spiffe:
-            bundle = parse_spiffe_bundle(document, algorithms, self.display)
+        if bundle_use is not None:
+            bundle = parse_spiffe_bundle(document, algorithms, self.display, bundle_use)
             keys, authorities = bundle.jwt_keys, bundle.x509_authorities
             revision, hint, sequence = bundle.digest[:16], bundle.refresh_hint, bundle.sequence
             if sequence is not None and self.sequence is not None and sequence < self.sequence:
@@ -360,7 +372,12 @@ class LiveKeySource:
             return _Document(None, revision, hint, sequence)
         try:
             key_set = build_key_set(
-                self.name, algorithms, keys, x509_authorities=authorities, origin=self
+                self.name,
+                algorithms,
+                keys,
+                x509_authorities=authorities,
+                bundle_use=bundle_use,
+                origin=self,
             )
         except ValueError as exc:
             raise ConfigError(f"{self.display}: {exc}") from None
@@ -377,21 +394,27 @@ class _Document:
     sequence: int | None
 
 
-def live_key_set_configs(config: Config) -> Iterator[tuple[str, str, KeySetConfig]]:
-    """`(where, name, key set)` for every key set of `config` that is fetched from a URL."""
-    candidates: list[tuple[str, str, KeySetConfig]] = []
+LiveKeySetConfig = tuple[str, str, "KeySetConfig", JwtKeyUse]
+"""`(where, name, key set, bundle use)`: one key set of a configuration fetched from a URL."""
+
+
+def live_key_set_configs(config: Config) -> Iterator[LiveKeySetConfig]:
+    """Every key set of `config` that is fetched from a URL: trust domains' WIT anchors
+    (`wit-svid` bundle keys), and every other signer (`jwt-svid` bundle keys)."""
+    wit, jwt = JwtKeyUse.WIT_SVID, JwtKeyUse.JWT_SVID
+    candidates: list[LiveKeySetConfig] = []
     for name, domain in config.trust_domains.items():
-        candidates.append((f"trust_domains.{name}", name, domain))
+        candidates.append((f"trust_domains.{name}", name, domain, wit))
         if domain.txn_token_service is not None:
             where = f"trust_domains.{name}.txn_token_service"
-            candidates.append((where, name, domain.txn_token_service))
+            candidates.append((where, name, domain.txn_token_service, jwt))
     if config.user_token is not None:
         for issuer, issuer_keys in config.user_token.issuers.items():
-            candidates.append((f"user_token.issuers.{issuer}", issuer, issuer_keys))
+            candidates.append((f"user_token.issuers.{issuer}", issuer, issuer_keys, jwt))
     if config.attestation is not None:
         for name, verifier_keys in config.attestation.verifiers.items():
-            candidates.append((f"attestation.verifiers.{name}", name, verifier_keys))
-    return ((w, n, k) for w, n, k in candidates if k.url is not None)
+            candidates.append((f"attestation.verifiers.{name}", name, verifier_keys, jwt))
+    return (candidate for candidate in candidates if candidate[2].url is not None)
 
 
 class LiveKeyRegistry:
@@ -408,10 +431,12 @@ class LiveKeyRegistry:
         self.on_first_load: Callable[[], None] | None = None
         self.on_change: Callable[[], None] | None = None
 
-    def source(self, where: str, name: str, key_set: KeySetConfig) -> LiveKeySource:
+    def source(
+        self, where: str, name: str, key_set: KeySetConfig, bundle_use: JwtKeyUse
+    ) -> LiveKeySource:
         """The source for this configuration key and settings, created if new (not
         started: `prepare` starts sources, on the serving loop)."""
-        settings = LiveSourceSettings.of(key_set)
+        settings = LiveSourceSettings.of(key_set, bundle_use)
         key = (where, settings)
         source = self._sources.get(key)
         if source is None:
@@ -431,26 +456,31 @@ class LiveKeyRegistry:
     def key_sets(
         self, configs: Mapping[str, KeySetConfig], where: str, suffix: str = ""
     ) -> dict[str, KeyHolder]:
-        """A holder per configured key set: the parsed `KeySet` for configured keys (files
-        read now), the live source for keys at a URL."""
+        """A holder per configured key set of a signer other than a trust domain's WIT
+        issuer (a SPIFFE bundle gives its `jwt-svid` keys): the parsed `KeySet` for configured
+        keys (files read now), the live source for keys at a URL."""
+        jwt = JwtKeyUse.JWT_SVID
         static = {name: c for name, c in configs.items() if c.url is None}
-        holders: dict[str, KeyHolder] = dict(build_key_sets(key_sources(static, where, suffix))[0])
+        sources = key_sources(static, where, suffix, bundle_use=jwt)
+        holders: dict[str, KeyHolder] = dict(build_key_sets(sources)[0])
         for name, key_set in configs.items():
             if key_set.url is not None:
-                holders[name] = self.source(f"{where}.{name}{suffix}", name, key_set)
+                holders[name] = self.source(f"{where}.{name}{suffix}", name, key_set, jwt)
         return holders
 
     def trust_store(self, domains: Mapping[str, KeySetConfig]) -> TrustStore:
-        """The trust domains' WIT issuer keys; its revision follows live sources."""
+        """The trust domains' WIT issuer keys (a SPIFFE bundle gives its `wit-svid` keys);
+        its revision follows live sources."""
+        wit = JwtKeyUse.WIT_SVID
         static = {name: c for name, c in domains.items() if c.url is None}
-        built, revision = build_key_sets(key_sources(static, "trust_domains"))
+        built, revision = build_key_sets(key_sources(static, "trust_domains", bundle_use=wit))
         holders: dict[str, KeyHolder] = dict(built)
         live: list[LiveKeySource] = []
         digest = hashlib.sha256(revision.encode())
         for name in sorted(domains):
             key_set = domains[name]
             if key_set.url is not None:
-                source = self.source(f"trust_domains.{name}", name, key_set)
+                source = self.source(f"trust_domains.{name}", name, key_set, wit)
                 holders[name] = source
                 live.append(source)
                 digest.update(f"\0{name}\0{key_set.url}".encode())
@@ -460,7 +490,7 @@ class LiveKeyRegistry:
     async def prepare(self, config: Config) -> None:
         """Start every live source `config` names and wait for the first fetch of those
         that never had keys; `ConfigError` naming those that still have none."""
-        sources = [self.source(w, n, k) for w, n, k in live_key_set_configs(config)]
+        sources = [self.source(*configured) for configured in live_key_set_configs(config)]
         for source in sources:
             source.start()
         waiting = [source.first_attempt() for source in sources if not source.loaded]
@@ -478,7 +508,7 @@ class LiveKeyRegistry:
 
     async def retain(self, config: Config) -> None:
         """Stop the sources `config` no longer names (after it serves)."""
-        keep = {(w, LiveSourceSettings.of(k)) for w, _, k in live_key_set_configs(config)}
+        keep = {(w, LiveSourceSettings.of(k, u)) for w, _, k, u in live_key_set_configs(config)}
         for key in [key for key in self._sources if key not in keep]:
             source = self._sources.pop(key)
             await source.close()

@@ -6,6 +6,10 @@ algorithm allow-list, and, for a trust domain given a SPIFFE bundle, the CA cert
 X.509-SVIDs chain to. A `KeySet` is immutable; keys are parsed and bound to their
 algorithms once, here, never per request.
 
+A key set taken from a SPIFFE bundle holds only the bundle keys meant for its party: a trust
+domain's WIT anchors its `wit-svid` keys, every other signer its `jwt-svid` keys (the
+caller of `key_sources` says which, with `JwtKeyUse`); `bundle_use` records it.
+
 Verifiers hold a `KeyHolder` and read its `current` key set on every verification. A
 configured (file or inline) key set is its own holder: it changes only when a reload builds
 a new gateway, so a check never sees half of an old key set and half of a new one. A live
@@ -26,7 +30,7 @@ from cryptography import x509
 
 from authz.credentials.algorithms import InvalidKey, PublicKey, public_key_from_jwk
 from authz.credentials.identifiers import is_valid_trust_domain
-from authz.credentials.spiffe_bundle import SpiffeBundle, parse_spiffe_bundle
+from authz.credentials.spiffe_bundle import JwtKeyUse, SpiffeBundle, parse_spiffe_bundle
 from authz.errors import ConfigError
 from authz.files import read_bounded
 
@@ -60,6 +64,8 @@ class KeySet:
     _kids_by_thumbprint: Mapping[str, frozenset[str]] = field(repr=False)
     x509_authorities: tuple[x509.Certificate, ...] = field(default=(), repr=False)
     """CA certificates X.509-SVIDs of this trust domain chain to (from a SPIFFE bundle)."""
+    bundle_use: JwtKeyUse | None = None
+    """The `use` of the SPIFFE bundle keys these are; None for keys from a JWKS."""
     origin: KeyRefresh | None = field(default=None, repr=False, compare=False)
     """The live source these keys were fetched from; None for configured keys."""
 
@@ -95,6 +101,7 @@ def build_key_set(
     keys: Iterable[PublicKey],
     *,
     x509_authorities: Iterable[x509.Certificate] = (),
+    bundle_use: JwtKeyUse | None = None,
     origin: KeyRefresh | None = None,
 ) -> KeySet:
     allowed = frozenset(algorithms)
@@ -117,8 +124,9 @@ def build_key_set(
         by_kid,
         by_alg,
         {thumbprint: frozenset(kids) for thumbprint, kids in kids_by_thumbprint.items()},
-        tuple(x509_authorities),
-        origin,
+        x509_authorities=tuple(x509_authorities),
+        bundle_use=bundle_use,
+        origin=origin,
     )
 
 
@@ -199,10 +207,18 @@ KeySources = Mapping[str, tuple[frozenset[str], object, str]]
 document is a JWKS (a mapping), or a `SpiffeBundle` already parsed from a bundle file."""
 
 
-def key_sources(key_sets: Mapping[str, KeySetConfig], where: str, suffix: str = "") -> KeySources:
+def key_sources(
+    key_sets: Mapping[str, KeySetConfig],
+    where: str,
+    suffix: str = "",
+    *,
+    bundle_use: JwtKeyUse,
+) -> KeySources:
     """Configured key sets as `build_key_sets` takes them, each file read now; errors name
-    `<where>.<name><suffix>`. Key sets fetched from a URL are not configured keys: they are
-    refused here (`credentials/live_keys.py` holds them)."""
+    `<where>.<name><suffix>`. A SPIFFE bundle gives the keys of `bundle_use` only (`wit-svid`
+    for trust domains' WIT anchors, `jwt-svid` for any other signer). Key sets fetched from a
+    URL are not configured keys: they are refused here (`credentials/live_keys.py` holds
+    them)."""
     sources: dict[str, tuple[frozenset[str], object, str]] = {}
     for name, key_set in key_sets.items():
         label = f"{where}.{name}{suffix}"
@@ -213,7 +229,7 @@ def key_sources(key_sets: Mapping[str, KeySetConfig], where: str, suffix: str = 
         elif key_set.spiffe_bundle_file is not None:
             bundle_label = f"{label}.spiffe_bundle_file"
             bundle = read_jwks_file(Path(key_set.spiffe_bundle_file), bundle_label)
-            document = parse_spiffe_bundle(bundle, algorithms, bundle_label)
+            document = parse_spiffe_bundle(bundle, algorithms, bundle_label, bundle_use)
         elif key_set.jwks is not None:
             document = key_set.jwks
         else:
@@ -229,15 +245,19 @@ def build_key_sets(sources: KeySources) -> tuple[dict[str, KeySet], str]:
     for name in sorted(sources):
         algorithms, document, where = sources[name]
         authorities: tuple[x509.Certificate, ...] = ()
+        bundle_use: JwtKeyUse | None = None
         if isinstance(document, SpiffeBundle):
             keys = list(document.jwt_keys)
             authorities = document.x509_authorities
+            bundle_use = document.key_use
             content = document.digest
         else:
             keys = parse_jwks(document, algorithms, where)
             content = json.dumps(document, sort_keys=True)
         try:
-            built[name] = build_key_set(name, algorithms, keys, x509_authorities=authorities)
+            built[name] = build_key_set(
+                name, algorithms, keys, x509_authorities=authorities, bundle_use=bundle_use
+            )
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         digest.update(name.encode())

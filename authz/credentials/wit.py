@@ -1,9 +1,16 @@
 """Workload Identity Token verification (draft-ietf-wimse-workload-creds).
 
 Order, each step with its own reason code: one compact JWS → `typ` → the trust domain named
-by `sub` (its anchors, never keys from the token) → `alg` on that domain's allow-list →
-signature (with the `kid` key when one is named) → `sub` canonical → `exp` present, not
-passed, not too far ahead → `iat`/`nbf` sane → `cnf.jwk` with an acceptable `alg`.
+by `sub` (its anchors, never keys from the token) → a `kid` when those anchors are a SPIFFE
+bundle's `wit-svid` keys → `alg` on that domain's allow-list → signature (with the `kid` key
+when one is named) → `sub` canonical → `exp` present, not passed, not too far ahead →
+`iat`/`nbf` sane → `cnf.jwk` with an acceptable `alg`.
+
+SPIFFE WIT-SVIDs (spiffe/spiffe `standards/WIT-SVID.md`) are WITs, verified the same way; the
+one rule of that profile checked here is its `kid`, which it requires where the WIMSE draft
+makes it optional. It applies to WITs whose anchors are a SPIFFE bundle's `wit-svid` keys:
+such a bundle says its trust domain issues WIT-SVIDs. Its `jti` is no replay key (nor is any
+WIT's: the proof's is).
 
 Verified WITs are cached by their exact bytes until they expire, so a repeat caller costs
 one signature check (its WPT) per request instead of two. A cached WIT counts only while its
@@ -38,6 +45,7 @@ from authz.credentials.signature import (
     verify_refreshing,
     verify_signature,
 )
+from authz.credentials.spiffe_bundle import JwtKeyUse
 from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
@@ -130,6 +138,11 @@ class WitVerifier:
                 f"no trust anchors for trust domain {subject.trust_domain!r}",
             )
         domain = holder.current
+        if domain.bundle_use is JwtKeyUse.WIT_SVID and "kid" not in jws.header:
+            raise CredentialError(
+                Reason.WIT_KID_MISSING,
+                "the trust domain issues WIT-SVIDs (SPIFFE bundle): the WIT must name a 'kid'",
+            )
         signer = verify_signature(jws, (domain,), _SIGNATURE_REASONS)
 
         expires_at = check_lifetime(

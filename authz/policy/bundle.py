@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from authz import strict_json
 from authz.credentials.jose import JoseReasons, parse_compact_jws
 from authz.credentials.signature import SignatureReasons, verify_signature
+from authz.credentials.spiffe_bundle import JwtKeyUse
 from authz.credentials.trust import KeySet, build_key_sets, key_sources
 from authz.errors import ConfigError, CredentialError
 from authz.policy.bundle_digest import DigestError, file_digest, hash_algorithm
@@ -285,7 +286,9 @@ class BundleVerifier:
         cls, config: BundleSigningConfig, where: str = "policy.bundle.signing"
     ) -> BundleVerifier:
         """Read and parse the configured keys (ConfigError names the offending key)."""
-        key_sets, _ = build_key_sets(key_sources(config.keys, f"{where}.keys"))
+        # Configuration allows no bundle here; were it to, only jwt-svid keys would sign.
+        sources = key_sources(config.keys, f"{where}.keys", bundle_use=JwtKeyUse.JWT_SVID)
+        key_sets, _ = build_key_sets(sources)
         return cls(key_sets, scope=config.scope, exclude_files=config.exclude_files)
 
     def is_excluded(self, path: str) -> bool:

@@ -173,16 +173,20 @@ def test_rotated_keys_serve_without_a_reload_and_a_reload_keeps_them(
     run(run_it)
 
 
-def test_a_spiffe_bundle_endpoint_verifies_wits_with_jwt_svid_keys_and_svids_with_its_cas(
+def test_a_spiffe_bundle_endpoint_verifies_wits_with_wit_svid_keys_and_svids_with_its_cas(
     harness: GatewayHarness, tmp_path: Path
 ) -> None:
-    """The bundle also carries the rotated key, but as an `x509-svid` entry: it never
-    verifies a WIT, even one naming its kid."""
+    """The bundle also carries the rotated key, but as an `x509-svid` entry, and another
+    key as `jwt-svid`: neither ever verifies a WIT, even one naming its kid."""
     root = CertificateAuthority.create("demo root", trust_domain_uri=f"spiffe://{TRUST_DOMAIN}")
     # ROTATED's public key and kid, marked as an X.509 authority.
     x509_only = {**authority_jwk(root.certificate), **public_jwk(ROTATED)}
+    jwt_only = generate_private_jwk("ES256", kid="jwt-svid-2026-12")
     bundle = spiffe_bundle(
-        jwt_keys=[harness.identities.issuer], authorities=[root.certificate], sequence=1
+        wit_keys=[harness.identities.issuer],
+        jwt_keys=[jwt_only],
+        authorities=[root.certificate],
+        sequence=1,
     )
     bundle["keys"].append(x509_only)
     harness.clock.now = time.time()  # the client certificate is valid around now
@@ -196,6 +200,7 @@ def test_a_spiffe_bundle_endpoint_verifies_wits_with_jwt_svid_keys_and_svids_wit
         async with scenario.gateway() as server:
             assert await scenario.check(harness.signed_headers()) == ("allow", "")
             assert await scenario.check(scenario.signed_by(ROTATED)) == ("401", "wit.kid_unknown")
+            assert await scenario.check(scenario.signed_by(jwt_only)) == ("401", "wit.kid_unknown")
             assert await scenario.check({}, forwarded) == ("allow", "")
             sources: Any = server.readiness().detail["trust_sources"]
             assert [source["sequence"] for source in sources] == [1]

@@ -80,7 +80,7 @@ def stack(
     directory = tmp_path_factory.mktemp("mtls")
     bundle = directory / "demo.example.bundle.json"
     bundle.write_text(
-        json.dumps(spiffe_bundle(jwt_keys=[identities.issuer], authorities=[ROOT.certificate]))
+        json.dumps(spiffe_bundle(wit_keys=[identities.issuer], authorities=[ROOT.certificate]))
     )
     ports = Ports.free()
     upstream = EchoServer("127.0.0.1", ports.upstream).start()

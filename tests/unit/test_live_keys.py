@@ -5,6 +5,7 @@ refreshes, staleness, and what a reload keeps."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,21 @@ import pytest
 
 from authz.config import KeySetConfig, parse_config
 from authz.credentials.live_keys import LiveKeyRegistry, LiveKeySource, LiveSourceSettings
+from authz.credentials.spiffe_bundle import JwtKeyUse
+from authz.credentials.txn_token import TxnRules, TxnTokenVerifier
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.devtools.keys import generate_private_jwk, public_jwk
-from authz.devtools.mint import mint_wit
+from authz.devtools.mint import mint_txn_token, mint_wit, sign_jws
 from authz.devtools.spiffe import spiffe_bundle
 from authz.errors import ConfigError, CredentialError, UnavailableError
 from authz.observability.metrics import Metrics
+from authz.reasons import Reason
 from tests.e2e.inprocess import run, until
 from tests.key_server import KeyServer, SeenRequest
 from tests.support import NOW, MutableClock
 
 TD = "demo.example"
+WIT_USE = JwtKeyUse.WIT_SVID
 OLD = generate_private_jwk("ES256", kid="old")
 NEW = generate_private_jwk("ES256", kid="new")
 WORKLOAD = generate_private_jwk("EdDSA")
@@ -60,22 +65,25 @@ def source_for(
     metrics: Metrics | None = None,
     **fetch: Any,
 ) -> LiveKeySource:
-    settings = LiveSourceSettings.of(key_set_config(server.url, **fetch))
+    settings = LiveSourceSettings.of(key_set_config(server.url, **fetch), WIT_USE)
     if monotonic is None:
         return LiveKeySource(TD, f"trust_domains.{TD}", settings, metrics=metrics)
     return LiveKeySource(TD, f"trust_domains.{TD}", settings, metrics=metrics, monotonic=monotonic)
 
 
-def wit_verifier(registry: LiveKeyRegistry, server: KeyServer) -> WitVerifier:
-    store = registry.trust_store({TD: key_set_config(server.url)})
+def wit_verifier(
+    registry: LiveKeyRegistry, server: KeyServer, *, spiffe: bool = False
+) -> WitVerifier:
+    store = registry.trust_store({TD: key_set_config(server.url, spiffe=spiffe)})
     rules = WitRules(clock_skew=30, max_lifetime=86400, proof_algorithms=frozenset({"EdDSA"}))
     return WitVerifier(store, rules, MutableClock(NOW), 100)
 
 
-async def refresh(registry: LiveKeyRegistry, server: KeyServer) -> None:
+async def refresh(registry: LiveKeyRegistry, server: KeyServer, *, spiffe: bool = False) -> None:
     """Fetch the demo trust domain's source now (as an unknown kid would), then wait out
     its minimum interval, so the next unknown kid may fetch again."""
-    source = registry.source(f"trust_domains.{TD}", TD, key_set_config(server.url))
+    key_set = key_set_config(server.url, spiffe=spiffe)
+    source = registry.source(f"trust_domains.{TD}", TD, key_set, WIT_USE)
     assert await source.refresh_for_unknown_kid()
     await asyncio.sleep(0.02)
 
@@ -361,11 +369,11 @@ def test_the_servers_refresh_hint_shortens_the_interval_down_to_the_minimum(
     spiffe: bool,
 ) -> None:
     if spiffe:
-        server = KeyServer(spiffe_bundle(jwt_keys=[OLD], refresh_hint=0))
+        server = KeyServer(spiffe_bundle(wit_keys=[OLD], refresh_hint=0))
     else:
         server = KeyServer(jwks(OLD), cache_control="max-age=0")
     settings = LiveSourceSettings.of(
-        key_set_config(server.url, spiffe=spiffe, min_refresh_interval_seconds=0.1)
+        key_set_config(server.url, spiffe=spiffe, min_refresh_interval_seconds=0.1), WIT_USE
     )
     source = LiveKeySource(TD, "trust_domains.demo.example", settings)
 
@@ -402,15 +410,15 @@ def test_a_source_that_fails_at_first_keeps_retrying_until_it_loads() -> None:
 
 
 def test_a_spiffe_bundle_whose_sequence_goes_back_is_refused() -> None:
-    server = KeyServer(spiffe_bundle(jwt_keys=[OLD], sequence=5))
-    settings = LiveSourceSettings.of(key_set_config(server.url, spiffe=True))
+    server = KeyServer(spiffe_bundle(wit_keys=[OLD], sequence=5))
+    settings = LiveSourceSettings.of(key_set_config(server.url, spiffe=True), WIT_USE)
     source = LiveKeySource(TD, "trust_domains.demo.example", settings)
 
     async def scenario() -> None:
         await server.start()
         try:
             await source.refresh_for_unknown_kid()
-            server.document = spiffe_bundle(jwt_keys=[NEW], sequence=4)
+            server.document = spiffe_bundle(wit_keys=[NEW], sequence=4)
             await asyncio.sleep(0.02)
             await source.refresh_for_unknown_kid()
             assert source.error is not None
@@ -419,6 +427,89 @@ def test_a_spiffe_bundle_whose_sequence_goes_back_is_refused() -> None:
             assert source.sequence == 5
         finally:
             await source.close()
+            await server.stop()
+
+    run(scenario)
+
+
+async def refused(verify: Awaitable[object]) -> Reason:
+    """The reason `verify` is refused for (it must be)."""
+    with pytest.raises(CredentialError) as caught:
+        await verify
+    return caught.value.reason
+
+
+def test_a_live_bundle_verifies_wits_with_its_wit_svid_keys_only() -> None:
+    """NEW is in the bundle as a `jwt-svid` key: a WIT naming it finds no key, even after
+    the refresh its unknown kid triggers. A WIT naming no kid is refused before any key is
+    tried (the WIT-SVID profile requires one)."""
+    server = KeyServer(spiffe_bundle(wit_keys=[OLD], jwt_keys=[NEW]))
+    registry = LiveKeyRegistry()
+    verifier = wit_verifier(registry, server, spiffe=True)
+    unnamed = sign_jws(
+        {
+            "sub": f"spiffe://{TD}/frontend",
+            "exp": int(NOW) + 600,
+            "cnf": {"jwk": {k: v for k, v in public_jwk(WORKLOAD).items() if k != "kid"}},
+        },
+        OLD,
+        {"typ": "wit+jwt"},
+    )
+
+    async def scenario() -> None:
+        await server.start()
+        try:
+            await refresh(registry, server, spiffe=True)
+            assert verifier.verify(wit(OLD)).issuer_key.kid == "old"
+            fetched = len(server.requests)
+            unknown = await refused(verifier.verify_refreshing(wit(NEW)))
+            assert unknown is Reason.WIT_KID_UNKNOWN
+            assert len(server.requests) == fetched + 1, "the unknown kid was looked for"
+            assert await refused(verifier.verify_refreshing(unnamed)) is Reason.WIT_KID_MISSING
+        finally:
+            await registry.close()
+            await server.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("use", [JwtKeyUse.JWT_SVID, JwtKeyUse.WIT_SVID], ids=str)
+def test_a_live_bundle_for_a_tts_verifies_txn_tokens_with_its_jwt_svid_keys_only(
+    use: JwtKeyUse,
+) -> None:
+    """The TTS's key published as `use`: only `jwt-svid` verifies its Txn-Tokens."""
+    if use is JwtKeyUse.JWT_SVID:
+        server = KeyServer(spiffe_bundle(jwt_keys=[OLD]))
+    else:
+        server = KeyServer(spiffe_bundle(wit_keys=[OLD]))
+    registry = LiveKeyRegistry()
+    services = {TD: key_set_config(server.url, spiffe=True)}
+    holders = registry.key_sets(services, "trust_domains", ".txn_token_service")
+    where = f"trust_domains.{TD}.txn_token_service"
+    source = registry.source(where, TD, services[TD], JwtKeyUse.JWT_SVID)
+    assert holders[TD] is source
+    rules = TxnRules(clock_skew=30, max_lifetime=3600, legacy_names=False, max_chain_hops=4)
+    verifier = TxnTokenVerifier(holders, rules, MutableClock(NOW), 10)
+    token = mint_txn_token(
+        OLD,
+        audience=TD,
+        requesting_workload=f"spiffe://{TD}/frontend",
+        subject="user-1",
+        scope="checkout",
+        now=NOW,
+    )
+
+    async def scenario() -> None:
+        await server.start()
+        try:
+            await source.refresh_for_unknown_kid()
+            if use is JwtKeyUse.JWT_SVID:
+                assert (await verifier.verify_refreshing(token, TD)).alg == "ES256"
+            else:
+                reason = await refused(verifier.verify_refreshing(token, TD))
+                assert reason is Reason.TXN_KID_UNKNOWN
+        finally:
+            await registry.close()
             await server.stop()
 
     run(scenario)
@@ -468,7 +559,7 @@ def test_a_reload_keeps_sources_whose_settings_did_not_change(tmp_path: Path) ->
         await server.start()
         try:
             await registry.prepare(config)
-            source = registry.source(f"trust_domains.{TD}", TD, config.trust_domains[TD])
+            source = registry.source(f"trust_domains.{TD}", TD, config.trust_domains[TD], WIT_USE)
             await registry.prepare(config_with(tmp_path, server.url))  # a reload, same settings
             assert len(server.requests) == 1, "nothing fetched again"
             assert registry.trust_store(config.trust_domains).get(TD) is source

@@ -28,10 +28,10 @@ OTHER = CertificateAuthority.create("another root", trust_domain_uri=f"spiffe://
 @pytest.fixture
 def gateway(harness: GatewayHarness, identities: Identities, tmp_path: Path) -> GatewayHarness:
     """The demo gateway with its trust domain given as a SPIFFE bundle file (the demo WIT
-    issuer's key as `jwt-svid`, ROOT as `x509-svid`) and peer certificates verified."""
+    issuer's key as `wit-svid`, ROOT as `x509-svid`) and peer certificates verified."""
     bundle = tmp_path / "demo.example.bundle.json"
     bundle.write_text(
-        json.dumps(spiffe_bundle(jwt_keys=[identities.issuer], authorities=[ROOT.certificate]))
+        json.dumps(spiffe_bundle(wit_keys=[identities.issuer], authorities=[ROOT.certificate]))
     )
     domain = harness.config().trust_domains[TRUST_DOMAIN].model_dump(exclude_none=True)
     del domain["jwks_file"]
@@ -116,7 +116,7 @@ def test_no_principal_and_no_certificate_is_an_unauthenticated_request(
     expect_denied(check(gateway, None, principal=""), "policy.unauthenticated", 401)
 
 
-def test_wits_still_verify_with_the_bundles_jwt_svid_key(gateway: GatewayHarness) -> None:
+def test_wits_still_verify_with_the_bundles_wit_svid_key(gateway: GatewayHarness) -> None:
     verdict = gateway.check(check_request(headers=gateway.signed_headers(), principal=""))
     assert caller_headers(verdict)["x-wimse-authenticated-by"] == "wpt"
 

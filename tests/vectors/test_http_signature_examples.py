@@ -16,7 +16,6 @@ import base64
 import copy
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,10 +35,9 @@ from authz.credentials.signature import SigningKey
 from authz.credentials.wit import VerifiedWit, WitRules, WitVerifier
 from authz.credentials.wpt import WptRules, WptVerifier
 from authz.errors import CredentialError
+from tests.vectors.published_vectors import load_published
 
-VECTORS = json.loads(
-    (Path(__file__).parents[3] / "shared/vectors/wimse-draft-examples.json").read_text()
-)["http_signature_07"]
+VECTORS = load_published("wimse-draft-examples.json")["http_signature_07"]
 VERIFY_AT = float(VECTORS["verify_at"])
 REQUESTS = ("request1_svcA_to_svcB", "request2_svcB_to_svcC")
 RESPONSES = ("response1_svcB", "response2_svcC")

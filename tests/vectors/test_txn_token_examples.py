@@ -1,4 +1,4 @@
-"""The published Txn-Token, `act` and EAR examples (../shared/vectors/txn-token-examples.json).
+"""The published Txn-Token, `act` and EAR examples (published/txn-token-examples.json).
 
 The file holds claim sets, not tokens: each is signed here with a test key and verified "as
 of" its own `iat`. Sources: draft-ietf-oauth-transaction-tokens-10 (and the -06/-08 forms
@@ -8,7 +8,6 @@ it replaced), RFC 8693 section 4.1, draft-ietf-rats-ear.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,9 @@ from authz.errors import CredentialError
 from authz.gateway import build_gateway
 from authz.reasons import Reason
 from tests.support import check_request, hook_engine
+from tests.vectors.published_vectors import load_published
 
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "txn-token-examples.json"
-)
-VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+VECTORS: dict[str, Any] = load_published("txn-token-examples.json")
 DRAFT10 = VECTORS["txn_token_draft10"]
 TRUST_DOMAIN = DRAFT10["claims"]["aud"]
 ISSUED_AT = DRAFT10["claims"]["iat"]

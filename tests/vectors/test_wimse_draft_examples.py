@@ -1,4 +1,4 @@
-"""The WIMSE drafts' published examples (../shared/vectors/wimse-draft-examples.json).
+"""The WIMSE drafts' published examples (published/wimse-draft-examples.json; SOURCES.md).
 
 Each is checked "as of" its `verify_at` time through the full pipeline: real config, real
 trust anchors from the example's issuer JWKS, the real embedded engine.
@@ -7,7 +7,6 @@ trust anchors from the example's issuer JWKS, the real embedded engine.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ from authz.errors import CredentialError
 from authz.gateway import build_gateway
 from authz.reasons import Reason
 from tests.support import check_request, expect_allowed, expect_denied, header
+from tests.vectors.published_vectors import load_published
 
-VECTORS_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "vectors" / "wimse-draft-examples.json"
-)
-VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
+VECTORS: dict[str, Any] = load_published("wimse-draft-examples.json")
 WPT02 = VECTORS["wpt02_request"]
 LEGACY = VECTORS["wpt01_legacy_request"]
 
