@@ -14,6 +14,7 @@ class Reason(StrEnum):
     # --- the request itself -------------------------------------------------------------
     REQUEST_MALFORMED = "request.malformed"
     REQUEST_PATH_INVALID = "request.path_invalid"
+    REQUEST_PATH_NOT_CANONICAL = "request.path_not_canonical"
     REQUEST_BODY_INVALID = "request.body_invalid"
     CREDENTIALS_TOO_LARGE = "credentials.too_large"
     CREDENTIALS_AMBIGUOUS = "credentials.ambiguous"

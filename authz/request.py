@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
+from authz.canonical_path import require_canonical_path
 from authz.credentials.httpsig.message import HttpRequest
 from authz.credentials.httpsig.verifier import PARTIAL_BODY_HEADER
 from authz.errors import RequestError
@@ -21,7 +22,8 @@ class RequestView:
     raw_path: str
     """`:path` exactly as Envoy forwarded it (query included, not decoded)."""
     path: str
-    """`raw_path` without its query: the path a WPT `aud` binds."""
+    """`raw_path` without its query, canonical (`require_canonical_path`): the path a WPT
+    `aud` and a signature's `@path` bind, and the one policies see as `parsed_path`."""
     query: str
     headers: Mapping[str, str]
     """Lower-cased names; repeated headers joined with commas, as Envoy does."""
@@ -40,6 +42,9 @@ def _joined_raw_headers(attributes: AttributeContext) -> dict[str, str]:
 
 
 def request_view(attributes: AttributeContext) -> RequestView:
+    """The request the stages read; a `RequestError` when there is no HTTP request
+    (`request.malformed`) or its path is not canonical (`request.path_not_canonical`),
+    so no later stage ever sees such a path."""
     if not attributes.request.HasField("http"):
         raise RequestError(Reason.REQUEST_MALFORMED, "CheckRequest carries no HTTP request")
     http = attributes.request.http
@@ -48,6 +53,7 @@ def request_view(attributes: AttributeContext) -> RequestView:
     )
     raw_path = http.path or headers.get(":path", "")
     path, query = split_path(raw_path)
+    require_canonical_path(path)
     return RequestView(
         attributes=attributes,
         method=http.method,

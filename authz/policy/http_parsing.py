@@ -3,7 +3,9 @@
 The path is never parsed as a URL: a `:path` of `//admin/people` would otherwise lose its
 `admin` segment to the URL authority (OPA-Envoy's 2026 advisory). Exactly one leading slash
 is dropped and every other segment kept, empty ones included. Invalid percent-encoding is a
-`RequestError` (400), never a silently different path.
+`RequestError` (400), never a silently different path. The gateway parses only canonical
+paths (`authz.canonical_path`, checked when the request view is built); this parser does not
+rely on that, and still never hides a segment.
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ allow if {
 	count(failures) == 0
 }
 
-# Requirements come from route rules: with none applying, only the cross-domain rule can
-# fail, so the requirement packages are not evaluated at all (regorus pays per rule).
-failures := route_failures | domains.failures
+# Requirements come from route rules: with none applying, only the cross-domain rule and
+# the path check can fail, so the requirement packages are not evaluated at all (regorus
+# pays per rule). A non-canonical path fails on every route, public ones included.
+failures := route_failures | domains.failures | routes.failures
 
 default route_failures := set()
 

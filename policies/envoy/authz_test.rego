@@ -276,3 +276,19 @@ test_plain_payment_needs_no_attestation if {
 test_foreign_caller_may_read_health if {
 	allowed(f.request("orders", "GET", ["healthz"], {"caller": f.caller(f.reseller)}))
 }
+
+# --- paths the gateway would refuse (400 request.path_not_canonical) -------------------
+
+# What an upstream that merges slashes or drops path parameters would serve as a refund is
+# denied outright, not decided by the payments rule alone.
+test_refund_path_variants_are_denied_even_with_everything_else_in_order if {
+	affirming := {"attestation": f.attestation("affirming", {"hardware": 2})}
+	denied_because(pay(["api", "payments", "", "refunds"], affirming), "request path is not canonical")
+	denied_because(pay(["api", "payments", "refunds;x"], affirming), "request path is not canonical")
+	denied_because(pay(["api", "payments", "..", "payments", "refunds"], affirming), "request path is not canonical")
+}
+
+# Under the frontend's ["api"] grant by prefix, but an upstream would serve /admin/users.
+test_dot_segment_out_of_a_granted_prefix_is_denied if {
+	denied_because(echo("GET", ["api", "..", "admin", "users"], f.frontend), "request path is not canonical")
+}

@@ -5,7 +5,8 @@
 # key may be left out to mean "any"). EVERY applying rule's requirements must hold, so a
 # rule for ["api","payments","refunds"] only adds to the one for ["api","payments"].
 # The requirement packages (chain, txn, user, attestation, domains) each read their own
-# section of the applying rules and report `failures`.
+# section of the applying rules and report `failures`; this one reports a path that prefix
+# matching cannot be trusted on.
 package wimse.routes
 
 import rego.v1
@@ -58,4 +59,38 @@ default method_label := "this method"
 method_label := method if {
 	method := input.attributes.request.http.method
 	is_string(method)
+}
+
+# Prefixes only mean something on a canonical path. `["api","payments","","refunds"]` or
+# `["api","payments","refunds;x"]` match no refunds rule, yet an upstream that merges
+# slashes or drops path parameters serves /api/payments/refunds. The gateway refuses such
+# paths before policy (400 request.path_not_canonical); this keeps the policy safe on its
+# own (another gateway, `policy eval`): such a request is denied, whatever else it carries.
+failures contains "request path is not canonical" if non_canonical_path
+
+# Only the last segment may be empty: `/` is [""], a trailing slash ends in "".
+non_canonical_path if {
+	path := input.parsed_path
+	is_array(path)
+	some i, segment in path
+	i < count(path) - 1
+	segment == ""
+}
+
+non_canonical_path if {
+	path := input.parsed_path
+	is_array(path)
+	some segment in path
+	non_canonical_segment(segment)
+}
+
+non_canonical_segment(segment) if not is_string(segment)
+
+non_canonical_segment(segment) if segment in {".", ".."}
+
+# Segments are percent-decoded: "/" was %2F, "\\" was %5C or a raw backslash.
+non_canonical_segment(segment) if {
+	is_string(segment)
+	some text in [";", "/", "\\"]
+	contains(segment, text)
 }

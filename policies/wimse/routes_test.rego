@@ -62,3 +62,46 @@ test_labels_fall_back_when_input_is_missing if {
 	routes.method_label == "this method" with input as {}
 	routes.service_label == "shop" with input as f.request("shop", "GET", [], {})
 }
+
+# --- the path itself -------------------------------------------------------------------
+
+not_canonical(segments) if {
+	failures := routes.failures with input as f.request("shop", "POST", segments, {})
+	"request path is not canonical" in failures
+}
+
+test_empty_segment_inside_the_path_is_not_canonical if {
+	not_canonical(["api", "payments", "", "refunds"])
+	not_canonical(["", "admin"])
+}
+
+test_segment_with_a_path_parameter_is_not_canonical if {
+	not_canonical(["api", "payments", "refunds;x"])
+	not_canonical(["api;x", "payments"])
+}
+
+test_dot_segments_are_not_canonical if {
+	not_canonical(["api", "..", "admin"])
+	not_canonical([".", "api"])
+}
+
+test_segment_hiding_a_separator_is_not_canonical if {
+	not_canonical(["api", "a/b"])
+	not_canonical(["api", "a\\b"])
+}
+
+test_non_string_segment_is_not_canonical if {
+	inp := object.union(f.request("shop", "POST", [], {}), {"parsed_path": ["api", 7]})
+	failures := routes.failures with input as inp
+	"request path is not canonical" in failures
+}
+
+test_root_trailing_slash_and_dotted_names_are_canonical if {
+	count(routes.failures) == 0 with input as f.request("shop", "GET", [""], {})
+	count(routes.failures) == 0 with input as f.request("shop", "GET", ["api", ""], {})
+	count(routes.failures) == 0 with input as f.request("shop", "GET", [".well-known", "...", "a.b"], {})
+}
+
+test_path_check_guards_a_non_array_path if {
+	count(routes.failures) == 0 with input as object.union(f.request("shop", "GET", [], {}), {"parsed_path": "api"})
+}

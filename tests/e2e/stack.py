@@ -111,15 +111,7 @@ class RunningStack:
         }
 
     def envoy_stats(self) -> dict[str, int]:
-        url = f"http://127.0.0.1:{self.ports.admin}/stats?filter=ext_authz"
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            text = answer.read().decode()
-        stats: dict[str, int] = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().isdigit():
-                stats[name] = int(value)
-        return stats
+        return ext_authz_stats(self.ports.admin)
 
     def stop(self) -> None:
         self.envoy.stop()
@@ -128,6 +120,24 @@ class RunningStack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log_tail(40)}" for p in (self.gateway, self.envoy))
+
+
+def ext_authz_stats(admin_port: int) -> dict[str, int]:
+    """The ext_authz counters of the Envoy whose admin listener is on `admin_port`."""
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=ext_authz"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    stats: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+def ext_authz_checks(stats: Mapping[str, int]) -> int:
+    """How many requests Envoy asked ext_authz about (whatever the answer)."""
+    return sum(stats.get(f"http.ingress.ext_authz.{kind}", 0) for kind in ("ok", "denied", "error"))
 
 
 def wait_for_gateway(address: str | GatewayAddress, timeout: float) -> None:

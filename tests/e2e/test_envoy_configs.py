@@ -164,3 +164,32 @@ def test_every_config_answers_503_when_the_gateway_fails(path: Path) -> None:
         config = ext_authz["typed_config"]
         assert config["status_on_error"]["code"] == "ServiceUnavailable"
         assert config.get("failure_mode_allow", False) is False
+
+
+def connection_managers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        network["typed_config"]
+        for listener in document["static_resources"]["listeners"]
+        for chain in listener["filter_chains"]
+        for network in chain["filters"]
+        if network["name"] == "envoy.filters.network.http_connection_manager"
+    ]
+
+
+@pytest.mark.parametrize("path", envoy_yamls(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_config_forwards_only_canonical_paths(path: Path) -> None:
+    """Slashes merged, dot segments resolved, escaped slashes and `;` path parameters
+    refused (by a first route, before ext_authz): the path the policy matches is the one
+    the upstream serves. See deploy/envoy/README.md."""
+    managers = connection_managers(yaml.safe_load(path.read_text()))
+    assert managers
+    for manager in managers:
+        assert manager["normalize_path"] is True
+        assert manager["merge_slashes"] is True
+        assert manager["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+        for host in manager["route_config"]["virtual_hosts"]:
+            first = host["routes"][0]
+            assert first["match"] == {"safe_regex": {"regex": ".*(;|%3[Bb]).*"}}
+            assert first["direct_response"]["status"] == 400
+            per_filter = first["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+            assert per_filter["disabled"] is True

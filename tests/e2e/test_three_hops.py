@@ -15,9 +15,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from authz.devtools.check import (
+    CheckAnswer,
+    GatewayAddress,
+    answer_from_response,
+    build_check_request,
+    send_check,
+)
 from authz.devtools.mint import ear_claims, mint_ear, mint_user_token, mint_wit, mint_wpt
 from authz.devtools.stack import (
     ATTESTATION_HEADER,
@@ -37,7 +45,13 @@ from authz.devtools.stack import (
     write_yaml,
 )
 from authz.devtools.upstream import EchoServer
-from tests.e2e.stack import Response, wait_for_gateway, wait_until
+from tests.e2e.stack import (
+    Response,
+    ext_authz_checks,
+    ext_authz_stats,
+    wait_for_gateway,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +70,28 @@ class Mesh:
     def origin(self, service: str) -> str:
         return self.ports[service].origin
 
+    def credentials(
+        self,
+        service: str,
+        signed_path: str,
+        caller: str,
+        *,
+        txn_token: str | None = None,
+        bound: Mapping[str, str] | None = None,
+        unbound: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """`caller`'s headers for a request to `service`: a fresh WIT, a WPT naming
+        `signed_path`, and the context tokens (`bound` ones bound by the WPT)."""
+        key = self.identities.workloads[caller]
+        wit = mint_wit(self.identities.issuer, self.identities.workload_id(caller), key)
+        wpt = mint_wpt(
+            key, wit, self.origin(service) + signed_path, txn_token=txn_token, other_tokens=bound
+        )
+        headers = {"workload-identity-token": wit, "authorization": f"WPT {wpt}"}
+        if txn_token is not None:
+            headers["txn-token"] = txn_token
+        return headers | dict(bound or {}) | dict(unbound or {})
+
     def call(
         self,
         service: str,
@@ -66,17 +102,18 @@ class Mesh:
         bound: Mapping[str, str] | None = None,
         unbound: Mapping[str, str] | None = None,
         method: str = "POST",
+        signed_path: str | None = None,
     ) -> Response:
-        """`caller` calls `service` through the service's Envoy with a fresh WIT and WPT."""
-        key = self.identities.workloads[caller]
-        wit = mint_wit(self.identities.issuer, self.identities.workload_id(caller), key)
-        wpt = mint_wpt(
-            key, wit, self.origin(service) + path, txn_token=txn_token, other_tokens=bound
+        """`caller` calls `service` through the service's Envoy with a fresh WIT and WPT;
+        the WPT names `path`, or `signed_path` (the path as Envoy will forward it)."""
+        headers = self.credentials(
+            service,
+            path if signed_path is None else signed_path,
+            caller,
+            txn_token=txn_token,
+            bound=bound,
+            unbound=unbound,
         )
-        headers = {"workload-identity-token": wit, "authorization": f"WPT {wpt}"}
-        if txn_token is not None:
-            headers["txn-token"] = txn_token
-        headers |= dict(bound or {}) | dict(unbound or {})
         connection = http.client.HTTPConnection("127.0.0.1", self.ports[service].envoy, timeout=10)
         try:
             connection.request(method, path, body=b"{}", headers=headers)
@@ -86,6 +123,26 @@ class Mesh:
             )
         finally:
             connection.close()
+
+    def check_directly(
+        self, service: str, path: str, headers: Mapping[str, str], method: str = "POST"
+    ) -> CheckAnswer:
+        """One CheckRequest straight to the gateway, as an Envoy that normalises nothing
+        would send it for `service`'s route."""
+        origin = urlsplit(self.origin(service))
+        request = build_check_request(
+            host=origin.netloc,
+            scheme=origin.scheme,
+            path=path,
+            method=method,
+            headers=headers,
+            context={"wimse.service": service},
+        )
+        gateway = GatewayAddress(f"127.0.0.1:{self.ports[service].gateway}")
+        return answer_from_response(send_check(request, gateway))
+
+    def ext_authz_checks(self, service: str) -> int:
+        return ext_authz_checks(ext_authz_stats(self.ports[service].admin))
 
     def txn_token(self, **claims: Any) -> str:
         claims.setdefault("tctx", {"action": "checkout", "amount": 250})
@@ -304,3 +361,57 @@ def test_a_txn_token_for_another_trust_domain_is_refused(mesh: Mesh) -> None:
     txn = mesh.txn_token(audience="partner.example")
     response = mesh.call("payments", "/api/payments", "orders", txn_token=txn)
     assert (response.status, response.headers["x-wimse-authz-reason"]) == (401, "txn.aud_mismatch")
+
+
+# --- One path: Envoy forwards it canonical, and the gateway decides on no other -----------
+
+REFUNDS = "/api/payments/refunds"
+
+
+def test_a_double_slash_does_not_skip_the_refunds_rule(mesh: Mesh) -> None:
+    # merge_slashes: `/api/payments//refunds` is `/api/payments/refunds` for routing, the
+    # WPT audience, policy and the upstream alike, so the refunds rule applies.
+    txn = mesh.txn_token()
+    doubled = "/api/payments//refunds"
+    missing = mesh.call("payments", doubled, "orders", txn_token=txn, signed_path=REFUNDS)
+    expect_policy_denial(mesh, missing, "attestation")
+
+    good = {ATTESTATION_HEADER: mesh.attestation("affirming", hardware=2)}
+    allowed = mesh.call(
+        "payments", doubled, "orders", txn_token=txn, bound=good, signed_path=REFUNDS
+    )
+    assert allowed.status == 200, allowed.body
+    assert allowed.json()["path"] == REFUNDS, "the upstream gets the path policy matched"
+
+    # A WPT names the path as Envoy forwards it, never the one the client typed.
+    as_typed = mesh.call("payments", doubled, "orders", txn_token=txn, bound=good)
+    assert (as_typed.status, as_typed.headers["x-wimse-authz-reason"]) == (
+        401,
+        "wpt.aud_mismatch",
+    )
+
+
+@pytest.mark.parametrize("path", [f"{REFUNDS};x", f"{REFUNDS}%3Bx", "/api;x/payments/refunds"])
+def test_a_path_parameter_is_refused_by_envoy_before_the_gateway(mesh: Mesh, path: str) -> None:
+    good = {ATTESTATION_HEADER: mesh.attestation("affirming", hardware=2)}
+    asked_before = mesh.ext_authz_checks("payments")
+    response = mesh.call("payments", path, "orders", txn_token=mesh.txn_token(), bound=good)
+    assert response.status == 400, response.body
+    assert "x-wimse-authz-reason" not in response.headers, "Envoy answered, not the gateway"
+    assert mesh.ext_authz_checks("payments") == asked_before
+
+
+@pytest.mark.parametrize("path", ["/api/payments//refunds", f"{REFUNDS};x", f"{REFUNDS}%3Bx"])
+def test_the_gateway_refuses_a_non_canonical_path_an_envoy_did_not_normalise(
+    mesh: Mesh, path: str
+) -> None:
+    # Not every Envoy is configured like deploy/envoy (Istio, hand-written configs): the
+    # gateway refuses these itself, even with every credential in order for that path.
+    good = {ATTESTATION_HEADER: mesh.attestation("affirming", hardware=2)}
+    headers = mesh.credentials("payments", path, "orders", txn_token=mesh.txn_token(), bound=good)
+    answer = mesh.check_directly("payments", path, headers)
+    assert (answer.allowed, answer.http_status, answer.reason) == (
+        False,
+        400,
+        "request.path_not_canonical",
+    )

@@ -11,7 +11,7 @@ import pytest
 from authz.credentials.claims import token_hash
 from authz.devtools.mint import mint_wpt
 from authz.devtools.stack import Identities
-from tests.e2e.stack import RunningStack, start_stack, wait_until
+from tests.e2e.stack import RunningStack, ext_authz_checks, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -140,11 +140,32 @@ def test_policy_denial_is_403(stack: RunningStack) -> None:
     assert "www-authenticate" not in response.headers
 
 
-def test_double_slash_path_keeps_its_admin_segment(stack: RunningStack) -> None:
-    # merge_slashes is off: //admin/users reaches policy as ["", "admin", "users"] and is
-    # not mistaken for /admin/users or for anything under /api.
-    response = stack.request("//admin/users", stack.signed("//admin/users"))
-    assert (response.status, response.headers["x-wimse-authz-reason"]) == (403, "policy.denied")
+def test_double_slashes_are_merged_before_the_wpt_and_policy_see_the_path(
+    stack: RunningStack,
+) -> None:
+    # merge_slashes: //admin/users is /admin/users for the WPT audience and for policy, so
+    # it is not mistaken for anything under /api and gets the admin rules.
+    admin = stack.request("//admin/users", stack.signed("/admin/users"))
+    assert (admin.status, admin.headers["x-wimse-authz-reason"]) == (403, "policy.denied")
+    as_typed = stack.request("//admin/users", stack.signed("//admin/users"))
+    assert (as_typed.status, as_typed.headers["x-wimse-authz-reason"]) == (
+        401,
+        "wpt.aud_mismatch",
+    )
+    hello = stack.request("/api//hello", stack.signed("/api/hello"))
+    assert hello.status == 200, hello.body
+    assert hello.json()["path"] == "/api/hello"
+
+
+def test_path_parameters_are_refused_by_envoy_on_every_route(stack: RunningStack) -> None:
+    asked_before = ext_authz_checks(stack.envoy_stats())
+    for path in ("/public/logo.svg;x", "/api/hello;jsessionid=1", "/api/hello%3b"):
+        response = stack.request(path, stack.signed(path))
+        assert response.status == 400, (path, response.body)
+        assert "x-wimse-authz-reason" not in response.headers, "Envoy answered"
+    assert ext_authz_checks(stack.envoy_stats()) == asked_before
+    in_query = stack.request("/api/hello?a=1;b=2", stack.signed("/api/hello"))
+    assert in_query.status == 200, "the query is not part of the path"
 
 
 def test_unparseable_json_body_is_400(stack: RunningStack) -> None:

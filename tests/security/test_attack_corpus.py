@@ -735,6 +735,48 @@ def test_control_wpt_audience_without_query_is_accepted(
 
 
 # =========================================================================================
+# Path shapes an upstream reads differently from the policy: refused before credentials.
+# Each carries a WPT for exactly that path, so only the path can be what is refused.
+# =========================================================================================
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/api/../admin/users", id="dotdot-out-of-a-granted-prefix"),
+        pytest.param("/api/%2e%2e/admin/users", id="encoded-dotdot"),
+        pytest.param("/api/%2E%2e/admin/users", id="mixed-case-encoded-dotdot"),
+        pytest.param("/api/./hello", id="dot-segment"),
+        pytest.param("/api/..;/admin/users", id="tomcat-dotdot-with-parameter"),
+        pytest.param("/api/hello;jsessionid=x", id="path-parameter"),
+        pytest.param("/api;x/hello", id="path-parameter-on-a-prefix"),
+        pytest.param("/api/hello%3Bx", id="encoded-semicolon"),
+        pytest.param("/api/hello%3b", id="encoded-semicolon-lowercase"),
+        pytest.param("//admin/users", id="leading-double-slash"),
+        pytest.param("/api//hello", id="inner-double-slash"),
+        pytest.param("/api%2F..%2Fadmin/users", id="encoded-slash-traversal"),
+        pytest.param("/api/a%2fb", id="encoded-slash-lowercase"),
+        pytest.param("/api%5C..%5Cadmin/users", id="encoded-backslash-traversal"),
+        pytest.param("/api\\..\\admin\\users", id="backslash-traversal"),
+        pytest.param("api/hello", id="no-leading-slash"),
+    ],
+)
+def test_non_canonical_path_is_refused_before_credentials(
+    harness: GatewayHarness, forge: Forge, path: str
+) -> None:
+    verdict = check(harness, forge.headers(audience=ORIGIN + path), path)
+    denied = expect_denied(verdict, "request.path_not_canonical", 400)
+    assert header(denied, "x-wimse-authz-reason") == "request.path_not_canonical"
+    assert header(denied, "www-authenticate") is None, "not a credential failure"
+
+
+def test_control_percent_encoded_unreserved_path_is_accepted(
+    harness: GatewayHarness, forge: Forge
+) -> None:
+    expect_allowed(check(harness, forge.headers(audience=ORIGIN + "/api/%68ello"), "/api/%68ello"))
+
+
+# =========================================================================================
 # `jti` and replay.
 # =========================================================================================
 

@@ -66,6 +66,44 @@ def test_malformed_path_is_a_bad_request(harness: GatewayHarness) -> None:
     expect_denied(harness.check_path("/api/%zz"), Reason.REQUEST_PATH_INVALID, 400)
 
 
+NON_CANONICAL_PATHS = [
+    pytest.param("//api/hello", id="leading-double-slash"),
+    pytest.param("/api//hello", id="inner-double-slash"),
+    pytest.param("/api/hello;x", id="path-parameter"),
+    pytest.param("/api/hello%3Bx", id="encoded-semicolon"),
+    pytest.param("/api/./hello", id="dot-segment"),
+    pytest.param("/api/../api/hello", id="dotdot-segment"),
+    pytest.param("/api/%2e%2e/api/hello", id="encoded-dotdot"),
+    pytest.param("/api%2Fhello", id="encoded-slash"),
+    pytest.param("/api\\hello", id="backslash"),
+]
+
+
+@pytest.mark.parametrize("path", NON_CANONICAL_PATHS)
+def test_non_canonical_path_is_a_bad_request_even_with_a_proof_for_it(
+    harness: GatewayHarness, path: str
+) -> None:
+    verdict = harness.check_path(path, harness.signed_headers(path))
+    expect_denied(verdict, Reason.REQUEST_PATH_NOT_CANONICAL, 400)
+
+
+def test_non_canonical_path_is_refused_before_any_credential_is_read(
+    harness: GatewayHarness,
+) -> None:
+    headers = {"workload-identity-token": "not.a.jwt", "authorization": "WPT not.a.jwt"}
+    verdict = harness.check_path("/api//hello", headers)
+    expect_denied(verdict, Reason.REQUEST_PATH_NOT_CANONICAL, 400)
+
+
+def test_the_query_is_not_part_of_the_canonical_path_rule(harness: GatewayHarness) -> None:
+    verdict = harness.check_path("/api/hello?a=b;c&d=//..%2F%3B", harness.signed_headers())
+    expect_allowed(verdict)
+
+
+def test_percent_encoded_unreserved_characters_keep_passing(harness: GatewayHarness) -> None:
+    expect_allowed(harness.check_path("/api/%68ello", harness.signed_headers("/api/%68ello")))
+
+
 def test_malformed_json_body_is_a_bad_request(harness: GatewayHarness) -> None:
     verdict = harness.check_path(
         "/api/hello", {"content-type": "application/json"}, method="POST", body="{oops"

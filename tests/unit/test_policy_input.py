@@ -81,17 +81,17 @@ def test_raw_header_map_is_rendered_and_used_for_headers() -> None:
 def test_input_document_has_opa_envoy_fields_and_empty_wimse_members() -> None:
     request = request_view(
         check_request(
-            "//admin/a%2Fb?q=1&q=2", {}, principal="spiffe://demo.example/frontend"
+            "/admin/a%20b?q=1&q=2", {}, principal="spiffe://demo.example/frontend"
         ).attributes
     )
     document = build_input(request, NO_BODY, None, SERVICE, NO_CONTEXT)
-    assert document["parsed_path"] == ["", "admin", "a/b"]
+    assert document["parsed_path"] == ["admin", "a b"]
     assert document["parsed_query"] == {"q": ["1", "2"]}
     assert document["parsed_body"] is None
     assert document["truncated_body"] is False
     assert document["version"] == {"ext_authz": "v3", "encoding": "protojson"}
     assert document["source_principal"] == "spiffe://demo.example/frontend"
-    assert document["attributes"]["request"]["http"]["path"] == "//admin/a%2Fb?q=1&q=2"
+    assert document["attributes"]["request"]["http"]["path"] == "/admin/a%20b?q=1&q=2"
     assert document["wimse"] == {
         "caller": None,
         "service": {
