@@ -102,7 +102,10 @@ def test_a_wit_svid_verifies_with_the_bundles_wit_svid_key(
 ) -> None:
     verified = wit_verifier().verify(wit_svid(issuer_alg, workload_alg))
     assert verified.subject.uri == SUBJECT
-    assert (verified.issuer_alg, verified.issuer_key.kid) == (issuer_alg, ISSUERS[issuer_alg]["kid"])
+    assert (verified.issuer_alg, verified.issuer_key.kid) == (
+        issuer_alg,
+        ISSUERS[issuer_alg]["kid"],
+    )
     assert verified.proof_alg == workload_alg
 
 
