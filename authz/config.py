@@ -45,6 +45,13 @@ TXN_TOKEN_CONTEXT_KEY = "wimse.txn_token"
 DRY_RUN_CONTEXT_KEY = "wimse.dry_run"
 """The `context_extensions` key a route sets to `true` or `false` to override `dry_run`."""
 
+BODY_CONTEXT_KEY = "wimse.body"
+"""The `context_extensions` key a route sets to `forwarded` when Envoy forwards request bodies
+to the gateway as exact bytes there; HTTP signatures are accepted only on such routes."""
+
+BODY_FORWARDED = "forwarded"
+"""The only value `wimse.body` may take."""
+
 _RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]

@@ -1,11 +1,12 @@
 """The one place that orders the stages of a check.
 
-request → service (from route config) → credentials verified → deny-list → policy input →
-decision (cached or evaluated) → verdict → decision log. Each stage reads only what earlier
-stages produced. Failures become verdicts by their class: invalid credentials and malformed
-requests are denied with their reason code; anything that stops the gateway from deciding,
-including an unexpected exception, is answered as unavailable. Nothing here can turn an
-error into an allow; dry-run only ever relaxes a *policy* denial of an authenticated caller.
+request → service and route settings (from route config) → credentials verified → deny-list →
+policy input → decision (cached or evaluated) → verdict → decision log. Each stage reads only
+what earlier stages produced. Failures become verdicts by their class: invalid credentials
+and malformed requests are denied with their reason code; anything that stops the gateway
+from deciding, including an unexpected exception, is answered as unavailable. Nothing here
+can turn an error into an allow; dry-run only ever relaxes a *policy* denial of an
+authenticated caller.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from authz.policy.http_parsing import parse_body
 from authz.policy.input import build_input
 from authz.reasons import Reason
 from authz.request import RequestView, request_view, signed_message
-from authz.routing import ServiceRouter, route_dry_run
+from authz.routing import ServiceRouter, route_dry_run, route_forwards_body
 
 log = logging.getLogger("authz.pipeline")
 
@@ -146,10 +147,11 @@ class Pipeline:
         service = self._router.select(request.context_extensions)
         record.service = service.name
         dry_run = route_dry_run(request.context_extensions, self._dry_run)
+        body_forwarded = route_forwards_body(request.context_extensions)
         authentication: Authentication = await self._authenticator.authenticate(
             signed_message(request),
             request.source_principal,
-            service.proof_target(request.path),
+            service.proof_target(request.path, body_forwarded=body_forwarded),
             peer_certificate=request.attributes.source.certificate,
         )
         caller = authentication.caller

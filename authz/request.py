@@ -66,17 +66,33 @@ def request_view(attributes: AttributeContext) -> RequestView:
     )
 
 
-def signed_message(view: RequestView) -> HttpRequest:
-    """The request as an HTTP signature covers it, with the exact body bytes when Envoy
-    forwarded them (`with_request_body` with `pack_as_bytes: true`).
+def _announces_body(headers: Mapping[str, str]) -> bool:
+    length = headers.get("content-length")
+    return (length is not None and length.strip() != "0") or "transfer-encoding" in headers
 
-    Envoy sets `x-envoy-auth-partial-body` on every check of a route that forwards bodies,
-    so its absence means the route forwards none (`body` None), as does a body that came
-    only as text (`pack_as_bytes` off): text is not the bytes a digest was computed over.
+
+def signed_message(view: RequestView) -> HttpRequest:
+    """The request as an HTTP signature covers it; `body` is the exact bytes Envoy forwarded,
+    or None when the check shows a body that Envoy did not forward as bytes.
+
+    With `with_request_body`, Envoy (measured on 1.40, see deploy/envoy/README.md) waits for
+    the body and sets `x-envoy-auth-partial-body` itself, replacing any value a client sent;
+    a request that ended with its headers is checked at once, without that header and with
+    no body. So, with the header, the body is `raw_body`, but None if it came only as text
+    (`pack_as_bytes` off: text is not the bytes a digest was computed over); without it the
+    request had no body (`b""`), but None if its headers announce one (Envoy did not wait
+    for it). A body that arrives unannounced on a route where Envoy does not wait for it
+    looks like no body here: signatures are accepted only on routes that declare
+    `wimse.body: forwarded` (see `authz.routing`).
     """
     http = view.attributes.request.http
     headers = view.headers
-    forwarded = PARTIAL_BODY_HEADER in headers and not (http.body and not http.raw_body)
+    flag = headers.get(PARTIAL_BODY_HEADER)
+    body: bytes | None
+    if flag is not None:
+        body = None if http.body and not http.raw_body else http.raw_body
+    else:
+        body = None if _announces_body(headers) else b""
     return HttpRequest(
         method=view.method,
         path=view.path,
@@ -84,6 +100,7 @@ def signed_message(view: RequestView) -> HttpRequest:
         headers=headers,
         authority=http.host,
         scheme=http.scheme,
-        body=http.raw_body if forwarded else None,
-        body_partial=headers.get(PARTIAL_BODY_HEADER) == "true",
+        body=body,
+        # Envoy writes `true` or `false`; anything else is not its flag and is not trusted.
+        body_partial=flag is not None and flag != "false",
     )

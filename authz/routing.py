@@ -5,6 +5,8 @@ use the configured default. The service fixes the target URIs a WPT `aud` may ca
 configured origins plus the request's raw path. The `Host` header never takes part.
 Whether a Txn-Token is required comes from the route's `wimse.txn_token` context extension
 (`required` or `optional`), else the service's `txn_token`, else `txn_token.required`.
+HTTP signatures are accepted only on routes that declare `wimse.body: forwarded`: there
+Envoy forwards the exact body, which a signature's `Content-Digest` must be checked against.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from authz.config import DRY_RUN_CONTEXT_KEY, SERVICE_CONTEXT_KEY, TXN_TOKEN_CONTEXT_KEY, Config
+from authz.config import (
+    BODY_CONTEXT_KEY,
+    BODY_FORWARDED,
+    DRY_RUN_CONTEXT_KEY,
+    SERVICE_CONTEXT_KEY,
+    TXN_TOKEN_CONTEXT_KEY,
+    Config,
+)
 from authz.credentials.authenticator import ProofTarget
 from authz.credentials.identifiers import WorkloadId
 from authz.credentials.presentation import ProofStyle
@@ -45,8 +54,10 @@ class ServiceTarget:
         (raw, query removed)."""
         return tuple(origin + path for origin in self.origins)
 
-    def proof_target(self, path: str) -> ProofTarget:
-        return ProofTarget(self.audiences(path), self.proofs)
+    def proof_target(self, path: str, *, body_forwarded: bool) -> ProofTarget:
+        """What a proof for a request to `path` must name and may be; `body_forwarded` is the
+        route's `route_forwards_body`."""
+        return ProofTarget(self.audiences(path), self.proofs, body_forwarded=body_forwarded)
 
 
 def route_dry_run(context_extensions: Mapping[str, str], default: bool) -> bool:
@@ -62,6 +73,21 @@ def route_dry_run(context_extensions: Mapping[str, str], default: bool) -> bool:
             f"{DRY_RUN_CONTEXT_KEY} must be 'true' or 'false', not {setting!r}",
         )
     return setting == "true"
+
+
+def route_forwards_body(context_extensions: Mapping[str, str]) -> bool:
+    """Whether the route declares that Envoy forwards request bodies to the gateway as exact
+    bytes (`wimse.body: forwarded`); absent means it does not."""
+    setting = context_extensions.get(BODY_CONTEXT_KEY)
+    if setting is None:
+        return False
+    if setting != BODY_FORWARDED:
+        # Only one value exists: anything else is a typo that must not guess either way.
+        raise UnavailableError(
+            Reason.ROUTE_CONFIG_INVALID,
+            f"{BODY_CONTEXT_KEY} must be {BODY_FORWARDED!r} or absent, not {setting!r}",
+        )
+    return True
 
 
 class ServiceRouter:

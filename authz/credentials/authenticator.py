@@ -5,6 +5,13 @@ Message Signature (whichever the service accepts), or, when no WIT is presented 
 configuration allows it, the mTLS identity Envoy reports. A WIT without a proof proves
 nothing and is refused (`wpt.missing`); it never becomes the caller.
 No credentials at all is not an error here: the request goes to policy unauthenticated.
+
+An HTTP signature is verified only where it can be verified whole: the service lists
+`http_signature` and the route declares `wimse.body: forwarded` (Envoy forwards the exact
+body, so a body the signer left out of `Content-Digest` is seen). Anywhere else a signed
+request is refused before any of it is verified, whatever its method and whether or not it
+seems to carry a body: a route that does not forward bodies cannot tell a body-less request
+from one whose body arrives unannounced (HTTP/1.1 chunked, HTTP/2 without `content-length`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from authz.config import BODY_CONTEXT_KEY, BODY_FORWARDED
 from authz.credentials.httpsig.message import HttpRequest
 from authz.credentials.httpsig.verifier import SignatureVerifier, VerifiedSignature
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
@@ -25,7 +33,7 @@ from authz.credentials.presentation import (
 from authz.credentials.wit import VerifiedWit, WitVerifier
 from authz.credentials.wpt import ProofContext, VerifiedWpt, WptVerifier
 from authz.credentials.x509_svid import SvidVerifier
-from authz.errors import CredentialError
+from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
 
 
@@ -58,6 +66,10 @@ class ProofTarget:
     audiences: Sequence[str]
     """Target URIs a WPT `aud` or a signature's `wimse-aud` may name."""
     accepted: frozenset[ProofStyle]
+    """The proof styles the service lists."""
+    body_forwarded: bool
+    """The route declares `wimse.body: forwarded`: the only routes where an HTTP signature is
+    accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +125,7 @@ class Authenticator:
             return Authentication(self._mtls_caller(source_principal, peer_certificate), presented)
 
         if presented.signature:
-            if ProofStyle.HTTP_SIGNATURE not in target.accepted:
-                raise CredentialError(
-                    Reason.HTTPSIG_NOT_ACCEPTED, "this service does not accept HTTP signatures"
-                )
+            _check_signature_accepted(request, target)
             wit = await self._wit_verifier.verify_refreshing(presented.wit)
             signature = await self._signature_verifier.verify(request, wit, target.audiences)
             caller = Caller(wit.subject, AuthnMethod.HTTP_SIGNATURE, wit, signature)
@@ -158,6 +167,29 @@ class Authenticator:
                 Reason.MTLS_TRUST_DOMAIN_UNKNOWN, "mTLS principal's trust domain is not trusted"
             )
         return Caller(identity, AuthnMethod.MTLS)
+
+
+def _check_signature_accepted(request: HttpRequest, target: ProofTarget) -> None:
+    """Refuse a signed request this route and service cannot verify whole, before any of it
+    is verified."""
+    if ProofStyle.HTTP_SIGNATURE not in target.accepted:
+        raise CredentialError(
+            Reason.HTTPSIG_NOT_ACCEPTED, "this service does not accept HTTP signatures"
+        )
+    if not target.body_forwarded:
+        raise CredentialError(
+            Reason.HTTPSIG_NOT_ACCEPTED,
+            f"HTTP signatures are accepted only on routes that set "
+            f"{BODY_CONTEXT_KEY}: {BODY_FORWARDED}",
+        )
+    if request.body is None:
+        # The route says Envoy forwards bodies, but this one arrived without its bytes: the
+        # Envoy configuration contradicts the route's declaration, an outage of ours.
+        raise UnavailableError(
+            Reason.HTTPSIG_BODY_NOT_FORWARDED,
+            f"the route sets {BODY_CONTEXT_KEY}: {BODY_FORWARDED} but Envoy did not forward "
+            "this request's body as bytes (with_request_body, pack_as_bytes)",
+        )
 
 
 def _verified_mtls_caller(

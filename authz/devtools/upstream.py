@@ -1,14 +1,27 @@
 """A sample upstream that echoes the request it received, as JSON.
 
 It lets the demo and the end-to-end tests see exactly what reached the protected service:
-which identity headers the gateway set, and that proof headers were stripped.
+which identity headers the gateway set, that proof headers were stripped, and whether a
+request got there at all.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
+
+RECEIVED_KEPT = 10_000
+
+
+class _EchoHTTPServer(ThreadingHTTPServer):
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _EchoHandler)
+        self.lock = threading.Lock()
+        # Bounded: the demo's upstream runs for as long as the user likes.
+        self.received: deque[tuple[str, str]] = deque(maxlen=RECEIVED_KEPT)
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -18,9 +31,29 @@ class _EchoHandler(BaseHTTPRequestHandler):
     # on each response waiting for a delayed ACK.
     disable_nagle_algorithm = True
 
-    def _echo(self) -> None:
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return self._read_chunked()
         length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailer fields: none of them matter here
+        return b"".join(chunks)
+
+    def _record(self) -> None:
+        server = cast(_EchoHTTPServer, self.server)
+        with server.lock:
+            server.received.append((self.command, self.path))
+
+    def _echo(self) -> None:
+        self._record()
+        body = self._read_body()
         payload = json.dumps(
             {
                 "method": self.command,
@@ -39,6 +72,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _echo
 
     def do_HEAD(self) -> None:
+        self._record()
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -51,7 +85,7 @@ class EchoServer:
     """The echo upstream on a background thread."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._server = ThreadingHTTPServer((host, port), _EchoHandler)
+        self._server = _EchoHTTPServer((host, port))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -59,6 +93,12 @@ class EchoServer:
     def start(self) -> EchoServer:
         self._thread.start()
         return self
+
+    def received(self) -> list[tuple[str, str]]:
+        """(method, path) of the requests that reached the upstream, oldest first (the last
+        `RECEIVED_KEPT` of them)."""
+        with self._server.lock:
+            return list(self._server.received)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -68,17 +68,21 @@ class RunningStack:
         *,
         method: str = "GET",
         body: bytes | None = None,
+        chunked: bool = False,
     ) -> Response:
-        """One HTTP/1.1 request through Envoy; repeated header names are sent repeatedly."""
+        """One HTTP/1.1 request through Envoy; repeated header names are sent repeatedly.
+        A `body` goes with its `content-length`, or with `chunked` in chunked encoding."""
         connection = http.client.HTTPConnection("127.0.0.1", self.ports.envoy, timeout=10)
         try:
             connection.putrequest(method, path, skip_accept_encoding=True)
             items = headers.items() if isinstance(headers, Mapping) else headers
             for name, value in items:
                 connection.putheader(name, value)
-            if body is not None:
+            if body is not None and chunked:
+                connection.putheader("transfer-encoding", "chunked")
+            elif body is not None:
                 connection.putheader("content-length", str(len(body)))
-            connection.endheaders(body)
+            connection.endheaders(body, encode_chunked=chunked)
             answer = connection.getresponse()
             return Response(
                 answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()

@@ -9,6 +9,7 @@ WPT-presented request are 401 with `WWW-Authenticate: WPT` (draft-ietf-wimse-wpt
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from authz.answers import Allowed, Denied, Verdict
 from authz.credentials.claims import token_hash
+from authz.devtools.httpsig import content_digest, sign_request
 from authz.devtools.stack import SERVICE_ID
 from authz.server.envoy_response import check_response
 from tests.security.forgery import (
@@ -1485,6 +1487,209 @@ def test_http_signature_without_wit_is_refused(harness: GatewayHarness) -> None:
 def test_http_signature_next_to_a_wpt_is_ambiguous(harness: GatewayHarness, forge: Forge) -> None:
     headers = forge.headers() | SIGNATURE_HEADERS
     expect_refused(check(harness, headers), "credentials.ambiguous")
+
+
+# =========================================================================================
+# Signed requests that smuggle a body: a signature made as if the request had no body (or
+# over another body), sent with one. The route context and Envoy's body flag are what Envoy
+# sends on each route shape of deploy/envoy/gateway.yaml (measured on Envoy 1.40): where it
+# forwards bodies (`wimse.body: forwarded`) it adds `x-envoy-auth-partial-body` to a check
+# that carried a body, and removes a client's copy; where it does not, the body never
+# reaches the gateway and a chunked or HTTP/2 body announces itself nowhere in the check.
+# =========================================================================================
+
+BODY_ROUTE = {"wimse.body": "forwarded"}
+NO_BODY_ROUTE: dict[str, str] = {}
+ENVOY_FLAG = {"x-envoy-auth-partial-body": "false"}
+SMUGGLED = b'{"item":"cone","amount":1000}'
+SIGNED_BODY = b'{"item":"cone","amount":1}'
+
+
+@dataclass(frozen=True)
+class SignedShape:
+    """One signed request as the gateway's check sees it."""
+
+    method: str = "GET"
+    signed_body: bytes | None = None
+    """The body the signature's Content-Digest covers (None: signed as body-less)."""
+    raw_body: bytes = b""
+    """The bytes Envoy forwarded in `raw_body`."""
+    text_body: str = ""
+    """A body Envoy forwarded only as text (`pack_as_bytes` off)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Sent after signing (client-sent Envoy flags, a Content-Length)."""
+    signed_headers: tuple[tuple[str, str], ...] = ()
+    """Sent and covered by the signature."""
+    route: tuple[tuple[str, str], ...] = tuple(BODY_ROUTE.items())
+
+
+def check_signed(harness: GatewayHarness, shape: SignedShape) -> Verdict:
+    request_headers = {WIT_HEADER: harness.wit()}
+    if shape.signed_body is not None:
+        request_headers["content-type"] = "application/json"
+    request_headers |= dict(shape.signed_headers)
+    request_headers |= sign_request(
+        harness.identities.workloads["frontend"],
+        method=shape.method,
+        path="/api/hello",
+        body=shape.signed_body,
+        audience=TARGET,
+        headers=request_headers,
+        now=harness.clock.now,
+    )
+    return harness.check_path(
+        "/api/hello",
+        request_headers | dict(shape.headers),
+        method=shape.method,
+        raw_body=shape.raw_body,
+        body=shape.text_body,
+        context=dict(shape.route),
+    )
+
+
+@pytest.fixture
+def signing(harness: GatewayHarness) -> GatewayHarness:
+    """The demo service accepting HTTP signatures (and WPTs)."""
+    service = {"id": SERVICE_ID, "origins": [ORIGIN], "proofs": ["wpt", "http_signature"]}
+    return harness.rebuild(services={"echo": service})
+
+
+CONTROL_SHAPES = [
+    pytest.param(SignedShape(), id="bodyless-get"),
+    pytest.param(
+        SignedShape(
+            "POST",
+            SIGNED_BODY,
+            SIGNED_BODY,
+            headers=(*ENVOY_FLAG.items(), ("content-length", str(len(SIGNED_BODY)))),
+        ),
+        id="post-with-its-digest",
+    ),
+]
+
+SMUGGLED_BODY_SHAPES = [
+    # Routes that do not declare `wimse.body: forwarded`: refused before any verification.
+    pytest.param(SignedShape(route=()), "httpsig.not_accepted", 400, id="route-no-body-get"),
+    pytest.param(
+        SignedShape("HEAD", route=()), "httpsig.not_accepted", 400, id="route-no-body-head"
+    ),
+    pytest.param(
+        SignedShape("POST", route=()), "httpsig.not_accepted", 400, id="route-no-body-h2-post"
+    ),
+    pytest.param(
+        SignedShape(headers=tuple(ENVOY_FLAG.items()), route=()),
+        "httpsig.not_accepted",
+        400,
+        id="route-no-body-client-sent-envoy-flag",
+    ),
+    pytest.param(
+        SignedShape(
+            "POST",
+            SIGNED_BODY,
+            SIGNED_BODY,
+            headers=(*ENVOY_FLAG.items(), ("content-length", str(len(SIGNED_BODY)))),
+            route=(("wimse.service", "echo"),),
+        ),
+        "httpsig.not_accepted",
+        400,
+        id="route-no-body-even-a-fully-signed-post",
+    ),
+    # A route that forwards bodies: the smuggled bytes arrive and are checked.
+    pytest.param(
+        SignedShape(raw_body=SMUGGLED, headers=tuple(ENVOY_FLAG.items())),
+        "httpsig.digest_missing",
+        400,
+        id="chunked-or-h2-get-signed-bodyless",
+    ),
+    pytest.param(
+        SignedShape("HEAD", raw_body=SMUGGLED, headers=tuple(ENVOY_FLAG.items())),
+        "httpsig.digest_missing",
+        400,
+        id="head-signed-bodyless",
+    ),
+    pytest.param(
+        SignedShape("POST", raw_body=SMUGGLED, headers=tuple(ENVOY_FLAG.items())),
+        "httpsig.digest_missing",
+        400,
+        id="post-signed-bodyless",
+    ),
+    pytest.param(
+        SignedShape("POST", SIGNED_BODY, SMUGGLED, headers=tuple(ENVOY_FLAG.items())),
+        "httpsig.digest_mismatch",
+        400,
+        id="post-body-swapped-without-content-length",
+    ),
+    pytest.param(
+        SignedShape(
+            "POST",
+            raw_body=SMUGGLED,
+            headers=tuple(ENVOY_FLAG.items()),
+            signed_headers=(("content-digest", content_digest(b"")),),
+        ),
+        "httpsig.digest_mismatch",
+        400,
+        id="digest-of-an-empty-body",
+    ),
+    pytest.param(
+        SignedShape(
+            "POST",
+            SIGNED_BODY,
+            SIGNED_BODY + SMUGGLED,
+            headers=(*ENVOY_FLAG.items(), ("content-length", str(len(SIGNED_BODY)))),
+        ),
+        "httpsig.body_partial",
+        400,
+        id="more-bytes-than-content-length",
+    ),
+    pytest.param(
+        SignedShape(
+            "POST", SIGNED_BODY, SIGNED_BODY, headers=(("x-envoy-auth-partial-body", "true"),)
+        ),
+        "httpsig.body_partial",
+        400,
+        id="envoy-flags-a-partial-body",
+    ),
+    # Envoy's configuration contradicts the route's declaration: our outage, not an allow.
+    pytest.param(
+        SignedShape("POST", headers=(("content-length", str(len(SMUGGLED))),)),
+        "httpsig.body_not_forwarded",
+        503,
+        id="forwarded-route-not-buffering",
+    ),
+    pytest.param(
+        SignedShape(
+            "POST", SIGNED_BODY, text_body=SIGNED_BODY.decode(), headers=tuple(ENVOY_FLAG.items())
+        ),
+        "httpsig.body_not_forwarded",
+        503,
+        id="forwarded-route-body-as-text",
+    ),
+    pytest.param(
+        SignedShape(raw_body=SMUGGLED, route=(("wimse.body", "Forwarded"),)),
+        "route.config_invalid",
+        503,
+        id="wimse-body-typo",
+    ),
+]
+
+
+@pytest.mark.parametrize("shape", CONTROL_SHAPES)
+def test_control_signed_request_on_a_body_forwarding_route_is_allowed(
+    signing: GatewayHarness, shape: SignedShape
+) -> None:
+    allowed = expect_allowed(check_signed(signing, shape))
+    assert header(allowed, "x-wimse-authenticated-by") == "http_signature"
+
+
+@pytest.mark.parametrize(("shape", "reason", "status"), SMUGGLED_BODY_SHAPES)
+def test_signed_request_smuggling_a_body_is_refused(
+    signing: GatewayHarness, shape: SignedShape, reason: str, status: int
+) -> None:
+    verdict = check_signed(signing, shape)
+    if status == 503:
+        assert expect_failed(verdict, reason).status == 503
+    else:
+        expect_denied(verdict, reason, status)
 
 
 # =========================================================================================

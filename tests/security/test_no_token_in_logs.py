@@ -251,11 +251,13 @@ def _http_signatures(s: Scenario) -> None:
         now=harness.clock.now,
     )
     headers["x-envoy-auth-partial-body"] = "false"
-    expect_allowed(s.send(headers, method="POST", raw_body=body))
-    s.send(headers, method="POST", raw_body=body)  # replayed nonce
-    s.send(headers, method="POST", raw_body=b'{"item":"bomb"}')  # digest mismatch
+    route = {"wimse.body": "forwarded"}  # signatures are accepted only on such routes
+    expect_allowed(s.send(headers, method="POST", raw_body=body, context=route))
+    s.send(headers, method="POST", raw_body=body, context=route)  # replayed nonce
+    s.send(headers, method="POST", raw_body=b'{"item":"bomb"}', context=route)  # digest
     forged = dict(headers, signature="wimse=:" + "A" * 86 + "==:")
-    s.send(forged, method="POST", raw_body=body)
+    s.send(forged, method="POST", raw_body=body, context=route)
+    s.send(headers, method="POST", raw_body=body)  # a route without wimse.body
 
 
 SCENARIOS: dict[str, Callable[[Scenario], None]] = {

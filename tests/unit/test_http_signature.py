@@ -3,13 +3,16 @@ its `httpsig.*` reason and a 400, per-service proof styles, body digests over th
 bytes Envoy forwards, nonce replay, and binding context tokens by coverage.
 
 Requests are signed by `authz.devtools.httpsig.sign_request` with the demo workloads' keys
-(frontend: EdDSA, ops: ES256, batch: Ed25519) and checked as Envoy would send them: with
-`x-envoy-auth-partial-body` when the route forwards bodies.
+(frontend: EdDSA, ops: ES256, batch: Ed25519) and checked as Envoy sends them on a route that
+declares `wimse.body: forwarded`: with `x-envoy-auth-partial-body` when Envoy waited for a
+body, without it for a request that ended with its headers (measured on Envoy 1.40).
 """
 
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -32,7 +35,11 @@ from tests.support import (
 from tests.unit.test_context import user_token
 
 PATH = "/api/hello"
-FORWARDED = {"x-envoy-auth-partial-body": "false"}
+BODY_ROUTE = {"wimse.body": "forwarded"}
+"""The route context of a route where Envoy forwards bodies: the only kind that accepts
+signatures."""
+ENVOY_BODY_FLAG = {"x-envoy-auth-partial-body": "false"}
+"""What Envoy adds to a check when it forwarded a whole body."""
 
 
 def accepting(harness: GatewayHarness, *proofs: str) -> GatewayHarness:
@@ -85,14 +92,19 @@ def send(
     path: str = PATH,
     query: str = "",
     body: bytes = b"",
-    forwarded: bool = True,
+    envoy_flag: bool | None = None,
+    route: Mapping[str, str] = BODY_ROUTE,
 ) -> Allowed | Denied | Failed:
+    """Check the request on `route`; Envoy's body flag is added when `envoy_flag` says so,
+    by default when there is a body (as Envoy does)."""
     target = path + ("?" + query if query else "")
+    flagged = bool(body) if envoy_flag is None else envoy_flag
     return harness.check_path(
         target,
-        {**(FORWARDED if forwarded else {}), **headers},
+        {**(ENVOY_BODY_FLAG if flagged else {}), **headers},
         method=method,
         raw_body=body,
+        context=route,
     )
 
 
@@ -442,11 +454,33 @@ def test_fewer_bytes_than_content_length_is_a_partial_body(gateway: GatewayHarne
     refused(send(gateway, headers, method="POST", body=BODY[:10]), "httpsig.body_partial")
 
 
-def test_a_route_that_forwards_no_body_is_our_misconfiguration(gateway: GatewayHarness) -> None:
+def test_a_body_envoy_did_not_wait_for_on_a_forwarded_route_is_our_misconfiguration(
+    gateway: GatewayHarness,
+) -> None:
+    """The route says `wimse.body: forwarded`, but the check came without Envoy's flag and
+    without the body its Content-Length announces: Envoy does not buffer on this route."""
     headers = signed(gateway, method="POST", body=BODY)
-    verdict = send(gateway, headers, method="POST", body=b"", forwarded=False)
+    verdict = send(gateway, headers, method="POST", body=b"", envoy_flag=False)
     failed = expect_failed(verdict, "httpsig.body_not_forwarded")
     assert failed.status == 503
+
+
+def test_a_body_forwarded_only_as_text_is_our_misconfiguration(gateway: GatewayHarness) -> None:
+    """`pack_as_bytes` off: Envoy sends the body as text, not the bytes a digest covers."""
+    headers = {**signed(gateway, method="POST", body=BODY), **ENVOY_BODY_FLAG}
+    verdict = gateway.check_path(
+        PATH, headers, method="POST", body=BODY.decode(), context=BODY_ROUTE
+    )
+    assert expect_failed(verdict, "httpsig.body_not_forwarded").status == 503
+
+
+def test_a_misconfigured_forwarded_route_is_reported_before_the_wit_is_verified(
+    gateway: GatewayHarness,
+) -> None:
+    headers = signed(gateway, method="POST", body=BODY)
+    headers["workload-identity-token"] = headers["workload-identity-token"][:-4] + "AAAA"
+    verdict = send(gateway, headers, method="POST", body=b"", envoy_flag=False)
+    assert expect_failed(verdict, "httpsig.body_not_forwarded").status == 503
 
 
 def test_a_digest_of_an_empty_body_is_checked(gateway: GatewayHarness) -> None:
@@ -456,8 +490,80 @@ def test_a_digest_of_an_empty_body_is_checked(gateway: GatewayHarness) -> None:
     refused(send(gateway, wrong), "httpsig.digest_mismatch")
 
 
-def test_a_get_without_a_body_needs_no_forwarded_body(gateway: GatewayHarness) -> None:
-    expect_allowed(send(gateway, signed(gateway), forwarded=False))
+def test_a_get_without_a_body_is_verified_without_envoys_body_flag(
+    gateway: GatewayHarness,
+) -> None:
+    """Envoy adds no flag to a request that ended with its headers, even where it buffers."""
+    expect_allowed(send(gateway, signed(gateway), envoy_flag=False))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+def test_a_body_smuggled_under_a_bodyless_signature_is_refused(
+    gateway: GatewayHarness, method: str
+) -> None:
+    """HTTP/1.1 chunked or HTTP/2 without content-length: the check announces no body, but
+    Envoy forwarded one on this route, and the signature covers no digest of it."""
+    headers = signed(gateway, method=method)
+    refused(send(gateway, headers, method=method, body=BODY), "httpsig.digest_missing")
+
+
+def test_a_partial_body_flag_other_than_false_is_not_trusted(gateway: GatewayHarness) -> None:
+    headers = signed(gateway, method="POST", body=BODY)
+    headers["x-envoy-auth-partial-body"] = "false,true"
+    refused(send(gateway, headers, method="POST", body=BODY), "httpsig.body_partial")
+
+
+# --- routes: signatures only where the route declares `wimse.body: forwarded` --------------
+
+NO_BODY_ROUTE: dict[str, str] = {}
+"""A route without `wimse.body` (like `/api/canary/` in deploy/envoy/gateway.yaml)."""
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "extra"),
+    [
+        pytest.param("GET", None, {}, id="get"),
+        pytest.param("HEAD", None, {}, id="head"),
+        pytest.param("POST", BODY, {}, id="post-with-digest"),
+        pytest.param("GET", None, ENVOY_BODY_FLAG, id="get-with-client-sent-envoy-flag"),
+        pytest.param("POST", None, {"x-envoy-auth-partial-body": "true"}, id="post-flag-true"),
+    ],
+)
+def test_a_signed_request_on_a_route_without_wimse_body_is_refused(
+    gateway: GatewayHarness,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    body: bytes | None,
+    extra: dict[str, str],
+) -> None:
+    headers = {**signed(gateway, method=method, body=body), **extra}
+    with caplog.at_level(logging.INFO, logger="authz.pipeline"):
+        verdict = send(gateway, headers, method=method, body=body or b"", route=NO_BODY_ROUTE)
+    refused(verdict, "httpsig.not_accepted")
+    assert "wimse.body: forwarded" in caplog.text
+
+
+def test_a_route_without_wimse_body_refuses_a_signature_before_verifying_anything(
+    gateway: GatewayHarness,
+) -> None:
+    headers = signed(gateway)
+    headers["workload-identity-token"] = headers["workload-identity-token"][:-4] + "AAAA"
+    headers["signature"] = "wimse=:AAAA:"
+    refused(send(gateway, headers, route=NO_BODY_ROUTE), "httpsig.not_accepted")
+
+
+def test_a_wpt_is_accepted_on_a_route_without_wimse_body(gateway: GatewayHarness) -> None:
+    expect_allowed(gateway.check_path(PATH, gateway.signed_headers(), context=NO_BODY_ROUTE))
+
+
+@pytest.mark.parametrize("value", ["Forwarded", "true", "", "buffered", "forwarded "])
+@pytest.mark.parametrize("proof", ["http_signature", "wpt"])
+def test_an_invalid_wimse_body_value_is_a_route_configuration_error(
+    gateway: GatewayHarness, value: str, proof: str
+) -> None:
+    headers = signed(gateway) if proof == "http_signature" else gateway.signed_headers()
+    verdict = send(gateway, headers, route={"wimse.body": value})
+    assert expect_failed(verdict, "route.config_invalid").status == 503
 
 
 # --- binding context tokens by coverage --------------------------------------------------

@@ -127,7 +127,9 @@ def test_published_request_authenticates_its_caller_through_the_authenticator(na
         legacy_wpt=False,
         context_headers=(),
     )
-    target = ProofTarget((example["target_uri"],), frozenset({ProofStyle.HTTP_SIGNATURE}))
+    target = ProofTarget(
+        (example["target_uri"],), frozenset({ProofStyle.HTTP_SIGNATURE}), body_forwarded=True
+    )
     authentication = asyncio.run(authenticator.authenticate(as_request(example), "", target))
     caller = authentication.caller
     assert caller is not None

@@ -45,7 +45,8 @@ class HttpRequest:
     authority: str = ""
     scheme: str = ""
     body: bytes | None = None
-    """The exact body bytes Envoy forwarded; None when it forwarded none."""
+    """The exact body bytes Envoy forwarded (empty for a request without a body); None when
+    the request has a body Envoy did not forward as bytes, which nothing can verify."""
     body_partial: bool = False
     """Envoy forwarded only the start of the body (its buffer limit was reached)."""
 
