@@ -5,7 +5,7 @@ decision log to a file, which the tests read back."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +32,27 @@ def stack(
     running.stop()
 
 
-def decision(stack: RunningStack, decision_id: str) -> dict[str, Any]:
-    """The decision log line for one decision (the writer is asynchronous: wait for it)."""
+def logged(stack: RunningStack, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The one decision log line `matches` picks. The writer is asynchronous: wait for the
+    line, reading only complete lines (one may be half written)."""
     path = stack.directory / "decisions.jsonl"
-    found: dict[str, Any] = {}
+    found: list[dict[str, Any]] = []
 
     def written() -> bool:
         if not path.exists():
             return False
-        for line in path.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            if entry["decision_id"] == decision_id:
-                found.update(entry)
-                return True
-        return False
+        complete = path.read_text(encoding="utf-8").split("\n")[:-1]
+        found[:] = [entry for entry in map(json.loads, complete) if matches(entry)]
+        return bool(found)
 
     wait_until(written, timeout=10)
-    return found
+    [line] = found
+    return line
+
+
+def decision(stack: RunningStack, decision_id: str) -> dict[str, Any]:
+    """The decision log line for one decision."""
+    return logged(stack, lambda entry: entry["decision_id"] == decision_id)
 
 
 def test_a_policy_denial_on_a_dry_run_route_is_let_through_and_logged(
@@ -67,11 +71,7 @@ def test_a_policy_denial_on_a_dry_run_route_is_let_through_and_logged(
 
     decision_id = json.loads(enforced.body)["decision_id"]
     assert decision(stack, decision_id)["dry_run"] is False
-    [line] = [
-        json.loads(entry)
-        for entry in (stack.directory / "decisions.jsonl").read_text().splitlines()
-        if json.loads(entry)["request"]["path"] == "/api/canary/hello"
-    ]
+    line = logged(stack, lambda entry: entry["request"]["path"] == "/api/canary/hello")
     assert line["result"] == "allow"
     assert line["reason"] == "policy.dry_run_denied"
     assert line["dry_run"] is True
