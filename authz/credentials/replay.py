@@ -1,10 +1,14 @@
-"""Replay protection for single-use proofs (WPT `jti`, later HTTP-signature nonces).
+"""Replay protection for single-use proofs (WPT `jti`s, HTTP-signature nonces).
 
-A proof identifier is remembered per sender until the proof itself can no longer be
-accepted. The in-memory cache is bounded; when it is full of unexpired entries it refuses
-new proofs (`replay.capacity`, an availability failure) rather than evicting one, because
-evicting an unexpired entry would let that proof be replayed. It protects one process;
-replicas share a store instead (`authz.credentials.redis_replay`).
+A proof identifier is remembered until the proof itself can no longer be accepted: a WPT
+`jti` per sender (draft-ietf-wimse-wpt), a signature nonce whoever sends it (the
+http-signature draft's editor's copy: a nonce seen before is refused, regardless of sender),
+recorded under `ANY_SENDER`.
+
+The in-memory cache is bounded; when it is full of unexpired entries it refuses new proofs
+(`replay.capacity`, an availability failure) rather than evicting one, because evicting an
+unexpired entry would let that proof be replayed. It protects one process; replicas share a
+store instead (`authz.credentials.redis_replay`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from typing import Protocol
 from authz.clock import Clock
 from authz.errors import UnavailableError
 from authz.reasons import Reason
+
+ANY_SENDER = ""
+"""The sender of proof ids that are single-use whoever presents them. No workload id is
+empty, so these never share an entry with a sender's own."""
 
 
 class ReplayCache(Protocol):

@@ -34,6 +34,7 @@ from tests.support import (
     expect_failed,
 )
 from tests.unit.test_config import error_for, minimal
+from tests.unit.test_http_signature import BODY_ROUTE, accepting, signed
 from tests.unit.test_metrics import samples
 
 pytest_plugins = ("tests.redis_server",)  # the `redis_server` fixture
@@ -642,3 +643,44 @@ def test_the_gateway_answers_503_when_redis_is_down_and_fail_closed(
     assert values[("wimse_authz_replay_store_errors_total", ())] == 1
     assert values[("wimse_authz_replay_store_fallbacks_total", ())] == 0
     assert values[("wimse_authz_replay_cache_entries", ())] == 0
+
+
+def test_a_signature_nonce_is_single_use_across_replicas_whoever_sends_it(
+    harness: GatewayHarness, redis_server: RedisServer
+) -> None:
+    """http-signature editor's copy, with the shared store: a nonce one workload used at one
+    replica is refused at the other when another workload sends it; a request with two
+    WIMSE-tagged signatures is refused there too, without using up its nonce."""
+    shared = accepting(harness, "wpt", "http_signature").rebuild(
+        replay={"redis": {"url": redis_server.url, **SLOW_OK}}
+    )
+    config = shared.config()
+    replica_1 = build_gateway(config, shared.clock)
+    replica_2 = build_gateway(config, shared.clock)
+
+    def request(headers: dict[str, str]) -> Any:
+        return check_request("/api/hello", headers, context=BODY_ROUTE).attributes
+
+    async def scenario() -> None:
+        try:
+            first = signed(shared, nonce="nonce-1")
+            expect_allowed(await replica_1.pipeline.check(request(first)))
+            other = signed(shared, workload="ops", nonce="nonce-1")
+            verdict = await replica_2.pipeline.check(request(other))
+            expect_denied(verdict, "httpsig.replayed", 400)
+
+            one = signed(shared, nonce="nonce-2", label="a")
+            two = signed(shared, nonce="nonce-3", label="b")
+            both = {
+                **one,
+                "signature-input": f"{one['signature-input']}, {two['signature-input']}",
+                "signature": f"{one['signature']}, {two['signature']}",
+            }
+            verdict = await replica_1.pipeline.check(request(both))
+            expect_denied(verdict, "httpsig.ambiguous", 400)
+            expect_allowed(await replica_2.pipeline.check(request(one)))
+        finally:
+            await replica_1.runtime.aclose()
+            await replica_2.runtime.aclose()
+
+    run(scenario)

@@ -17,7 +17,7 @@ step with its own `httpsig.*` reason code:
 7. a request with a body carries a `Content-Digest` matching the exact bytes Envoy forwarded
    (a partial body cannot be verified and is refused, and so is a request whose body Envoy
    did not forward: `HttpRequest.body` None);
-8. the `nonce` was not used before by this sender (the shared replay cache).
+8. the `nonce` was not used before, by any sender (the shared replay cache).
 Context-token headers (user token, attestation) are bound by being covered.
 """
 
@@ -50,7 +50,7 @@ from authz.credentials.presentation import (
     TXN_TOKEN_HEADER,
     WIT_HEADER,
 )
-from authz.credentials.replay import ReplayCache
+from authz.credentials.replay import ANY_SENDER, ReplayCache
 from authz.credentials.wit import VerifiedWit
 from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
@@ -157,7 +157,7 @@ class SignatureVerifier:
 
         _check_body(request)
         if not await self._replay_cache.claim(
-            wit.subject.uri, f"nonce:{nonce}", expires + self._rules.clock_skew
+            ANY_SENDER, f"nonce:{nonce}", expires + self._rules.clock_skew
         ):
             raise CredentialError(Reason.HTTPSIG_REPLAYED, "this signature nonce was already used")
         bindable = self._rules.bindable_headers | {TXN_TOKEN_HEADER}
