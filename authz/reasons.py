@@ -81,7 +81,7 @@ class Reason(StrEnum):
     WPT_ATH_MISSING = "wpt.ath_missing"
     WPT_ATH_MISMATCH = "wpt.ath_mismatch"
 
-    # --- Transaction Token (draft-ietf-oauth-transaction-tokens-10) ----------------------
+    # --- Transaction Token (draft-ietf-oauth-transaction-tokens-11, wire format of -10) ---
     TXN_MISSING = "txn.missing"
     TXN_MULTIPLE = "txn.multiple"
     TXN_TOO_LARGE = "txn.too_large"

@@ -1,4 +1,5 @@
-"""Transaction Token verification (draft-ietf-oauth-transaction-tokens-10).
+"""Transaction Token verification (draft-ietf-oauth-transaction-tokens-11; the wire format is
+that of -10, which -11 only clarifies).
 
 A Txn-Token is context, not a credential: it says on whose behalf and for what purpose a
 transaction runs, as the trust domain's Transaction Token Service (TTS) asserted it at the

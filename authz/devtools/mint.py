@@ -124,7 +124,7 @@ def mint_txn_token(
     extra_claims: Mapping[str, Any] | None = None,
     typ: str = "txntoken+jwt",
 ) -> str:
-    """A Transaction Token (draft -10 claim names) as a trust domain's TTS would issue it.
+    """A Transaction Token (draft -10/-11 claim names) as a trust domain's TTS would issue it.
 
     `extra_claims` are added last; a None value removes that claim (to forge tokens)."""
     issued = int(time.time() if now is None else now)

@@ -1,4 +1,5 @@
-"""Txn-Token verification (draft-ietf-oauth-transaction-tokens-10), step by step.
+"""Txn-Token verification (draft-ietf-oauth-transaction-tokens-11, wire format of -10), step
+by step.
 
 Every reason code the verifier can give has a case in `REFUSALS`; `txn.missing` and
 `txn.too_large` come from the pipeline and are pinned in `test_context.py`.
