@@ -1348,6 +1348,25 @@ def test_ear_about_another_workload_is_refused(
     )
 
 
+@pytest.mark.parametrize(
+    ("subject", "reason"),
+    [
+        pytest.param(DROP, "ear.subject_missing", id="no-sub"),
+        pytest.param(None, "ear.subject_missing", id="null-sub"),
+        pytest.param("", "ear.subject_mismatch", id="empty-sub"),
+    ],
+)
+@pytest.mark.parametrize("presenter", ["frontend", "ops"])
+def test_ear_naming_no_workload_is_refused_whoever_presents_it(
+    gateway: GatewayHarness, forge: Forge, subject: object, reason: str, presenter: str
+) -> None:
+    """An EAR about nobody in particular, obtained by any workload, binds to its own WPT as
+    well as to the attested one's: refused unless it names the caller."""
+    ear = forge.ear(claims={"sub": subject})
+    headers = signed(forge, bound={ATTESTATION_HEADER: ear}, workload=presenter)
+    expect_refused(check(gateway, headers), reason)
+
+
 def test_control_ear_about_the_caller_is_accepted(gateway: GatewayHarness, forge: Forge) -> None:
     ear = forge.ear(claims={"sub": FRONTEND})
     wimse = accepted(gateway, signed(forge, bound={ATTESTATION_HEADER: ear}))
