@@ -378,6 +378,20 @@ class Forge:
         )
         return {WIT_HEADER: wit, AUTHORIZATION: "WPT " + wpt}
 
+    def bound_headers(
+        self, txn: str | None = None, others: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """A valid request whose WPT binds and which sends a Txn-Token (`tth`) and other
+        context headers (`oth`)."""
+        claims: dict[str, Any] = {}
+        headers: dict[str, str] = dict(others or {})
+        if txn is not None:
+            claims["tth"] = token_hash(txn)
+            headers["txn-token"] = txn
+        if others:
+            claims["oth"] = {name: token_hash(value) for name, value in others.items()}
+        return self.headers(wpt_claims=claims) | headers
+
 
 def with_wpt(wit: str, wpt: str) -> dict[str, str]:
     return {WIT_HEADER: wit, AUTHORIZATION: "WPT " + wpt}

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, public_key_from_jwk
-from authz.credentials.claims import token_hash
 from authz.deny_list import DenyList, dump_deny_list
 from authz.devtools.keys import public_jwk
 from authz.devtools.stack import ATTESTATION_HEADER, TRUST_DOMAIN, USER_TOKEN_HEADER
@@ -40,19 +39,6 @@ def with_deny_list(harness: GatewayHarness, directory: Path, deny_list: DenyList
 
 def check(forge: Forge, headers: dict[str, str]) -> Any:
     return forge.harness.check_path("/api/hello", headers)
-
-
-def bound_request(forge: Forge, *, txn: str | None = None, **context: str) -> dict[str, str]:
-    """A valid WPT request whose WPT binds `txn` (`tth`) and the `context` headers (`oth`)."""
-    claims: dict[str, Any] = {}
-    if txn is not None:
-        claims["tth"] = token_hash(txn)
-    if context:
-        claims["oth"] = {name: token_hash(value) for name, value in context.items()}
-    headers = forge.headers(wpt_claims=claims) | context
-    if txn is not None:
-        headers[TXN_HEADER] = txn
-    return headers
 
 
 @pytest.fixture
@@ -108,7 +94,7 @@ def test_a_txn_token_without_kid_from_a_deny_listed_tts_key_is_refused(
         harness, tmp_path, DenyList(kids=frozenset({harness.identities.tts["kid"]}))
     )
     txn = forge.txn_token(header={"kid": DROP})
-    expect_denied(check(forge, bound_request(forge, txn=txn)), Reason.DENYLIST_KID, 403)
+    expect_denied(check(forge, forge.bound_headers(txn)), Reason.DENYLIST_KID, 403)
 
 
 def test_a_user_token_without_kid_from_a_deny_listed_issuer_key_is_refused(
@@ -117,7 +103,7 @@ def test_a_user_token_without_kid_from_a_deny_listed_issuer_key_is_refused(
     kid = harness.identities.user_issuer["kid"]
     forge = with_deny_list(harness, tmp_path, DenyList(kids=frozenset({kid})))
     user = forge.user_token(header={"kid": DROP})
-    headers = bound_request(forge, **{USER_TOKEN_HEADER: user})
+    headers = forge.bound_headers(others={USER_TOKEN_HEADER: user})
     expect_denied(check(forge, headers), Reason.DENYLIST_KID, 403)
 
 
@@ -127,7 +113,7 @@ def test_an_attestation_result_without_kid_from_a_deny_listed_verifier_key_is_re
     kid = harness.identities.attestation_verifier["kid"]
     forge = with_deny_list(harness, tmp_path, DenyList(kids=frozenset({kid})))
     ear = forge.ear(header={"kid": DROP}, claims={"sub": "spiffe://demo.example/frontend"})
-    headers = bound_request(forge, **{ATTESTATION_HEADER: ear})
+    headers = forge.bound_headers(others={ATTESTATION_HEADER: ear})
     expect_denied(check(forge, headers), Reason.DENYLIST_KID, 403)
 
 
@@ -147,7 +133,7 @@ def test_a_deny_listed_tts_thumbprint_refuses_its_txn_tokens(
     listed = DenyList(thumbprints=frozenset({thumbprint(harness.identities.tts)}))
     forge = with_deny_list(harness, tmp_path, listed)
     txn = forge.txn_token(header={"kid": DROP})
-    expect_denied(check(forge, bound_request(forge, txn=txn)), Reason.DENYLIST_KEY, 403)
+    expect_denied(check(forge, forge.bound_headers(txn)), Reason.DENYLIST_KEY, 403)
 
 
 def test_a_deny_listed_workload_key_thumbprint_revokes_every_wit_confirming_it(

@@ -325,14 +325,7 @@ def bound(
     forge: Forge, txn: str | None = None, others: dict[str, str] | None = None
 ) -> dict[str, str]:
     """A WPT request binding (`tth`, `oth`) and sending a Txn-Token and other headers."""
-    claims: dict[str, object] = {}
-    headers: dict[str, str] = dict(others or {})
-    if txn is not None:
-        claims["tth"] = token_hash(txn)
-        headers[TXN_HEADER] = txn
-    if others:
-        claims["oth"] = {name: token_hash(value) for name, value in others.items()}
-    return forge.headers(wpt_claims=claims) | headers
+    return forge.bound_headers(txn, others)
 
 
 def _txn_accepted(s: Scenario) -> None:

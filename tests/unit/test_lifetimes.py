@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from authz.credentials.claims import token_hash
 from authz.devtools.stack import ATTESTATION_HEADER, USER_TOKEN_HEADER
 from authz.reasons import Reason
 from tests.security.forgery import Forge, expect_refused, write_policy
@@ -37,18 +36,6 @@ def skew(forge: Forge) -> int:
 
 def check(forge: Forge, headers: dict[str, str]) -> Any:
     return forge.harness.check_path("/api/hello", headers)
-
-
-def bound(forge: Forge, *, txn: str | None = None, **context: str) -> dict[str, str]:
-    claims: dict[str, Any] = {}
-    if txn is not None:
-        claims["tth"] = token_hash(txn)
-    if context:
-        claims["oth"] = {name: token_hash(value) for name, value in context.items()}
-    headers = forge.headers(wpt_claims=claims) | context
-    if txn is not None:
-        headers["txn-token"] = txn
-    return headers
 
 
 def test_a_wit_is_expired_at_exp_plus_skew_and_valid_a_second_before(gateway: Forge) -> None:
@@ -75,20 +62,20 @@ def test_a_wpt_is_expired_at_exp_plus_skew(gateway: Forge) -> None:
 def test_a_txn_token_and_its_cached_verification_expire_at_exp_plus_skew(gateway: Forge) -> None:
     end = gateway.now - skew(gateway)
     expired = gateway.txn_token(claims={"exp": end, "iat": end - 60})
-    expect_refused(check(gateway, bound(gateway, txn=expired)), Reason.TXN_EXPIRED)
+    expect_refused(check(gateway, gateway.bound_headers(expired)), Reason.TXN_EXPIRED)
     txn = gateway.txn_token(claims={"exp": end + 1, "iat": end - 60})
-    expect_allowed(check(gateway, bound(gateway, txn=txn)))
+    expect_allowed(check(gateway, gateway.bound_headers(txn)))
     gateway.harness.clock.now += 1
-    expect_refused(check(gateway, bound(gateway, txn=txn)), Reason.TXN_EXPIRED)
+    expect_refused(check(gateway, gateway.bound_headers(txn)), Reason.TXN_EXPIRED)
 
 
 def test_a_user_token_is_expired_at_exp_plus_skew(gateway: Forge) -> None:
     end = gateway.now - skew(gateway)
     expired = gateway.user_token(claims={"exp": end, "iat": end - 60})
-    headers = bound(gateway, **{USER_TOKEN_HEADER: expired})
+    headers = gateway.bound_headers(others={USER_TOKEN_HEADER: expired})
     expect_refused(check(gateway, headers), Reason.USER_EXPIRED)
     valid = gateway.user_token(claims={"exp": end + 1, "iat": end - 60})
-    expect_allowed(check(gateway, bound(gateway, **{USER_TOKEN_HEADER: valid})))
+    expect_allowed(check(gateway, gateway.bound_headers(others={USER_TOKEN_HEADER: valid})))
 
 
 def test_an_attestation_result_is_stale_from_exp_plus_skew(gateway: Forge) -> None:
@@ -104,7 +91,7 @@ def test_an_attestation_result_is_stale_from_exp_plus_skew(gateway: Forge) -> No
         forge = Forge(harness)
         hook_engine(harness.gateway.pipeline, record)
         ear = forge.ear(claims={"exp": exp, "iat": end - 60})
-        expect_allowed(check(forge, bound(forge, **{ATTESTATION_HEADER: ear})))
+        expect_allowed(check(forge, forge.bound_headers(others={ATTESTATION_HEADER: ear})))
         [result] = seen[0]["results"]
         return result["status"], result["fresh"]
 
