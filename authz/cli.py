@@ -165,11 +165,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy_bundle(args: argparse.Namespace) -> int:
-    from authz.credentials.trust import build_key_sets
     from authz.devtools.bundle import build_bundle
     from authz.devtools.keys import public_jwk
     from authz.policy.bundle import BundleVerifier, parse_bundle
     from authz.policy.testing import run_set_tests
+    from authz.trust.key_sets import build_key_sets
 
     key = _read_json(args.signing_key) if args.signing_key else None
     data = build_bundle(

@@ -17,11 +17,7 @@ from authz.credentials.attestation import EarRules, EarVerifier
 from authz.credentials.authenticator import Authenticator, MtlsRules
 from authz.credentials.context import AttestationSources, ContextVerifier, UserTokenSource
 from authz.credentials.httpsig.verifier import SignatureRules, SignatureVerifier
-from authz.credentials.live_keys import LiveKeyRegistry
 from authz.credentials.presentation import CREDENTIAL_HEADERS, SizeLimits
-from authz.credentials.redis_replay import RedisReplayCache, open_redis_replay_cache
-from authz.credentials.replay import InMemoryReplayCache
-from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.txn_token import TxnRules, TxnTokenVerifier
 from authz.credentials.user_token import UserIssuer, UserTokenRules, UserTokenVerifier
 from authz.credentials.wit import WitRules, WitVerifier
@@ -43,7 +39,11 @@ from authz.policy.engine import PolicyEngine
 from authz.policy.loader import PolicySet
 from authz.policy.remote import RemoteOpaEngine
 from authz.policy.sources import load_configured_policy_set
+from authz.replay.memory import InMemoryReplayCache
+from authz.replay.redis_store import RedisReplayCache, open_redis_replay_cache
 from authz.routing import ServiceRouter
+from authz.trust.key_sets import KeySet, TrustStore
+from authz.trust.live import LiveKeyRegistry
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from authz.credentials.signature import (
     verify_refreshing,
     verify_signature,
 )
-from authz.credentials.trust import KeyHolder, KeySet
 from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeyHolder, KeySet
 
 MAX_SUBMODS = 64
 

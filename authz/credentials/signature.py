@@ -24,9 +24,9 @@ from typing import TypeVar
 
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, PublicKey
 from authz.credentials.jose import CompactJws
-from authz.credentials.trust import KeyRefresh, KeySet
 from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeyRefresh, KeySet
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,10 @@ from authz.credentials.signature import (
     verify_refreshing,
     verify_signature,
 )
-from authz.credentials.trust import KeyHolder, KeySet
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeyHolder, KeySet
 
 TXN_TOKEN_TYP = "txntoken+jwt"
 LEGACY_TXN_TOKEN_TYP = "txn_token"

@@ -25,9 +25,9 @@ from authz.credentials.signature import (
     verify_refreshing,
     verify_signature,
 )
-from authz.credentials.trust import KeyHolder
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeyHolder
 
 ACCESS_TOKEN_TYP = "at+jwt"
 

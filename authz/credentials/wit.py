@@ -45,11 +45,11 @@ from authz.credentials.signature import (
     verify_refreshing,
     verify_signature,
 )
-from authz.credentials.spiffe_bundle import JwtKeyUse
-from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeySet, TrustStore
+from authz.trust.spiffe_bundle import JwtKeyUse
 
 WIT_TYP = "wit+jwt"
 

@@ -18,10 +18,10 @@ from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.presentation import TXN_TOKEN_HEADER
-from authz.credentials.replay import ReplayCache
 from authz.credentials.wit import VerifiedWit
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.replay.memory import ReplayCache
 
 WPT_TYP = "wpt+jwt"
 MAX_JTI_LENGTH = 256

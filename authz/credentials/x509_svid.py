@@ -40,10 +40,10 @@ from cryptography.x509 import verification
 
 from authz.clock import Clock
 from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
-from authz.credentials.trust import KeySet, TrustStore
 from authz.credentials.verified_cache import VerifiedCache
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeySet, TrustStore
 
 MAX_CERTIFICATE_BYTES = 64 * 1024
 """Far above a real leaf; Envoy's URL encoding roughly triples a PEM's size."""

@@ -49,13 +49,13 @@ from typing import TYPE_CHECKING, Any
 from authz import strict_json
 from authz.credentials.jose import JoseReasons, parse_compact_jws
 from authz.credentials.signature import SignatureReasons, verify_signature
-from authz.credentials.spiffe_bundle import JwtKeyUse
-from authz.credentials.trust import KeySet, build_key_sets, key_sources
 from authz.errors import ConfigError, CredentialError
 from authz.policy.bundle_digest import DigestError, file_digest, hash_algorithm
 from authz.policy.embedded import build_engine
 from authz.policy.loader import PolicySet, build_policy_set
 from authz.reasons import Reason
+from authz.trust.key_sets import KeySet, build_key_sets, key_sources
+from authz.trust.spiffe_bundle import JwtKeyUse
 
 if TYPE_CHECKING:
     from authz.config import BundleSigningConfig

@@ -2,7 +2,7 @@
 
 A reload is triggered by a change to any watched file (the configuration, the policy
 directory or bundle file, every JWKS or SPIFFE bundle file), by a new bundle at the bundle
-URL, or by SIGHUP. (Keys at a URL are refreshed without a reload: `credentials/live_keys.py`;
+URL, or by SIGHUP. (Keys at a URL are refreshed without a reload: `trust/live.py`;
 a reload waits for those it has never had keys from.) It then:
 
 1. reads the configuration and the policy set (directory, bundle file or fetched bundle);

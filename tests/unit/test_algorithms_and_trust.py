@@ -10,10 +10,10 @@ from authz.credentials.algorithms import (
     InvalidKey,
     public_key_from_jwk,
 )
-from authz.credentials.trust import build_trust_store, read_jwks_file
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import sign_jws
 from authz.errors import ConfigError
+from authz.trust.key_sets import build_trust_store, read_jwks_file
 
 
 def test_no_symmetric_or_unsigned_algorithm_is_representable() -> None:

@@ -19,11 +19,11 @@ from authz.credentials.attestation import (
     EarVerifier,
     worst,
 )
-from authz.credentials.trust import KeySet, build_key_set
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import ear_claims, mint_ear, sign_jws
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeySet, build_key_set
 from tests.support import MutableClock
 
 NOW = 1_800_000_000

@@ -12,10 +12,10 @@ from authz.credentials.chain import Hop, HopSource, build_chain
 from authz.credentials.claims import token_hash
 from authz.credentials.identifiers import parse_workload_id
 from authz.credentials.signature import SigningKey
-from authz.credentials.trust import build_key_set
 from authz.credentials.txn_token import Actor, TxnRules, TxnTokenVerifier, VerifiedTxnToken
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_txn_token
+from authz.trust.key_sets import build_key_set
 from tests.support import GatewayHarness, MutableClock
 from tests.unit.test_http_signature import accepting, policy_input, signed
 

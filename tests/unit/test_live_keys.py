@@ -1,4 +1,4 @@
-"""Key sets at a URL (`credentials/live_keys.py`), fetched from a real aiohttp server on
+"""Key sets at a URL (`trust/live.py`), fetched from a real aiohttp server on
 127.0.0.1 (plain HTTP, allowed to loopback): refresh, conditional requests, unknown-kid
 refreshes, staleness, and what a reload keeps."""
 
@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 
 from authz.config import KeySetConfig, parse_config
-from authz.credentials.live_keys import LiveKeyRegistry, LiveKeySource, LiveSourceSettings
-from authz.credentials.spiffe_bundle import JwtKeyUse
 from authz.credentials.txn_token import TxnRules, TxnTokenVerifier
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.devtools.keys import generate_private_jwk, public_jwk
@@ -22,6 +20,8 @@ from authz.devtools.spiffe import spiffe_bundle
 from authz.errors import ConfigError, CredentialError, UnavailableError
 from authz.observability.metrics import Metrics
 from authz.reasons import Reason
+from authz.trust.live import LiveKeyRegistry, LiveKeySource, LiveSourceSettings
+from authz.trust.spiffe_bundle import JwtKeyUse
 from tests.e2e.inprocess import run, until
 from tests.key_server import KeyServer, SeenRequest
 from tests.support import NOW, MutableClock

@@ -14,18 +14,18 @@ import pytest
 
 from authz.clock import system_clock
 from authz.config import RedisReplayConfig, parse_config
-from authz.credentials.redis_replay import (
-    RedisReplayCache,
-    open_redis_replay_cache,
-    read_password,
-    replay_key,
-)
-from authz.credentials.replay import InMemoryReplayCache
 from authz.devtools.certs import CertificateAuthority, write_pem
 from authz.devtools.redis import RedisServer, RedisTls
 from authz.errors import ConfigError, UnavailableError
 from authz.gateway import Runtime, build_gateway
 from authz.reasons import Reason
+from authz.replay.memory import InMemoryReplayCache
+from authz.replay.redis_store import (
+    RedisReplayCache,
+    open_redis_replay_cache,
+    read_password,
+    replay_key,
+)
 from tests.support import (
     GatewayHarness,
     check_request,

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from authz.credentials.replay import InMemoryReplayCache
 from authz.errors import UnavailableError
 from authz.reasons import Reason
+from authz.replay.memory import InMemoryReplayCache
 from tests.support import MutableClock
 
 

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 
 from authz.config import parse_config
-from authz.credentials.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
-from authz.credentials.trust import build_trust_store, key_sources
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.devtools.certs import CertificateAuthority
 from authz.devtools.keys import generate_private_jwk, public_jwk
@@ -21,6 +19,8 @@ from authz.devtools.spiffe import authority_jwk, spiffe_bundle
 from authz.devtools.stack import TRUST_DOMAIN as DEMO_DOMAIN
 from authz.errors import ConfigError, CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import build_trust_store, key_sources
+from authz.trust.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
 from tests.support import (
     NOW,
     ORIGIN,

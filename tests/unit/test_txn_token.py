@@ -16,7 +16,6 @@ from jwt.algorithms import ECAlgorithm
 
 from authz.credentials.algorithms import public_key_from_jwk
 from authz.credentials.claims import token_hash
-from authz.credentials.trust import KeySet, build_key_set
 from authz.credentials.txn_token import (
     MAX_CLAIM_STRING,
     TxnRules,
@@ -27,6 +26,7 @@ from authz.devtools.keys import generate_private_jwk, private_key_from_jwk, publ
 from authz.devtools.mint import encode_jws, mint_txn_token, sign_jws
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import KeySet, build_key_set
 from tests.support import MutableClock
 
 NOW = 1_800_000_000

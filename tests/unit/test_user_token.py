@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from authz.credentials.algorithms import public_key_from_jwk
-from authz.credentials.trust import build_key_set
 from authz.credentials.user_token import (
     UserIssuer,
     UserTokenRules,
@@ -23,6 +22,7 @@ from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_user_token, sign_jws
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import build_key_set
 from tests.support import MutableClock
 
 NOW = 1_800_000_000

@@ -8,12 +8,12 @@ import pytest
 
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.claims import token_hash
-from authz.credentials.trust import build_trust_store
 from authz.credentials.wit import VerifiedWit, WitRules, WitVerifier
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit, sign_jws
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import build_trust_store
 from tests.support import MutableClock
 
 NOW = 1_800_000_000

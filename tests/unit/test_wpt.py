@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from authz.credentials.claims import token_hash
-from authz.credentials.replay import InMemoryReplayCache
-from authz.credentials.trust import build_trust_store
 from authz.credentials.wit import VerifiedWit, WitRules, WitVerifier
 from authz.credentials.wpt import ProofContext, VerifiedWpt, WptRules, WptVerifier
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit, mint_wpt, sign_jws
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.replay.memory import InMemoryReplayCache
+from authz.trust.key_sets import build_trust_store
 from tests.support import MutableClock
 
 NOW = 1_800_000_000

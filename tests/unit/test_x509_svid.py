@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authz.credentials.trust import KeySet, TrustStore, build_key_set
 from authz.credentials.x509_svid import SvidRules, SvidVerifier
 from authz.devtools.certs import CertificateAuthority, IssuedCertificate
 from authz.errors import CredentialError
+from authz.trust.key_sets import KeySet, TrustStore, build_key_set
 from tests.support import MutableClock
 
 TD = "demo.example"

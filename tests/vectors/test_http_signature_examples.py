@@ -30,11 +30,11 @@ from authz.credentials.httpsig.verifier import SignatureRules, SignatureVerifier
 from authz.credentials.identifiers import parse_workload_id
 from authz.credentials.jose import b64url_decode
 from authz.credentials.presentation import ProofStyle, SizeLimits
-from authz.credentials.replay import InMemoryReplayCache
 from authz.credentials.signature import SigningKey
 from authz.credentials.wit import VerifiedWit, WitRules, WitVerifier
 from authz.credentials.wpt import WptRules, WptVerifier
 from authz.errors import CredentialError
+from authz.replay.memory import InMemoryReplayCache
 from tests.vectors.published_vectors import load_published
 
 VECTORS = load_published("wimse-draft-examples.json")["http_signature_07"]

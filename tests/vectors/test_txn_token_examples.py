@@ -18,13 +18,13 @@ from authz.config import parse_config
 from authz.credentials.algorithms import public_key_from_jwk
 from authz.credentials.attestation import AttestationSource, EarRules, EarStatus, EarVerifier
 from authz.credentials.chain import build_chain
-from authz.credentials.trust import build_key_set
 from authz.credentials.txn_token import TxnRules, TxnTokenVerifier, VerifiedTxnToken
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import sign_jws
 from authz.errors import CredentialError
 from authz.gateway import build_gateway
 from authz.reasons import Reason
+from authz.trust.key_sets import build_key_set
 from tests.support import check_request, hook_engine
 from tests.vectors.published_vectors import load_published
 

@@ -17,11 +17,11 @@ from authz.config import parse_config
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, public_key_from_jwk
 from authz.credentials.claims import token_hash
 from authz.credentials.jose import JoseReasons, b64url_decode, parse_compact_jws
-from authz.credentials.trust import build_trust_store
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.errors import CredentialError
 from authz.gateway import build_gateway
 from authz.reasons import Reason
+from authz.trust.key_sets import build_trust_store
 from tests.support import check_request, expect_allowed, expect_denied, header
 from tests.vectors.published_vectors import load_published
 

@@ -19,8 +19,6 @@ import pytest
 
 from authz.answers import Verdict
 from authz.credentials.jose import JoseReasons, parse_compact_jws
-from authz.credentials.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
-from authz.credentials.trust import build_trust_store
 from authz.credentials.wit import WitRules, WitVerifier
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wpt, sign_jws
@@ -28,6 +26,8 @@ from authz.devtools.spiffe import spiffe_bundle
 from authz.devtools.stack import TRUST_DOMAIN
 from authz.errors import CredentialError
 from authz.reasons import Reason
+from authz.trust.key_sets import build_trust_store
+from authz.trust.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
 from tests.support import (
     NOW,
     ORIGIN,

@@ -50,10 +50,10 @@ from authz.credentials.presentation import (
     TXN_TOKEN_HEADER,
     WIT_HEADER,
 )
-from authz.credentials.replay import ANY_SENDER, ReplayCache
 from authz.credentials.wit import VerifiedWit
 from authz.errors import CredentialError, UnavailableError
 from authz.reasons import Reason
+from authz.replay.memory import ANY_SENDER, ReplayCache
 
 WIMSE_TAG = "wimse-workload-to-workload"
 MAX_NONCE_LENGTH = 256

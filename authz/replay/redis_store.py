@@ -40,10 +40,10 @@ from redis.retry import Retry
 
 from authz.clock import Clock
 from authz.config import RedisReplayConfig
-from authz.credentials.replay import InMemoryReplayCache
 from authz.errors import ConfigError, UnavailableError
 from authz.files import read_bounded
 from authz.reasons import Reason
+from authz.replay.memory import InMemoryReplayCache
 
 log = logging.getLogger("authz.replay")
 

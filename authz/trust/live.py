@@ -41,8 +41,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from authz import strict_json
-from authz.credentials.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
-from authz.credentials.trust import (
+from authz.errors import ConfigError, UnavailableError
+from authz.http_fetch import BoundedFetcher, display_url
+from authz.reasons import Reason
+from authz.trust.key_sets import (
     KeyHolder,
     KeySet,
     TrustStore,
@@ -51,9 +53,7 @@ from authz.credentials.trust import (
     key_sources,
     parse_jwks,
 )
-from authz.errors import ConfigError, UnavailableError
-from authz.http_fetch import BoundedFetcher, display_url
-from authz.reasons import Reason
+from authz.trust.spiffe_bundle import JwtKeyUse, parse_spiffe_bundle
 
 if TYPE_CHECKING:
     from cryptography import x509

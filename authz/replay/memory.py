@@ -8,7 +8,7 @@ recorded under `ANY_SENDER`.
 The in-memory cache is bounded; when it is full of unexpired entries it refuses new proofs
 (`replay.capacity`, an availability failure) rather than evicting one, because evicting an
 unexpired entry would let that proof be replayed. It protects one process; replicas share a
-store instead (`authz.credentials.redis_replay`).
+store instead (`authz.replay.redis_store`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ caller of `key_sources` says which, with `JwtKeyUse`); `bundle_use` records it.
 Verifiers hold a `KeyHolder` and read its `current` key set on every verification. A
 configured (file or inline) key set is its own holder: it changes only when a reload builds
 a new gateway, so a check never sees half of an old key set and half of a new one. A live
-key set (`credentials/live_keys.py`, fetched from a URL) swaps its whole `KeySet` in one
+key set (`trust/live.py`, fetched from a URL) swaps its whole `KeySet` in one
 assignment when a refresh brings new keys.
 """
 
@@ -30,9 +30,9 @@ from cryptography import x509
 
 from authz.credentials.algorithms import InvalidKey, PublicKey, public_key_from_jwk
 from authz.credentials.identifiers import is_valid_trust_domain
-from authz.credentials.spiffe_bundle import JwtKeyUse, SpiffeBundle, parse_spiffe_bundle
 from authz.errors import ConfigError
 from authz.files import read_bounded
+from authz.trust.spiffe_bundle import JwtKeyUse, SpiffeBundle, parse_spiffe_bundle
 
 if TYPE_CHECKING:
     from authz.config import KeySetConfig
@@ -217,7 +217,7 @@ def key_sources(
     """Configured key sets as `build_key_sets` takes them, each file read now; errors name
     `<where>.<name><suffix>`. A SPIFFE bundle gives the keys of `bundle_use` only (`wit-svid`
     for trust domains' WIT anchors, `jwt-svid` for any other signer). Key sets fetched from a
-    URL are not configured keys: they are refused here (`credentials/live_keys.py` holds
+    URL are not configured keys: they are refused here (`trust/live.py` holds
     them)."""
     sources: dict[str, tuple[frozenset[str], object, str]] = {}
     for name, key_set in key_sets.items():
