@@ -101,6 +101,7 @@ class Pipeline:
         record.result = verdict_result(verdict)
         record.status = verdict.status if not isinstance(verdict, Allowed) else 200
         record.reason = verdict.reason.value
+        self._metrics.count_stage_times(record.verify_us, record.evaluate_us)
         self._decision_log.write(record)
         return verdict
 

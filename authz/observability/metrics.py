@@ -101,6 +101,16 @@ class Metrics:
             buckets=_CHECK_BUCKETS,
             registry=registry,
         )
+        self.check_stage_seconds = Counter(
+            "wimse_authz_check_stage_seconds",
+            "Time checks spent in each stage: verify (request view, credentials, context,"
+            " deny-list), evaluate (policy input, decision or cache lookup).",
+            ["stage"],
+            registry=registry,
+        )
+        self._stage_children = {
+            stage: self.check_stage_seconds.labels(stage) for stage in ("verify", "evaluate")
+        }
         self.verification_failures = Counter(
             "wimse_authz_verification_failures",
             "Credentials rejected during verification, by reason code.",
@@ -251,6 +261,13 @@ class Metrics:
                 result, reason
             )
         child.inc()
+
+    def count_stage_times(self, verify_us: int | None, evaluate_us: int | None) -> None:
+        """Add one check's stage times (what reached each stage; None: it did not)."""
+        if verify_us is not None:
+            self._stage_children["verify"].inc(verify_us / 1e6)
+        if evaluate_us is not None:
+            self._stage_children["evaluate"].inc(evaluate_us / 1e6)
 
     def count_verification_failure(self, reason: str) -> None:
         """Count a rejected credential; `reason` is its reason code (`wpt.expired`)."""

@@ -126,3 +126,16 @@ def test_no_tls_families_without_tls_listeners() -> None:
     metrics = Metrics()
     metrics.watch_tls_listeners({})
     assert not any(name.startswith("wimse_authz_tls") for name, _ in samples(metrics))
+
+
+def test_stage_times_add_up_what_each_check_spent_verifying_and_deciding(
+    harness: GatewayHarness,
+) -> None:
+    gateway = harness.rebuild()
+    gateway.check_path("/api/hello", gateway.signed_headers())  # verified and decided
+    gateway.check_path("/api/hello", {"workload-identity-token": "x.y.z"})  # refused early
+    values = samples(gateway.gateway.metrics)
+    verify = values[("wimse_authz_check_stage_seconds_total", (("stage", "verify"),))]
+    evaluate = values[("wimse_authz_check_stage_seconds_total", (("stage", "evaluate"),))]
+    assert 0 < verify < 1
+    assert 0 < evaluate < 1
