@@ -62,6 +62,7 @@ def _without(node: Mapping[str, Any], path: tuple[str, ...], drop: frozenset[str
 
 
 _HEADERS = ("attributes", "request", "http", "headers")
+_HEADER_MAP = ("attributes", "request", "http", "headerMap")
 _EXCLUDED: tuple[tuple[tuple[str, ...], frozenset[str]], ...] = (
     (("attributes", "request"), frozenset(("time",))),
     (("attributes", "request", "http"), frozenset(("id",))),
@@ -76,10 +77,37 @@ _PER_REQUEST_HEADERS = {
 }
 
 
+def _without_entries(
+    node: Mapping[str, Any], path: tuple[str, ...], drop: frozenset[str]
+) -> Mapping[str, Any]:
+    """`node` with the `{key, ...}` entries of the `headers` list at `path` (Envoy's raw
+    `headerMap`) whose key is in `drop` removed."""
+    header_map: Any = node
+    for part in path:
+        header_map = header_map.get(part) if isinstance(header_map, Mapping) else None
+    entries = header_map.get("headers") if isinstance(header_map, Mapping) else None
+    if not isinstance(entries, list):
+        return node
+    kept = [
+        entry
+        for entry in entries
+        if not (isinstance(entry, Mapping) and str(entry.get("key", "")).lower() in drop)
+    ]
+    return _replaced(node, (*path, "headers"), kept)
+
+
+def _replaced(node: Mapping[str, Any], path: tuple[str, ...], value: Any) -> Mapping[str, Any]:
+    head, rest = path[0], path[1:]
+    child = node[head]
+    return {**node, head: _replaced(child, rest, value) if rest else value}
+
+
 def cache_key(document: Mapping[str, Any], revision: str, proof: str | None) -> bytes:
     """The digest a decision is stored under; `proof` names the header that carried the
     verified proof (`proof_header`), left out with Envoy's request id."""
-    stable: Mapping[str, Any] = _without(document, _HEADERS, _PER_REQUEST_HEADERS[proof])
+    per_request = _PER_REQUEST_HEADERS[proof]
+    stable: Mapping[str, Any] = _without(document, _HEADERS, per_request)
+    stable = _without_entries(stable, _HEADER_MAP, per_request)
     for path, drop in _EXCLUDED:
         stable = _without(stable, path, drop)
     encoded = json.dumps(stable, sort_keys=True, separators=(",", ":"), default=str)

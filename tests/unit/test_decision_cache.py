@@ -139,6 +139,20 @@ def test_repeated_requests_hit_the_cache_and_still_verify_every_proof(
     assert cache_lookups(gateway, "hit") == 1
 
 
+def test_raw_header_map_requests_hit_the_cache_too(harness: GatewayHarness) -> None:
+    """Envoy's `encode_raw_headers` shape: the WPT sits in `headerMap`, and is left out of
+    the key there as in the `headers` map (else no two requests would ever share a key)."""
+    gateway = harness.rebuild(decision_cache={"entries": 100})
+    wit = gateway.wit()
+    for _ in range(2):
+        expect_allowed(gateway.check_path(headers=proved(gateway, wit), raw_headers=True))
+    assert cache_lookups(gateway, "miss") == 1
+    assert cache_lookups(gateway, "hit") == 1
+    other = gateway.check_path(headers=gateway.signed_headers(workload="batch"), raw_headers=True)
+    expect_denied(other, Reason.POLICY_DENIED, 403)
+    assert cache_lookups(gateway, "hit") == 1
+
+
 def test_a_cached_allow_is_not_reused_for_another_caller_or_path(
     harness: GatewayHarness,
 ) -> None:
