@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit rego-test bench conformance lock clean redis-server
+.PHONY: run test lint typecheck unit rego-test bench conformance lock clean redis-server wrk
 
 run: $(VENV)/.run-installed
 	$(BIN)/wimse-authz demo
@@ -16,7 +16,8 @@ test: $(VENV)/.dev-installed redis-server
 	$(BIN)/wimse-authz policy test policies
 	$(BIN)/pytest
 
-bench: $(VENV)/.dev-installed
+# The benchmark drives Envoy with wrk; its two-process setup shares a redis-server.
+bench: $(VENV)/.dev-installed wrk redis-server
 	$(BIN)/python bench/run.py
 
 conformance: $(VENV)/.dev-installed
@@ -27,6 +28,11 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 redis-server:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# bench/run.py runs /usr/bin/wrk (Debian's package) by that path.
+wrk:
+	@test -x /usr/bin/wrk || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 # Dependencies come only from the hash-pinned lock files; the project itself is installed
 # without dependencies and without build isolation, so nothing unpinned is downloaded.

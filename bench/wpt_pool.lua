@@ -1,4 +1,4 @@
--- Feeds wrk one fresh, pre-minted WPT per request (bench/run.py writes the pool).
+-- Feeds wrk one fresh, pre-minted WPT per request (bench/run.py mints the pool).
 --
 --   wrk ... -s bench/wpt_pool.lua URL -- POOL_FILE THREADS WIT
 --

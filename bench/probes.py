@@ -1,0 +1,208 @@
+"""What is read around a run, besides wrk's own report: CPU time and peak RSS from /proc,
+Envoy's counters and host health from its admin port, the gateway's Prometheus `/metrics`.
+
+The parsing functions take the text they read (pure; unit-tested); the readers fetch it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+EXT_AUTHZ_STATS = ("ok", "denied", "error", "invalid", "failure_mode_allowed")
+EXT_AUTHZ_STAT_PREFIX = "http.ingress.ext_authz."  # the HCM's stat_prefix is `ingress`
+CHECK_DURATION_METRIC = "wimse_authz_check_duration_seconds"
+CHECK_STAGE_METRIC = "wimse_authz_check_stage_seconds_total"
+CACHE_LOOKUPS_METRIC = "wimse_authz_decision_cache_lookups_total"
+HTTP_TIMEOUT = 5
+
+
+class ProbeFailed(Exception):
+    """Something the bench must read is missing (a renamed metric must not read as 0)."""
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - loopback
+        text: str = response.read().decode()
+        return text
+
+
+# --- /proc ---------------------------------------------------------------------------------
+
+
+def cpu_seconds_from_stat(stat: str, clock_ticks: int) -> float:
+    """utime + stime from the text of /proc/<pid>/stat, in seconds.
+
+    For a process these sum over all its threads, live and exited; children are not in them.
+    """
+    # The command name (field 2) is parenthesised and may hold spaces or parentheses;
+    # utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / clock_ticks
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time a running process (all its threads) has used; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return cpu_seconds_from_stat(stat, os.sysconf("SC_CLK_TCK"))
+
+
+def peak_rss_kib_from_status(status: str) -> int | None:
+    """`VmHWM` (the peak resident set size, kB) from the text of /proc/<pid>/status."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "VmHWM":
+            return int(value.split()[0])
+    return None
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """The peak RSS of a running process since it started; None if it is gone."""
+    try:
+        return peak_rss_kib_from_status(Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return None
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished and waited-for children: around one wrk run,
+    the increase is wrk's own."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- Envoy admin ---------------------------------------------------------------------------
+
+
+def ext_authz_counters_from_stats(text: str) -> dict[str, int]:
+    """Envoy's `ingress` ext_authz counters from its admin `/stats` text (0 if not created)."""
+    counters = dict.fromkeys(EXT_AUTHZ_STATS, 0)
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        short = name.removeprefix(EXT_AUTHZ_STAT_PREFIX)
+        if name.startswith(EXT_AUTHZ_STAT_PREFIX) and short in counters and value.isdigit():
+            counters[short] = int(value)
+    return counters
+
+
+def ext_authz_counters(admin_port: int) -> dict[str, int]:
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=^http\\.ingress\\.ext_authz\\."
+    return ext_authz_counters_from_stats(_get(url))
+
+
+def healthy_endpoints_from_clusters(text: str, cluster: str) -> set[str]:
+    """`host:port` of the endpoints of `cluster` Envoy's admin `/clusters` text calls healthy."""
+    healthy = set()
+    for line in text.splitlines():
+        parts = line.split("::")
+        if parts[0] == cluster and parts[2:] == ["health_flags", "healthy"]:
+            healthy.add(parts[1])
+    return healthy
+
+
+def healthy_endpoints(admin_port: int, cluster: str) -> set[str]:
+    return healthy_endpoints_from_clusters(_get(f"http://127.0.0.1:{admin_port}/clusters"), cluster)
+
+
+# --- the gateway's /metrics ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayMetrics:
+    """The gateway's own account of its checks (one process, or several added up).
+
+    Times are wall time from `CheckRequest` in to answer out (`check_seconds`), and of the
+    verify and evaluate stages within it; gRPC transport and queueing are outside them.
+    """
+
+    checks: int
+    check_seconds: float
+    verify_seconds: float
+    evaluate_seconds: float
+    cache_hits: int
+    cache_misses: int
+
+    def since(self, earlier: GatewayMetrics) -> GatewayMetrics:
+        """The increase from `earlier` to this reading."""
+        return GatewayMetrics(
+            self.checks - earlier.checks,
+            self.check_seconds - earlier.check_seconds,
+            self.verify_seconds - earlier.verify_seconds,
+            self.evaluate_seconds - earlier.evaluate_seconds,
+            self.cache_hits - earlier.cache_hits,
+            self.cache_misses - earlier.cache_misses,
+        )
+
+    def __add__(self, other: GatewayMetrics) -> GatewayMetrics:
+        return GatewayMetrics(
+            self.checks + other.checks,
+            self.check_seconds + other.check_seconds,
+            self.verify_seconds + other.verify_seconds,
+            self.evaluate_seconds + other.evaluate_seconds,
+            self.cache_hits + other.cache_hits,
+            self.cache_misses + other.cache_misses,
+        )
+
+    def _per_check_us(self, seconds: float) -> float | None:
+        return seconds / self.checks * 1e6 if self.checks else None
+
+    @property
+    def mean_check_us(self) -> float | None:
+        return self._per_check_us(self.check_seconds)
+
+    @property
+    def mean_verify_us(self) -> float | None:
+        return self._per_check_us(self.verify_seconds)
+
+    @property
+    def mean_evaluate_us(self) -> float | None:
+        return self._per_check_us(self.evaluate_seconds)
+
+
+_WANTED = {
+    # (sample name, its `stage` or `result` label): (GatewayMetrics field, as shown)
+    (f"{CHECK_DURATION_METRIC}_count", ""): ("checks", f"{CHECK_DURATION_METRIC}_count"),
+    (f"{CHECK_DURATION_METRIC}_sum", ""): ("check_seconds", f"{CHECK_DURATION_METRIC}_sum"),
+    (CHECK_STAGE_METRIC, "verify"): ("verify_seconds", f'{CHECK_STAGE_METRIC}{{stage="verify"}}'),
+    (CHECK_STAGE_METRIC, "evaluate"): (
+        "evaluate_seconds",
+        f'{CHECK_STAGE_METRIC}{{stage="evaluate"}}',
+    ),
+    (CACHE_LOOKUPS_METRIC, "hit"): ("cache_hits", f'{CACHE_LOOKUPS_METRIC}{{result="hit"}}'),
+    (CACHE_LOOKUPS_METRIC, "miss"): ("cache_misses", f'{CACHE_LOOKUPS_METRIC}{{result="miss"}}'),
+}
+
+
+def gateway_metrics_from_text(text: str) -> GatewayMetrics:
+    """Read the check-duration histogram, the stage-time counter and the decision-cache
+    lookups from Prometheus text; ProbeFailed naming whatever is missing."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = sample.labels.get("stage") or sample.labels.get("result") or ""
+            wanted = _WANTED.get((sample.name, label))
+            if wanted is not None:
+                found[wanted[0]] = sample.value
+    missing = [shown for field_name, shown in _WANTED.values() if field_name not in found]
+    if missing:
+        raise ProbeFailed(f"the gateway's /metrics lacks {', '.join(missing)}")
+    return GatewayMetrics(
+        checks=int(found["checks"]),
+        check_seconds=found["check_seconds"],
+        verify_seconds=found["verify_seconds"],
+        evaluate_seconds=found["evaluate_seconds"],
+        cache_hits=int(found["cache_hits"]),
+        cache_misses=int(found["cache_misses"]),
+    )
+
+
+def gateway_metrics(diagnostics_port: int) -> GatewayMetrics:
+    return gateway_metrics_from_text(_get(f"http://127.0.0.1:{diagnostics_port}/metrics"))

@@ -1,0 +1,496 @@
+"""The setups the bench compares: each one Envoy (`--concurrency 1`) answering every request
+itself with a `direct_response`, and whatever sits behind its ext_authz filter.
+
+| setup | Envoy's authorization step | behind it |
+|---|---|---|
+| `envoy` | none | nothing |
+| `jwt_authn` | `jwt_authn` verifies one ES256 JWT | nothing |
+| `noop_grpc` | ext_authz | `bench/noop_server.py`: grpc.aio answering OK, doing nothing |
+| `gateway` | ext_authz | one `wimse-authz serve`; callers' WPTs signed Ed25519 |
+| `gateway_es256` | ext_authz | the same; WPTs signed ES256 |
+| `gateway_2proc` | ext_authz, 2 endpoints | two `wimse-authz serve`, one redis replay store |
+| `gateway_cached` | ext_authz | one `wimse-authz serve` with the decision cache on |
+
+Everything is built from `deploy/envoy/gateway.yaml` and the demo gateway configuration of
+`authz/devtools/stack.py` (the `policies/` `make run` ships). Another serving transport is
+one more builder in `BUILDERS`: a `Setup` whose `servers` start it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import probes
+from authz.devtools import stack
+from authz.devtools.keys import generate_private_jwk, public_jwk
+from authz.devtools.mint import mint_wit, mint_wpt, sign_jws
+from authz.devtools.redis import RedisServer
+from loadgen import BENCH_DIR, WptPool
+
+PATH = "/api/hello"  # the sample policy lets the frontend workload GET /api/*
+CALLER = "frontend"
+WIT_HEADER = "Workload-Identity-Token"
+WPT_TTL = 290
+"""The gateway refuses a WPT whose `exp` is more than 300 s ahead."""
+DIRECT_RESPONSE: dict[str, Any] = {"status": 200, "body": {"inline_string": "ok\n"}}
+CHECK_CLUSTER = "wimse_authz"
+JWT_ISSUER = "https://bench.example"
+JWT_AUDIENCE = "bench"
+DECISION_CACHE: dict[str, Any] = {"entries": 10_000, "max_ttl_seconds": 30}
+"""gateway_cached's `decision_cache`; the other gateways have none (the default)."""
+NOOP_SERVER = BENCH_DIR / "noop_server.py"
+START_TIMEOUT = 30.0
+AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+SETUP_NAMES = (
+    "envoy",
+    "jwt_authn",
+    "noop_grpc",
+    "gateway",
+    "gateway_es256",
+    "gateway_2proc",
+    "gateway_cached",
+)
+"""Every setup, in the order each round measures them."""
+
+
+class SetupFailed(Exception):
+    """A setup did not start, or its sanity request was not answered 200."""
+
+
+# --- callers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The workload a gateway setup's requests come from: its WIT, and the key that signs
+    a fresh WPT for every request."""
+
+    key: dict[str, Any]
+    wit: str
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.key["alg"])
+
+    def wpt(self, audience: str) -> str:
+        return mint_wpt(self.key, self.wit, audience, ttl=WPT_TTL)
+
+    def headers(self, audience: str) -> dict[str, str]:
+        """The credential headers of one request: the WIT and a fresh WPT."""
+        return {WIT_HEADER: self.wit, "Authorization": f"WPT {self.wpt(audience)}"}
+
+    def write_pool(self, path: Path, audience: str, count: int) -> WptPool:
+        with path.open("w", encoding="ascii") as pool:
+            for _ in range(count):
+                pool.write(self.wpt(audience) + "\n")
+        return WptPool(path, self.wit)
+
+
+def make_callers(identities: stack.Identities) -> dict[str, Caller]:
+    """The frontend workload signing its WPTs with Ed25519 (its demo key) or with ES256.
+
+    The ES256 caller is the same workload with an ES256 key of its own (its WIT, from the
+    demo issuer, confirms that key), so the two gateway setups differ in nothing but the
+    WPT's algorithm: same identity, same policy rule, same path.
+    """
+    subject = identities.workload_id(CALLER)
+    eddsa = identities.workloads[CALLER]
+    es256 = generate_private_jwk("ES256")
+    return {
+        key["alg"]: Caller(key, mint_wit(identities.issuer, subject, key, ttl=3600))
+        for key in (eddsa, es256)
+    }
+
+
+# --- Envoy configurations ------------------------------------------------------------------
+
+
+def _hcm(config: dict[str, Any]) -> dict[str, Any]:
+    listener = config["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def _routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = _hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+    return routes
+
+
+def ext_authz_envoy_config(ports: stack.Ports, check_ports: Sequence[int]) -> dict[str, Any]:
+    """deploy/envoy/gateway.yaml with each route answering itself instead of proxying, and
+    the `wimse_authz` cluster listing one endpoint per port in `check_ports`.
+
+    The per-route ext_authz settings (`context_extensions` {wimse.service: echo}) stay, so
+    the gateway sees exactly what it sees in production; only the upstream hop is gone.
+    With two endpoints Envoy opens one HTTP/2 connection to each and balances round robin.
+    """
+    config = stack.envoy_config(ports)
+    for route in _routes(config):
+        route.pop("route", None)
+        route["direct_response"] = copy.deepcopy(DIRECT_RESPONSE)  # no YAML anchors
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == CHECK_CLUSTER:
+            locality = cluster["load_assignment"]["endpoints"][0]
+            template = locality["lb_endpoints"][0]
+            locality["lb_endpoints"] = [_endpoint_on(template, port) for port in check_ports]
+    return config
+
+
+def _endpoint_on(template: Mapping[str, Any], port: int) -> dict[str, Any]:
+    endpoint = copy.deepcopy(dict(template))
+    endpoint["endpoint"]["address"]["socket_address"].update(address="127.0.0.1", port_value=port)
+    return endpoint
+
+
+def envoy_only_config(ports: stack.Ports) -> dict[str, Any]:
+    """The ext_authz setup minus ext_authz: same listener, HCM options and other filters."""
+    config = ext_authz_envoy_config(ports, [ports.gateway])
+    hcm = _hcm(config)
+    hcm["http_filters"] = [
+        f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_authz"
+    ]
+    for route in _routes(config):
+        route.pop("typed_per_filter_config", None)
+    clusters = config["static_resources"]["clusters"]
+    config["static_resources"]["clusters"] = [c for c in clusters if c["name"] != CHECK_CLUSTER]
+    return config
+
+
+def jwt_authn_config(ports: stack.Ports, jwks: Mapping[str, Any]) -> dict[str, Any]:
+    """envoy_only_config plus jwt_authn (before the router) requiring one ES256 provider.
+
+    No `jwt_cache_config`: Envoy then verifies the signature on every request, which is
+    the work the gateway also does for each fresh WPT.
+    """
+    config = envoy_only_config(ports)
+    jwt_filter = {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3"
+            ".JwtAuthentication",
+            "providers": {
+                "bench": {
+                    "issuer": JWT_ISSUER,
+                    "audiences": [JWT_AUDIENCE],
+                    "local_jwks": {"inline_string": json.dumps(jwks)},
+                    "forward": False,
+                }
+            },
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}],
+        },
+    }
+    filters = _hcm(config)["http_filters"]
+    filters.insert(len(filters) - 1, jwt_filter)  # the router stays last
+    return config
+
+
+def mint_bench_jwt() -> tuple[str, dict[str, Any]]:
+    """One ES256 JWT for jwt_authn, and the JWKS that verifies it."""
+    key = generate_private_jwk("ES256")
+    now = int(time.time())
+    claims = {
+        "iss": JWT_ISSUER,
+        "aud": JWT_AUDIENCE,
+        "sub": "bench-client",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    token = sign_jws(claims, key, {"typ": "JWT", "kid": key["kid"]})
+    return token, {"keys": [public_jwk(key)]}
+
+
+# --- setups --------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A process on the gateway's side of ext_authz: one that answers Envoy's Check
+    (`answers_checks`), or one such a process relies on (a replay store). The CPU of all
+    of a setup's servers is its "gateway side"."""
+
+    name: str
+    start: Callable[[], stack.ManagedProcess]
+    answers_checks: bool
+    port: int | None = None
+    """Its gRPC port: Envoy starts once its health service reports SERVING there (None:
+    `start` returns when the server is ready)."""
+    metrics_port: int | None = None
+    """Where a gateway serves its Prometheus `/metrics`."""
+    process: stack.ManagedProcess | None = None
+
+
+@dataclass
+class Setup:
+    name: str
+    ports: stack.Ports
+    envoy_yaml: Path
+    servers: list[Server] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent unchanged with every request (wrk -H)."""
+    caller: Caller | None = None
+    """Set: every request carries this caller's WIT and a fresh WPT from a pool."""
+    decision_cache: bool | None = None
+    """Whether the gateway(s) behind Envoy cache decisions; None: no gateway."""
+    full_check: bool = False
+    """A gateway doing the whole check for every request (no decision cache)."""
+    at_fixed_rate: bool = False
+    """Measured at the fixed offered rate too (jwt_authn and the full-check gateways)."""
+    checks_wait_for_io: bool = False
+    """A check awaits I/O (the Redis replay store): while it waits, the gateway works on
+    other checks, so check wall times overlap and add up to more than the time spent."""
+    envoy: stack.ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return self.ports.origin + PATH
+
+    @property
+    def check_servers(self) -> list[Server]:
+        return [s for s in self.servers if s.answers_checks]
+
+    @property
+    def has_ext_authz(self) -> bool:
+        return bool(self.check_servers)
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        return [s.metrics_port for s in self.servers if s.metrics_port is not None]
+
+    def pids(self) -> dict[str, int]:
+        """Running processes by role: `envoy`, and each server's name."""
+        processes = [("envoy", self.envoy), *((s.name, s.process) for s in self.servers)]
+        return {
+            name: p.process.pid for name, p in processes if p is not None and p.process is not None
+        }
+
+    def log_tails(self) -> str:
+        processes = [self.envoy, *(s.process for s in self.servers)]
+        return "\n".join(
+            f"--- {p.name} log ({p.log_path}) ---\n{p.log_tail()}"
+            for p in processes
+            if p is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """What the setup builders share: a directory for configs and logs, the demo trust
+    domain's keys (in `directory`), and the callers."""
+
+    directory: Path
+    callers: Mapping[str, Caller]
+    replay_capacity: int
+    """`wpt.replay_cache_entries` for single-process gateways (see `gateway`)."""
+
+    @property
+    def logs(self) -> Path:
+        return self.directory / "logs"
+
+
+def envoy_alone(ws: Workspace) -> Setup:
+    ports = stack.Ports.free()
+    yaml_path = stack.write_yaml(ws.directory / "envoy-envoy.yaml", envoy_only_config(ports))
+    return Setup("envoy", ports, yaml_path)
+
+
+def jwt_authn(ws: Workspace) -> Setup:
+    ports = stack.Ports.free()
+    token, jwks = mint_bench_jwt()
+    config = jwt_authn_config(ports, jwks)
+    yaml_path = stack.write_yaml(ws.directory / "envoy-jwt_authn.yaml", config)
+    headers = {"Authorization": f"Bearer {token}"}
+    return Setup("jwt_authn", ports, yaml_path, headers=headers, at_fixed_rate=True)
+
+
+def noop_grpc(ws: Workspace) -> Setup:
+    """ext_authz to `bench/noop_server.py`. Its requests carry the same credential headers
+    as a gateway request (one fixed WIT and WPT, never checked), so Envoy builds and the
+    server parses a CheckRequest of the same size."""
+    ports = stack.Ports.free()
+    args = [sys.executable, str(NOOP_SERVER), "--port", str(ports.gateway)]
+    process = stack.ManagedProcess("noop_server", args, ws.logs / "noop_grpc-server.log")
+    server = Server("noop_server", process.start, answers_checks=True, port=ports.gateway)
+    config = ext_authz_envoy_config(ports, [ports.gateway])
+    return Setup(
+        "noop_grpc",
+        ports,
+        stack.write_yaml(ws.directory / "envoy-noop_grpc.yaml", config),
+        servers=[server],
+        headers=ws.callers["EdDSA"].headers(ports.origin + PATH),
+    )
+
+
+def gateway(
+    ws: Workspace,
+    name: str,
+    *,
+    algorithm: str = "EdDSA",
+    processes: int = 1,
+    decision_cache: bool = False,
+) -> Setup:
+    """Envoy with ext_authz in front of `processes` gateway processes, each serving its
+    own `/metrics`. With more than one, they share a redis-server replay store (fail
+    closed), the replay protection replicas use.
+
+    Each setup's gateways accept WPTs for its own origin only; each setup gets pools minted
+    for it. Single-process gateways keep proofs in their own replay cache, sized here to
+    hold every WPT the bench can send in a WPT's lifetime, so faster gateways never refuse
+    a proof for want of room (`replay.capacity`).
+    """
+    ports = stack.Ports.free()
+    check_ports = [ports.gateway, *(stack.free_port() for _ in range(processes - 1))]
+    overrides: dict[str, Any] = {"logging": {"level": "warning"}}
+    if decision_cache:
+        overrides["decision_cache"] = DECISION_CACHE
+    servers: list[Server] = []
+    if processes > 1:
+        redis = RedisServer(ws.directory / f"redis-{name}")
+        overrides["replay"] = {"redis": {"url": redis.url, "on_unavailable": "fail_closed"}}
+        servers.append(Server("redis", lambda: _started_redis(redis), answers_checks=False))
+    else:
+        overrides["wpt"] = {"replay_cache_entries": ws.replay_capacity}
+    for index, port in enumerate(check_ports, start=1):
+        process_name = "gateway" if processes == 1 else f"gateway-{index}"
+        metrics_port = stack.free_port()
+        config = stack.gateway_config(
+            ws.directory,
+            ports,
+            listeners=[f"127.0.0.1:{port}"],
+            overrides={**overrides, "diagnostics": {"address": f"127.0.0.1:{metrics_port}"}},
+        )
+        config_path = stack.write_yaml(ws.directory / f"{name}-{index}.yaml", config)
+        process = stack.gateway_process(config_path, ws.logs / f"{name}-{index}.log")
+        process.name = process_name
+        servers.append(Server(process_name, process.start, True, port, metrics_port))
+    config = ext_authz_envoy_config(ports, check_ports)
+    return Setup(
+        name,
+        ports,
+        stack.write_yaml(ws.directory / f"envoy-{name}.yaml", config),
+        servers=servers,
+        caller=ws.callers[algorithm],
+        decision_cache=decision_cache,
+        full_check=not decision_cache,
+        at_fixed_rate=not decision_cache,
+        checks_wait_for_io=processes > 1,
+    )
+
+
+def _started_redis(redis: RedisServer) -> stack.ManagedProcess:
+    redis.start()  # returns once it answers PING
+    assert redis.process is not None
+    return redis.process
+
+
+BUILDERS: dict[str, Callable[[Workspace], Setup]] = {
+    "envoy": envoy_alone,
+    "jwt_authn": jwt_authn,
+    "noop_grpc": noop_grpc,
+    "gateway": functools.partial(gateway, name="gateway"),
+    "gateway_es256": functools.partial(gateway, name="gateway_es256", algorithm="ES256"),
+    "gateway_2proc": functools.partial(gateway, name="gateway_2proc", processes=2),
+    "gateway_cached": functools.partial(gateway, name="gateway_cached", decision_cache=True),
+}
+assert tuple(BUILDERS) == SETUP_NAMES
+
+
+# --- running them --------------------------------------------------------------------------
+
+
+def _wait_until_serving(process: stack.ManagedProcess, port: int, timeout: float) -> None:
+    """Until the gRPC health service on `port` reports the ext_authz service SERVING.
+
+    Envoy's first health check must find it serving: a cluster that has had no traffic
+    yet is checked again only after `no_traffic_interval` (60 s by default).
+    """
+    request = health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if not process.running():
+                raise SetupFailed(f"{process.name} exited during startup")
+            try:
+                status = health.Check(request, timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            except grpc.RpcError as exc:
+                last = str(exc.code())
+            time.sleep(0.1)
+    raise SetupFailed(f"{process.name} was not SERVING within {timeout:.0f} s ({last})")
+
+
+def _wait_for_healthy_endpoints(setup: Setup, timeout: float) -> None:
+    """Until Envoy's health checks found every check server serving: before that, Envoy
+    would send all checks to the others (or, with none healthy, to all in panic mode)."""
+    wanted = {f"127.0.0.1:{s.port}" for s in setup.check_servers}
+    deadline = time.monotonic() + timeout
+    healthy: set[str] = set()
+    while time.monotonic() < deadline:
+        healthy = probes.healthy_endpoints(setup.ports.admin, CHECK_CLUSTER)
+        if wanted <= healthy:
+            return
+        time.sleep(0.2)
+    raise SetupFailed(f"Envoy found {sorted(wanted - healthy)} not healthy within {timeout:.0f} s")
+
+
+def start(setup: Setup) -> None:
+    """Start the servers (in order, each listening before the next), then Envoy."""
+    try:
+        for server in setup.servers:
+            server.process = server.start()
+            if server.port is not None:
+                _wait_until_serving(server.process, server.port, START_TIMEOUT)
+        log = setup.envoy_yaml.parent / "logs" / f"envoy-{setup.name}.log"
+        setup.envoy = stack.envoy_process(setup.envoy_yaml, log).start()
+        stack.wait_for_http(f"http://127.0.0.1:{setup.ports.admin}/ready", timeout=START_TIMEOUT)
+        if setup.has_ext_authz:
+            _wait_for_healthy_endpoints(setup, START_TIMEOUT)
+    except (SetupFailed, TimeoutError, RuntimeError, OSError) as exc:
+        raise SetupFailed(f"{setup.name} did not start: {exc}\n{setup.log_tails()}") from None
+
+
+def sanity_check(setup: Setup) -> None:
+    """Requests through the setup (one per check server) must be answered 200 before it
+    is worth measuring; SetupFailed with the reason header and log tails otherwise."""
+    for _ in range(max(1, len(setup.check_servers))):
+        headers = setup.caller.headers(setup.url) if setup.caller else setup.headers
+        request = urllib.request.Request(setup.url, headers=headers)  # noqa: S310 - loopback
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                status, reason = response.status, ""
+        except urllib.error.HTTPError as exc:
+            status, reason = exc.code, exc.headers.get("x-wimse-authz-reason", "")
+        except OSError as exc:
+            message = f"{setup.name}: sanity request failed: {exc}\n{setup.log_tails()}"
+            raise SetupFailed(message) from None
+        if status != 200:
+            detail = f" (x-wimse-authz-reason: {reason})" if reason else ""
+            raise SetupFailed(
+                f"{setup.name}: sanity request answered {status}{detail}, expected 200\n"
+                + setup.log_tails()
+            )
+
+
+def stop(setup: Setup) -> None:
+    """Envoy first (nothing then calls a draining gateway), then the servers in reverse."""
+    for process in (setup.envoy, *(s.process for s in reversed(setup.servers))):
+        if process is not None:
+            process.stop()
