@@ -30,6 +30,15 @@ How a case is judged, and why:
   call rewritten to the equivalent ``[h, p, s] = io.jwt.decode(t)`` (OPA compiles the one into
   the other), so the extensions' own conformance is visible apart from that engine limit.
   Cases the rewrite does not touch count with their first result.
+
+``--engine compiled`` runs the cases through regorus's compiled VM instead
+(``authz.policy.compiled``; the gateway does not serve with it), and ``--engine both`` runs
+every case on both and adds a parity table. The VM runs a rule, not a query: only cases
+whose query reads ``data.<rule path> = <var>`` (all but 24 of the 2,067) are run on it, the
+rule is the program's entry point and ``<var>`` binds its value (no row when it is
+undefined). A case the compiler refuses, or whose query has another shape, is "not run"
+and counts as failed in the compiled table; the parity table compares only cases run on
+both. The VM has no undefined input: a case without an input runs with ``input`` null.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from typing import Any
 # Imported first: it switches regorus's error backtraces off before regorus loads.
 from authz.errors import ConfigError, is_rust_panic
 from authz.policy.builtins import EXTENSIONS
+from authz.policy.compiled import UNDEFINED, CompiledDecision, NotCompilable, compile_decision
 from authz.policy.embedded import build_engine, error_summary
 from authz.policy.loader import PolicySet
 
@@ -68,6 +78,12 @@ class Outcome:
     passed: bool
     raised_for_undefined: bool = False  # raised where OPA (non-strict) answers "undefined"
     detail: str = ""
+    result: str = ""  # the rows (canonical JSON) or "error", to compare two engines
+    ran: bool = True  # False: the engine could not take the case (compiled: see docstring)
+
+
+class NotRun(Exception):
+    """The compiled VM cannot take this case: its query shape, or the compiler refused it."""
 
 
 # -- rewriting the output-argument call form ----------------------------------------------
@@ -167,14 +183,17 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _evaluate(case: dict[str, Any], index: int, modules: list[str]) -> list[dict[str, Any]]:
-    # Built exactly as the gateway builds its engine: same limits, same extensions.
-    policy_set = PolicySet(
+def _case_policy_set(case: dict[str, Any], index: int, modules: list[str]) -> PolicySet:
+    return PolicySet(
         modules=tuple((f"case{index}-{number}.rego", text) for number, text in enumerate(modules)),
         data=case.get("data") or {},
         revision="",
     )
-    engine = build_engine(policy_set)
+
+
+def _evaluate(case: dict[str, Any], index: int, modules: list[str]) -> list[dict[str, Any]]:
+    # Built exactly as the gateway builds its engine: same limits, same extensions.
+    engine = build_engine(_case_policy_set(case, index, modules))
     if "input" in case:
         engine.set_input(case["input"])
     elif "input_term" in case:
@@ -187,6 +206,30 @@ def _evaluate(case: dict[str, Any], index: int, modules: list[str]) -> list[dict
             bindings = {k: v for k, v in bindings.items() if not k.startswith("__localq")}
         result.append(bindings)
     return result
+
+
+_RULE_QUERY = re.compile(r"\A\s*(data(?:\.[A-Za-z_]\w*)+)\s*=\s*([A-Za-z_]\w*)\s*\Z")
+
+
+def _evaluate_compiled(
+    case: dict[str, Any], index: int, modules: list[str]
+) -> list[dict[str, Any]]:
+    match = _RULE_QUERY.match(case["query"])
+    if match is None:
+        raise NotRun("the query is not `data.<rule> = <var>`")
+    rule, variable = match.groups()
+    try:
+        program = compile_decision(_case_policy_set(case, index, modules), rule)
+    except NotCompilable as exc:
+        raise NotRun(str(exc)) from None
+    if "input" in case:
+        document = case["input"]
+    elif "input_term" in case:
+        document = _input_value(case["input_term"])
+    else:
+        document = None
+    value = CompiledDecision(program).evaluate(document)
+    return [] if value is UNDEFINED else [{variable: value}]
 
 
 def _canonical(value: Any) -> str:
@@ -267,12 +310,17 @@ def _short(value: Any) -> str:
     return text if len(text) <= TRUNCATE else text[:TRUNCATE] + "..."
 
 
-def run_case(case: dict[str, Any], index: int, modules: list[str]) -> Outcome:
+def run_case(
+    case: dict[str, Any], index: int, modules: list[str], engine: str = "interpreter"
+) -> Outcome:
     expects_error = "want_error" in case or "want_error_code" in case
     want = case.get("want_result", [])
+    evaluate = _evaluate_compiled if engine == "compiled" else _evaluate
     try:
         with _quiet_stderr():
-            got = _evaluate(case, index, modules)
+            got = evaluate(case, index, modules)
+    except NotRun as exc:
+        return Outcome(False, detail=f"not run on the compiled VM: {exc}", ran=False)
     # A Rust panic inside regorus surfaces as pyo3's PanicException, a BaseException subclass
     # that cannot be imported by name; anything else (KeyboardInterrupt...) propagates.
     except BaseException as exc:
@@ -281,86 +329,145 @@ def run_case(case: dict[str, Any], index: int, modules: list[str]) -> Outcome:
         message = error_summary(exc)
         if expects_error and any(marker in message for marker in COMPILE_ERRORS):
             expected = case.get("want_error") or case.get("want_error_code")
-            return Outcome(False, detail=f"expected error {_short(expected)}; raised {message}")
+            return Outcome(
+                False, detail=f"expected error {_short(expected)}; raised {message}", result="error"
+            )
         if expects_error:
-            return Outcome(True)
+            return Outcome(True, result="error")
         return Outcome(
             False,
             raised_for_undefined=not want and not case.get("strict_error"),
             detail=f"expected {_short(want)}; raised {_short(message)}",
+            result="error",
         )
+    result = _stable(sorted(_canonical(row) for row in got))
     if expects_error:
         expected = case.get("want_error") or case.get("want_error_code")
-        return Outcome(False, detail=f"expected error {_short(expected)}; got {_short(got)}")
+        return Outcome(
+            False, detail=f"expected error {_short(expected)}; got {_short(got)}", result=result
+        )
     if _rows_match(got, want, bool(case.get("sort_bindings"))):
-        return Outcome(True)
-    return Outcome(False, detail=f"expected {_short(want)}; got {_short(got)}")
+        return Outcome(True, result=result)
+    return Outcome(False, detail=f"expected {_short(want)}; got {_short(got)}", result=result)
 
 
 # -- the report -------------------------------------------------------------------------------
+
+# Per case index: its outcome as written, and after the output-argument rewrite.
+Outcomes = dict[int, tuple[Outcome, Outcome]]
 
 
 @dataclass(slots=True)
 class Tally:
     cases: int = 0
+    ran: int = 0
     passed: int = 0
     rewritten_passed: int = 0
     raised_for_undefined: int = 0
 
     def add(self, first: Outcome, rewritten: Outcome) -> None:
         self.cases += 1
+        self.ran += first.ran
         self.passed += first.passed
         self.rewritten_passed += rewritten.passed
         self.raised_for_undefined += rewritten.raised_for_undefined
+
+    def merge(self, other: Tally) -> None:
+        self.cases += other.cases
+        self.ran += other.ran
+        self.passed += other.passed
+        self.rewritten_passed += other.rewritten_passed
+        self.raised_for_undefined += other.raised_for_undefined
 
 
 def _rate(part: int, whole: int) -> str:
     return f"{100 * part / whole:5.1f}%" if whole else "    -"
 
 
-def print_table(title: str, tallies: dict[str, Tally]) -> None:
+def tally(cases: list[dict[str, Any]], outcomes: Outcomes) -> dict[str, Tally]:
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    for index, (first, rewritten) in outcomes.items():
+        tallies[cases[index]["category"]].add(first, rewritten)
+    return tallies
+
+
+def print_table(title: str, tallies: dict[str, Tally], *, show_ran: bool = False) -> None:
     width = max([len("category"), len("TOTAL"), *map(len, tallies)])
+    ran = f"  {'run':>5}" if show_ran else ""
     header = (
-        f"{'category':<{width}}  {'cases':>5}  {'passed':>6}  {'rate':>6}"
+        f"{'category':<{width}}  {'cases':>5}{ran}  {'passed':>6}  {'rate':>6}"
         f"  {'rewritten':>9}  {'rate':>6}  {'err!=undef':>10}"
     )
     print(f"\n{title}\n{header}\n{'-' * len(header)}")
     total = Tally()
     for name in sorted(tallies):
-        tally = tallies[name]
-        total.cases += tally.cases
-        total.passed += tally.passed
-        total.rewritten_passed += tally.rewritten_passed
-        total.raised_for_undefined += tally.raised_for_undefined
-        print(_row(name, tally, width))
+        total.merge(tallies[name])
+        print(_row(name, tallies[name], width, show_ran))
     print("-" * len(header))
-    print(_row("TOTAL", total, width))
+    print(_row("TOTAL", total, width, show_ran))
 
 
-def _row(name: str, tally: Tally, width: int) -> str:
+def _row(name: str, tally: Tally, width: int, show_ran: bool) -> str:
+    ran = f"  {tally.ran:>5}" if show_ran else ""
     return (
-        f"{name:<{width}}  {tally.cases:>5}  {tally.passed:>6}  {_rate(tally.passed, tally.cases)}"
+        f"{name:<{width}}  {tally.cases:>5}{ran}  {tally.passed:>6}"
+        f"  {_rate(tally.passed, tally.cases)}"
         f"  {tally.rewritten_passed:>9}  {_rate(tally.rewritten_passed, tally.cases)}"
         f"  {tally.raised_for_undefined:>10}"
     )
 
 
+def print_parity(cases: list[dict[str, Any]], interpreted: Outcomes, compiled: Outcomes) -> None:
+    """Per category, over the cases run on both engines: how many got the same result (rows,
+    or an error on both), and which engine alone passed the others."""
+    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for index, (on_vm, _) in compiled.items():
+        if not on_vm.ran:
+            continue
+        on_interpreter = interpreted[index][0]
+        row = rows[cases[index]["category"]]
+        row[0] += 1
+        row[1] += on_vm.result == on_interpreter.result
+        row[2] += on_interpreter.passed and not on_vm.passed
+        row[3] += on_vm.passed and not on_interpreter.passed
+    width = max([len("category"), len("TOTAL"), *map(len, rows)])
+    header = (
+        f"{'category':<{width}}  {'run on both':>11}  {'same result':>11}"
+        f"  {'interpreter only passes':>23}  {'compiled only passes':>20}"
+    )
+    print(f"\nparity: interpreter vs compiled VM\n{header}\n{'-' * len(header)}")
+    total = [0, 0, 0, 0]
+    for name in sorted(rows):
+        total = [a + b for a, b in zip(total, rows[name], strict=True)]
+        if rows[name][1] != rows[name][0]:
+            print(_parity_row(name, rows[name], width))
+    print("-" * len(header))
+    print(_parity_row("TOTAL", total, width))
+    print("(categories where every case gave the same result on both are not listed)")
+
+
+def _parity_row(name: str, row: list[int], width: int) -> str:
+    return f"{name:<{width}}  {row[0]:>11}  {row[1]:>11}  {row[2]:>23}  {row[3]:>20}"
+
+
 def evaluate_cases(
-    cases: list[dict[str, Any]], selected: Iterable[int], verbose: bool
-) -> dict[str, Tally]:
-    tallies: dict[str, Tally] = defaultdict(Tally)
+    cases: list[dict[str, Any]], selected: Iterable[int], verbose: bool, engine: str
+) -> Outcomes:
+    outcomes: Outcomes = {}
     for index in selected:
         case = cases[index]
         modules = list(case.get("modules") or [])
-        first = run_case(case, index, modules)
+        first = run_case(case, index, modules, engine)
         rewritten_modules = [rewrite_output_arguments(module) for module in modules]
         rewritten = (
-            first if rewritten_modules == modules else run_case(case, index, rewritten_modules)
+            first
+            if rewritten_modules == modules
+            else run_case(case, index, rewritten_modules, engine)
         )
-        tallies[case["category"]].add(first, rewritten)
+        outcomes[index] = (first, rewritten)
         if verbose and not rewritten.passed:
-            print(f"FAIL {case['note']}\n     {rewritten.detail}")
-    return tallies
+            print(f"FAIL ({engine}) {case['note']}\n     {rewritten.detail}")
+    return outcomes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,25 +475,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=Path, default=DEFAULT_CASES, help="the cases JSON file")
     parser.add_argument("--all", action="store_true", help="also report every category")
     parser.add_argument("--verbose", action="store_true", help="print each failing case")
+    parser.add_argument(
+        "--engine",
+        choices=("interpreter", "compiled", "both"),
+        default="interpreter",
+        help="regorus's interpreter (what the gateway serves with), its compiled VM, or both "
+        "with a parity table",
+    )
     args = parser.parse_args(argv)
 
     cases: list[dict[str, Any]] = json.loads(args.cases.read_text(encoding="utf-8"))
     runnable = [i for i, case in enumerate(cases) if not case.get("ignore")]
     extension_cases = [i for i in runnable if cases[i]["category"].startswith(EXTENSION_CATEGORIES)]
+    selected = runnable if args.all else extension_cases
+    engines = ("interpreter", "compiled") if args.engine == "both" else (args.engine,)
 
     print(f"cases: {args.cases} ({len(cases)} cases, regorus with authz.policy.builtins)")
-    extension_tallies = evaluate_cases(cases, extension_cases, args.verbose)
-    print_table("io.jwt / crypto.x509 categories", extension_tallies)
-    if args.all:
-        chosen = set(extension_cases)
-        others = [i for i in runnable if i not in chosen]
+    results: dict[str, Outcomes] = {}
+    for engine in engines:
+        results[engine] = evaluate_cases(cases, selected, args.verbose, engine)
+        outcomes = results[engine]
+        compiled = engine == "compiled"
+        suffix = " (compiled VM)" if compiled else ""
+        extension_outcomes = {i: outcomes[i] for i in extension_cases}
         print_table(
-            "all categories", extension_tallies | evaluate_cases(cases, others, args.verbose)
+            f"io.jwt / crypto.x509 categories{suffix}",
+            tally(cases, extension_outcomes),
+            show_ran=compiled,
         )
+        if args.all:
+            print_table(f"all categories{suffix}", tally(cases, outcomes), show_ran=compiled)
+    if len(engines) == 2:
+        print_parity(cases, results["interpreter"], results["compiled"])
     print(
         "\nrewritten: after turning extension calls written f(args..., out) into out = f(args...)"
         "\nerr!=undef: raised where OPA, without strict errors, answers undefined (counted as fail)"
     )
+    if "compiled" in engines:
+        print("run: cases the compiled VM could take (the others count as failed)")
     return 0
 
 

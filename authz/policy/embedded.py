@@ -9,13 +9,7 @@ and rebuilt on next use, since its internal state can no longer be trusted.
 
 from __future__ import annotations
 
-import os
 import re
-
-# regorus attaches a captured backtrace to every error when RUST_BACKTRACE is set; that is
-# slow and floods logs. Library backtraces are switched off before the module loads.
-os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
-
 import threading
 from collections.abc import Callable
 from typing import Any

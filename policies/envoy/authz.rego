@@ -3,41 +3,47 @@
 # Decision rule: data.envoy.authz.decision (an OPA-Envoy decision object). Everything that
 # varies per service lives in ../mesh/data.json (data.mesh): grants say who may call,
 # route rules say what each request must also carry, so a change of policy is a data change.
+#
+# Rules of other packages are imported one by one, never through their package
+# (`import data.wimse.callers`, then `callers.admitted`): regorus evaluates every rule of a
+# package referred to that way, which cost the allow path several times a single rule.
 package envoy.authz
 
 import rego.v1
 
-import data.wimse.attestation
-import data.wimse.callers
-import data.wimse.chain
-import data.wimse.domains
-import data.wimse.txn
-import data.wimse.routes
-import data.wimse.user
+import data.wimse.attestation.failures as attestation_failures
+import data.wimse.callers.admitted
+import data.wimse.callers.failures as caller_failures
+import data.wimse.chain.failures as chain_failures
+import data.wimse.domains.failures as domain_failures
+import data.wimse.routes.applying
+import data.wimse.routes.failures as path_failures
+import data.wimse.txn.failures as txn_failures
+import data.wimse.user.failures as user_failures
 
 default allow := false
 
 # Allowed when the caller is admitted (public path or a grant) AND no requirement of any
 # applying route rule failed. Each package reports one reason per failed requirement.
 allow if {
-	callers.admitted
+	admitted
 	count(failures) == 0
 }
 
 # Requirements come from route rules: with none applying, only the cross-domain rule and
 # the path check can fail, so the requirement packages are not evaluated at all (regorus
 # pays per rule). A non-canonical path fails on every route, public ones included.
-failures := route_failures | domains.failures | routes.failures
+failures := route_failures | domain_failures | path_failures
 
 default route_failures := set()
 
-route_failures := chain.failures | txn.failures | user.failures | attestation.failures if {
-	count(routes.applying) > 0
+route_failures := chain_failures | txn_failures | user_failures | attestation_failures if {
+	count(applying) > 0
 }
 
 reasons contains reason if {
 	not allow
-	some reason in callers.failures
+	some reason in caller_failures
 }
 
 reasons contains reason if some reason in failures

@@ -12,16 +12,16 @@ package wimse.attestation
 
 import rego.v1
 
-import data.wimse.routes
+import data.wimse.routes.applying
 
 failures contains "attestation is not affirming" if {
-	some rule in routes.applying
+	some rule in applying
 	is_object(rule.attestation)
 	not affirming
 }
 
 failures contains "attestation does not cover the immediate caller" if {
-	some rule in routes.applying
+	some rule in applying
 	is_object(rule.attestation)
 	not caller_attested
 }
@@ -40,7 +40,7 @@ affirming if {
 }
 
 failures contains sprintf("attestation lacks affirming %v claim", [claim]) if {
-	some rule in routes.applying
+	some rule in applying
 	some claim in rule.attestation.affirming_claims
 	not every_result_affirms(claim)
 }

@@ -7,7 +7,8 @@ package wimse.callers
 
 import rego.v1
 
-import data.wimse.routes
+import data.wimse.routes.has_prefix
+import data.wimse.routes.method_label
 
 # Unauthenticated requests may read the public paths (health checks), nothing else.
 public if {
@@ -20,7 +21,7 @@ granted if {
 	grant.id == input.wimse.caller.id
 	input.attributes.request.http.method in grant.methods
 	some prefix in grant.path_prefixes
-	routes.has_prefix(input.parsed_path, prefix)
+	has_prefix(input.parsed_path, prefix)
 }
 
 admitted if public
@@ -35,7 +36,7 @@ failures contains "no credentials and not a public path" if {
 	not authenticated
 }
 
-failures contains sprintf("%s has no grant for %s %s", [caller_id, routes.method_label, path]) if {
+failures contains sprintf("%s has no grant for %s %s", [caller_id, method_label, path]) if {
 	not admitted
 	caller_id := input.wimse.caller.id
 	is_string(caller_id)

@@ -12,23 +12,24 @@ package wimse.chain
 
 import rego.v1
 
-import data.wimse.routes
+import data.wimse.routes.applying
+import data.wimse.routes.service_label
 
-failures contains sprintf("%s requires caller in via list", [routes.service_label]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires caller in via list", [service_label]) if {
+	some rule in applying
 	via := rule.chain.via
 	not input.wimse.caller.id in via
 }
 
-failures contains sprintf("%s requires transaction origin in entry list", [routes.service_label]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires transaction origin in entry list", [service_label]) if {
+	some rule in applying
 	entry := rule.chain.entry
 	not input.wimse.txn.req_wl in entry
 }
 
 # Only applies when a current actor is present: a token nobody has exchanged has none.
-failures contains sprintf("%s requires current actor in actors list", [routes.service_label]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires current actor in actors list", [service_label]) if {
+	some rule in applying
 	actors := rule.chain.actors
 	current_actor := input.wimse.txn.act
 	current_actor != null
@@ -36,14 +37,14 @@ failures contains sprintf("%s requires current actor in actors list", [routes.se
 }
 
 # Without a chain there is nothing to vouch for the hops, so the requirement fails.
-failures contains sprintf("%s requires a known call chain", [routes.service_label]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires a known call chain", [service_label]) if {
+	some rule in applying
 	rule.chain.trusted_hops == true
 	not is_array(input.wimse.chain)
 }
 
-failures contains sprintf("%s requires trusted hops; %s is not", [routes.service_label, describe(hop)]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires trusted hops; %s is not", [service_label, describe(hop)]) if {
+	some rule in applying
 	rule.chain.trusted_hops == true
 	some hop in checked_hops
 	not trusted(rule, hop)

@@ -9,8 +9,10 @@ package wimse.domains
 
 import rego.v1
 
-import data.wimse.callers
-import data.wimse.routes
+import data.wimse.callers.public
+import data.wimse.routes.applying
+import data.wimse.routes.method_label
+import data.wimse.routes.service_label
 
 # A caller whose trust domain is missing counts as foreign.
 foreign if {
@@ -24,16 +26,16 @@ same_domain if {
 }
 
 permitted if {
-	count(routes.applying) > 0
+	count(applying) > 0
 	method := input.attributes.request.http.method
-	every rule in routes.applying {
+	every rule in applying {
 		method in rule.foreign_methods
 	}
 }
 
-failures contains sprintf("%s accepts no %s from foreign trust domain %v", [routes.service_label, routes.method_label, caller_domain]) if {
+failures contains sprintf("%s accepts no %s from foreign trust domain %v", [service_label, method_label, caller_domain]) if {
 	foreign
 	not permitted
-	not callers.public
+	not public
 	caller_domain := object.get(input.wimse.caller, "trust_domain", "unknown")
 }

@@ -9,16 +9,17 @@ package wimse.txn
 
 import rego.v1
 
-import data.wimse.routes
+import data.wimse.routes.applying
+import data.wimse.routes.service_label
 
-failures contains sprintf("%s requires a transaction token", [routes.service_label]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires a transaction token", [service_label]) if {
+	some rule in applying
 	rule.txn.required == true
 	not is_object(input.wimse.txn)
 }
 
 failures contains sprintf("transaction scope lacks %v", [wanted]) if {
-	some rule in routes.applying
+	some rule in applying
 	wanted := rule.txn.scope
 	not has_scope(wanted)
 }
@@ -30,13 +31,13 @@ has_scope(wanted) if {
 }
 
 failures contains sprintf("transaction context %v is missing or not a number", [field]) if {
-	some rule in routes.applying
+	some rule in applying
 	some field, _ in rule.txn.tctx_max
 	not as_number(input.wimse.txn.tctx[field])
 }
 
 failures contains sprintf("transaction context %v %v exceeds %v", [field, amount, ceiling]) if {
-	some rule in routes.applying
+	some rule in applying
 	some field, ceiling in rule.txn.tctx_max
 	amount := as_number(input.wimse.txn.tctx[field])
 	not at_most(amount, ceiling)

@@ -9,16 +9,17 @@ package wimse.user
 
 import rego.v1
 
-import data.wimse.routes
+import data.wimse.routes.applying
+import data.wimse.routes.service_label
 
-failures contains sprintf("%s requires a verified user token", [routes.service_label]) if {
-	some rule in routes.applying
+failures contains sprintf("%s requires a verified user token", [service_label]) if {
+	some rule in applying
 	is_object(rule.user)
 	not is_object(input.wimse.user.token)
 }
 
 failures contains sprintf("user lacks any of roles %v", [wanted]) if {
-	some rule in routes.applying
+	some rule in applying
 	wanted := rule.user.any_role
 	not has_any_role(wanted)
 }
@@ -31,7 +32,7 @@ has_any_role(wanted) if {
 }
 
 failures contains sprintf("user token scope lacks %v", [wanted]) if {
-	some rule in routes.applying
+	some rule in applying
 	wanted := rule.user.scope
 	not has_scope(wanted)
 }
