@@ -8,7 +8,6 @@ so the serving path never loads the local issuer.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -30,11 +29,12 @@ def _configure_logging(level: str) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from authz.config import load_config
+    from authz.server import event_loop
     from authz.server.app import serve
 
     config = load_config(args.config)
     _configure_logging(config.logging.level)
-    asyncio.run(serve(config, args.config))
+    event_loop.run(serve(config, args.config), config.server.event_loop)
     return 0
 
 

@@ -27,6 +27,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from authz.server import event_loop
 from authz.server.listeners import SERVER_OPTIONS
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -68,8 +69,14 @@ async def serve(port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
+    parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the loop, as the gateway's server.event_loop (default: uvloop, as it does)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port))
+    event_loop.run(serve(args.port), args.event_loop)
     return 0
 
 
