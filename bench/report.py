@@ -48,7 +48,12 @@ def _table(title: str, headings: Sequence[str], rows: Sequence[tuple[str, Sequen
         print(_row(name, cells, widths))
 
 
-def print_header(info: Mapping[str, Any], settings: Mapping[str, Any], workdir: Path) -> None:
+def print_header(
+    info: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    workdir: Path,
+    skipped: Mapping[str, str],
+) -> None:
     print("wimse-authz benchmark")
     print(f"  machine  {info['cores']} cores ({info['usable_cores']} usable), {info['platform']}")
     print(f"  python   {info['python']}")
@@ -63,6 +68,7 @@ def print_header(info: Mapping[str, Any], settings: Mapping[str, Any], workdir: 
         pyvoy = f"{info['pyvoy']} on envoy {info['pyvoy_envoy']}"
         print(f"  pyvoy    {pyvoy} (the gateway side of the *_pyvoy setups)")
     print(f"  setups   {', '.join(settings['setups'])}")
+    print_skipped(skipped)
     print(f"  files    {workdir}", flush=True)
 
 

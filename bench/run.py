@@ -389,8 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = RESULTS_DIR / stamp
     workdir.mkdir(parents=True)
     info = versions(settings.setups)
-    report.print_header(info, asdict(settings), workdir)
-    report.print_skipped(skipped)
+    report.print_header(info, asdict(settings), workdir, skipped)
     document: dict[str, Any] = {
         "started": stamp,
         "settings": asdict(settings),
