@@ -14,6 +14,7 @@ for the server (the configuration makes every mutual-TLS listener agree on it).
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import socket
@@ -98,6 +99,36 @@ def _grpc_address(listener: ListenerConfig) -> str:
         _refuse_live_socket(path)
         return f"unix:{path}"
     return listener.address
+
+
+def refuse_listeners_in_use(config: ServerConfig) -> None:
+    """`OSError` naming the first listener address something already listens on; binds
+    nothing. (Binding refuses these too; this finds them before a process is started.)"""
+    for listener in config.listeners:
+        if listener.is_unix:
+            _grpc_address(listener)
+        else:
+            _refuse_listening_port(listener.address)
+
+
+def _refuse_listening_port(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        candidates = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return  # binding will say what is wrong with the name
+    for family, kind, protocol, _, socket_address in candidates:
+        with socket.socket(family, kind, protocol) as probe:
+            # As gRPC binds: a port whose only sockets linger after closing is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(socket_address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(f"cannot listen on {address}: in use") from None
 
 
 def _refuse_live_socket(path: Path) -> None:

@@ -42,7 +42,8 @@ from authz.policy.validation import validate_in_subprocess
 
 log = logging.getLogger("authz.reload")
 
-_RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
+RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
+"""Configuration sections a reload leaves at their running values (with a warning)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ class Reloader:
             return self.config
         config = load_config(self._config_path)
         kept = {}
-        for section in _RESTART_ONLY:
+        for section in RESTART_ONLY:
             if getattr(config, section) != getattr(self.config, section):
                 log.warning("%s changed: it takes effect after a restart", section)
                 kept[section] = getattr(self.config, section)

@@ -1,0 +1,45 @@
+"""Checking a configuration before anything serves: what `config check` reports, and what
+`serve --workers N` runs before it starts a worker, so a configuration error stops it with
+one line instead of N failing workers."""
+
+from __future__ import annotations
+
+from authz.clock import system_clock
+from authz.config import Config
+from authz.errors import ConfigError
+from authz.gateway import Runtime, build_gateway
+from authz.policy.sources import load_configured_policy_set
+from authz.policy.validation import validate
+from authz.server.listeners import load_credentials
+
+
+def check_configuration(config: Config, *, fetched_bundle_ok: bool = False) -> str | None:
+    """Read every file the configuration names (listener certificates, keys, deny-list,
+    Redis password), compile the policies and run their Rego tests, and build the gateway
+    once; `ConfigError` for the first problem. Returns the policy revision that would serve.
+
+    A policy bundle at a URL is fetched by the server: with `fetched_bundle_ok` everything
+    but the policy is checked (None is returned), else it is refused (check a downloaded
+    copy with `policy.bundle.file`).
+    """
+    load_credentials(config.server)
+    policy = config.policy
+    bundle = policy.bundle
+    if policy.backend == "embedded" and bundle is not None and bundle.url is not None:
+        if not fetched_bundle_ok:
+            raise ConfigError(
+                f"policy.bundle.url {bundle.url}: the server fetches it; "
+                "check a downloaded copy with policy.bundle.file"
+            )
+        Runtime.create(config, system_clock).close()
+        return None
+    policy_set = None
+    if policy.backend == "embedded":
+        policy_set = load_configured_policy_set(policy)
+        report = validate(policy_set, policy.decision, policy.reload.run_policy_tests)
+        if not report.ok:
+            raise ConfigError(f"{policy_set.origin}: {report.describe()}")
+    gateway = build_gateway(config, policy_set=policy_set)
+    gateway.runtime.close()
+    revision: str = gateway.pipeline.engine.revision
+    return revision
