@@ -8,10 +8,11 @@ worker that is restarted finds every proof its predecessor recorded.
 
 Layout (little-endian): a 64-byte header (magic, slot count, probe window, a random 32-byte
 key), then one 16-byte digest per physical slot, then one float64 expiry per physical slot
-(Unix seconds; 0.0: never used). A proof's digest is a BLAKE2b-128 of (sender, NUL, proof
-id) keyed with the header's key, so callers cannot aim their proof ids at one region of the
-table. Its home slot comes from the digest; it may live in any of the `window` slots from
-there (the table has `window - 1` extra slots at the end instead of wrapping).
+(Unix seconds; 0.0: never used, its digest random). A proof's digest is a BLAKE2b-128 of
+(sender, NUL, proof id) keyed with the header's key, so callers cannot aim their proof ids at
+one region of the table. Its home slot comes from the digest; it may live in any of the
+`window` slots from there (the table has `window - 1` extra slots at the end instead of
+wrapping).
 
 A claim, under the lock:
 1. looks for the digest in the whole window: live there → replayed (False); there but
@@ -62,6 +63,8 @@ SLOTS_PER_ENTRY = 2
 _CHUNK = 16
 _EXPIRY_CHUNK = struct.Struct(f"<{_CHUNK}d")
 _LOCK_POLL_SECONDS = 0.00005
+_LOCK_YIELDS = 20
+_FILL_SLOTS = 65536
 
 
 def _valid_window(window: int) -> bool:
@@ -87,9 +90,16 @@ def create_replay_table(path: Path, slots: int, window: int = DEFAULT_WINDOW) ->
         raise ValueError("slots must be positive, window 1 to 16 or a multiple of 16")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        # A new file reads as zeros: every slot empty, every expiry 0.0.
+        # A new file reads as zeros: every expiry 0.0, so every slot empty.
         os.ftruncate(fd, table_bytes(slots, window))
         os.pwrite(fd, HEADER.pack(MAGIC, slots, window, os.urandom(32)), 0)
+        # Empty slots get random digests, not zeros: searching a window of zeros for a
+        # digest is several times slower (CPython's byte search barely skips there), and
+        # a random digest equals a proof's with probability 2**-128.
+        physical = slots + window - 1
+        for first in range(0, physical, _FILL_SLOTS):
+            count = min(_FILL_SLOTS, physical - first)
+            os.pwrite(fd, os.urandom(count * DIGEST_BYTES), HEADER_BYTES + first * DIGEST_BYTES)
     finally:
         os.close(fd)
 
@@ -240,6 +250,7 @@ class SharedMemoryReplayCache:
 
     def _lock(self) -> None:
         deadline = None
+        attempts = 0
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,7 +260,12 @@ class SharedMemoryReplayCache:
                 self._unavailable(f"cannot lock: {errno.errorcode.get(exc.errno or 0, exc)}")
             else:
                 return
-            # Another worker holds it for a few microseconds: poll, bounded.
+            # Another worker holds it for a few microseconds: yield the core to it a few
+            # times, then poll (a blocking flock could not be bounded in time).
+            attempts += 1
+            if attempts <= _LOCK_YIELDS:
+                os.sched_yield()
+                continue
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self._lock_timeout
