@@ -33,7 +33,6 @@ def _configure_logging(level: str, tag: str = "") -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from authz.config import load_config
-    from authz.server.app import serve
 
     config = load_config(args.config)
     if args.worker_index is not None:
@@ -43,11 +42,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(config.logging.level)
     try:
         if config.server.workers > 1:
-            from authz.preflight import check_configuration
+            # The supervisor imports no gateway code: it never holds an engine or keys.
             from authz.server.supervisor import supervise
 
-            check_configuration(config, fetched_bundle_ok=True)
             return asyncio.run(supervise(config, args.config))
+        from authz.server.app import serve
+
         asyncio.run(serve(config, args.config))
     except OSError as exc:  # a listener that cannot be bound: one line, as for config errors
         print(f"wimse-authz: {exc}", file=sys.stderr)

@@ -843,6 +843,11 @@ class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
+"""`Config` sections a running gateway keeps at their start values until a restart (a reload
+warns when the file changes them)."""
+
+
 class Config(_Strict):
     server: ServerConfig
     trust_domains: dict[str, TrustDomainConfig] = Field(min_length=1)

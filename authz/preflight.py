@@ -1,11 +1,16 @@
 """Checking a configuration before anything serves: what `config check` reports, and what
-`serve --workers N` runs before it starts a worker, so a configuration error stops it with
-one line instead of N failing workers."""
+`serve --workers N` runs (`python -m authz.preflight CONFIG WORKERS`, in a process of its
+own) before it starts a worker, so a configuration error stops it with one message instead
+of N failing workers."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
 from authz.clock import system_clock
-from authz.config import Config
+from authz.config import Config, load_config
 from authz.errors import ConfigError
 from authz.gateway import Runtime, build_gateway
 from authz.policy.sources import load_configured_policy_set
@@ -43,3 +48,20 @@ def check_configuration(config: Config, *, fetched_bundle_ok: bool = False) -> s
     gateway.runtime.close()
     revision: str = gateway.pipeline.engine.revision
     return revision
+
+
+def main(argv: Sequence[str]) -> int:
+    """`CONFIG WORKERS`: exit 0 when the configuration can serve with that many workers,
+    else 2 with the problem on stderr."""
+    config_path, workers = argv
+    try:
+        config = load_config(Path(config_path)).with_workers(int(workers))
+        check_configuration(config, fetched_bundle_ok=True)
+    except ConfigError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

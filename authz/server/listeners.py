@@ -14,19 +14,16 @@ for the server (the configuration makes every mutual-TLS listener agree on it).
 
 from __future__ import annotations
 
-import errno
 import inspect
 import logging
-import socket
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 
 from authz.config import ListenerConfig, ServerConfig
+from authz.server.endpoints import refuse_live_socket, unix_socket_path
 from authz.server.tls import ReloadingCredentials
 
 log = logging.getLogger("authz.server")
@@ -95,56 +92,10 @@ def bind_listeners(server: grpc.aio.Server, config: ServerConfig) -> list[BoundL
 
 def _grpc_address(listener: ListenerConfig) -> str:
     if listener.is_unix:
-        path = Path(listener.address.removeprefix("unix:").removeprefix("//"))
-        _refuse_live_socket(path)
+        path = unix_socket_path(listener)
+        refuse_live_socket(path)
         return f"unix:{path}"
     return listener.address
-
-
-def refuse_listeners_in_use(config: ServerConfig) -> None:
-    """`OSError` naming the first listener address something already listens on; binds
-    nothing. (Binding refuses these too; this finds them before a process is started.)"""
-    for listener in config.listeners:
-        if listener.is_unix:
-            _grpc_address(listener)
-        else:
-            _refuse_listening_port(listener.address)
-
-
-def _refuse_listening_port(address: str) -> None:
-    host, _, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        candidates = socket.getaddrinfo(
-            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror:
-        return  # binding will say what is wrong with the name
-    for family, kind, protocol, _, socket_address in candidates:
-        with socket.socket(family, kind, protocol) as probe:
-            # As gRPC binds: a port whose only sockets linger after closing is free.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(socket_address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise OSError(f"cannot listen on {address}: in use") from None
-
-
-def _refuse_live_socket(path: Path) -> None:
-    """gRPC unlinks whatever socket file is at the path before binding, which would silently
-    take over a running gateway's socket: refuse if something answers there."""
-    try:
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            return
-    except FileNotFoundError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return  # stale: nothing listens, gRPC may replace it
-    raise OSError(f"cannot listen on unix:{path}: another server is answering there")
 
 
 # --- allowed clients ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.clock import Clock
-from authz.config import Config, KeySetConfig, load_config
+from authz.config import RESTART_ONLY, Config, KeySetConfig, load_config
 from authz.deny_list import file_fingerprint, read_deny_list
 from authz.errors import ConfigError
 from authz.gateway import Gateway, Runtime, build_gateway
@@ -41,9 +41,6 @@ from authz.policy.sources import load_configured_policy_set, policy_set_from_bun
 from authz.policy.validation import validate_in_subprocess
 
 log = logging.getLogger("authz.reload")
-
-RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
-"""Configuration sections a reload leaves at their running values (with a warning)."""
 
 
 @dataclass(frozen=True, slots=True)

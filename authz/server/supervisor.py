@@ -46,10 +46,11 @@ import aiohttp
 from prometheus_client import disable_created_metrics
 
 from authz.config import Config
+from authz.errors import ConfigError
 from authz.observability.diagnostics import DiagnosticsServer, Readiness
 from authz.observability.worker_metrics import SupervisorMetrics
 from authz.replay.shared_memory import create_replay_table, slots_for
-from authz.server.listeners import refuse_listeners_in_use
+from authz.server.endpoints import refuse_listeners_in_use
 from authz.server.workers import (
     WorkerDiagnostics,
     diagnostics_socket,
@@ -355,5 +356,26 @@ class Supervisor:
 
 
 async def supervise(config: Config, config_path: Path) -> int:
-    """`serve --workers N`: run until SIGTERM or SIGINT; the exit code."""
+    """`serve --workers N`: check the configuration, then run until SIGTERM or SIGINT; the
+    exit code. Raises `ConfigError` for a configuration that cannot serve."""
+    await check_in_subprocess(config_path, config.server.workers)
     return await Supervisor(config, serve_command(config_path)).run()
+
+
+async def check_in_subprocess(config_path: Path, workers: int) -> None:
+    """`authz.preflight` on the configuration file, in a process of its own: the supervisor
+    then never holds a policy engine, keys or their memory. `ConfigError` with its message."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "authz.preflight",
+        str(config_path),
+        str(workers),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        message = stderr.decode("utf-8", "replace").strip()
+        raise ConfigError(message or f"configuration check exited with {process.returncode}")

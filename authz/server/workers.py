@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from authz.config import (
+    RESTART_ONLY,
     Config,
     DecisionLogConfig,
     DenyListConfig,
@@ -32,7 +33,6 @@ from authz.config import (
     ServerConfig,
 )
 from authz.errors import ConfigError
-from authz.server.reloader import RESTART_ONLY
 
 log = logging.getLogger("authz.workers")
 

@@ -4,6 +4,8 @@ several workers, and the settings a restarted worker takes from its supervisor."
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,17 @@ def test_unreadable_supervisor_settings_are_a_configuration_error(tmp_path: Path
     (tmp_path / "settings.json").write_text("{}")
     with pytest.raises(ConfigError, match="settings cannot be read"):
         read_settings(tmp_path)
+
+
+def test_the_supervisor_loads_no_gateway_code() -> None:
+    """It checks the configuration in a child process and never holds a policy engine,
+    keys or their memory (its RSS is about that of the configuration's imports)."""
+    probe = (
+        "import sys, authz.server.supervisor, authz.cli\n"
+        "loaded = {'authz.gateway', 'authz.pipeline', 'regorus', 'grpc'} & set(sys.modules)\n"
+        "print(sorted(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
