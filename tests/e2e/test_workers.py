@@ -1,5 +1,6 @@
 """`wimse-authz serve --workers 2` as a real supervisor process with two real workers, each
-asked straight over gRPC on its own TCP port and Unix socket.
+asked straight over gRPC on its own TCP port and Unix socket, and through a real Envoy
+listing both.
 
 The module's supervisor serves the sample policies from a private copy, a deny-list file and
 the diagnostics port; tests that change its state restore it, and the one that kills a
@@ -39,6 +40,7 @@ from authz.config import worker_address
 from authz.devtools.httpsig import sign_request
 from authz.devtools.stack import (
     POLICY_DIR,
+    REPO_ROOT,
     Identities,
     ManagedProcess,
     Ports,
@@ -49,7 +51,7 @@ from authz.devtools.stack import (
     wait_for_http,
     write_yaml,
 )
-from tests.e2e.stack import wait_for_gateway, wait_until
+from tests.e2e.stack import RunningStack, start_stack, wait_for_gateway, wait_until
 from tests.support import ORIGIN, GatewayHarness, MutableClock, check_request
 
 pytestmark = pytest.mark.e2e
@@ -570,3 +572,56 @@ def socket_listening(port: int) -> Iterator[None]:
         listening.bind(("127.0.0.1", port))
         listening.listen()
         yield
+
+
+# --- through Envoy -----------------------------------------------------------------------
+
+
+def test_envoy_spreads_checks_over_every_worker(
+    tmp_path: Path, identity_dir: Path, identities: Identities
+) -> None:
+    """Envoy runs deploy/envoy/gateway-workers.yaml (both workers' ports in the gateway
+    cluster); every request is allowed, and each worker answers some of them."""
+    diagnostics = f"127.0.0.1:{free_port()}"
+    stack = start_stack(
+        tmp_path,
+        identity_dir,
+        identities,
+        envoy_template=REPO_ROOT / "deploy" / "envoy" / "gateway-workers.yaml",
+        gateway_workers=WORKERS,
+        gateway_overrides={"diagnostics": {"address": diagnostics}},
+    )
+    supervisor = Supervised(
+        stack.gateway, tmp_path / "gateway.yaml", [], [], f"http://{diagnostics}"
+    )
+
+    def allowed_by(worker: str) -> float:
+        value = supervisor.metric(
+            "wimse_authz_decisions_total", worker=worker, result="allow", reason="policy.allowed"
+        )
+        return value or 0.0
+
+    def request_until_both_answered() -> bool:
+        # Envoy passes a host's new health to its workers within update_merge_window (1 s).
+        response = stack.request("/api/hello", stack.signed("/api/hello"))
+        assert response.status == 200, response.body
+        return all(allowed_by(worker) > 0 for worker in ("0", "1"))
+
+    try:
+        hosts = gateway_hosts(stack)
+        assert sorted(hosts) == [stack.ports.gateway, stack.ports.gateway + 1]
+        # A worker still loading at Envoy's first health check is checked again within
+        # no_traffic_interval (2 s), or interval (5 s) once checks flow.
+        wait_until(lambda: set(gateway_hosts(stack).values()) == {"healthy"}, timeout=30)
+        wait_until(request_until_both_answered, timeout=30)
+    finally:
+        stack.stop()
+
+
+def gateway_hosts(stack: RunningStack) -> dict[int, str]:
+    """Port → health flags of each host of Envoy's gateway cluster."""
+    url = f"http://127.0.0.1:{stack.ports.admin}/clusters"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    found = re.findall(r"^wimse_authz::[^:]+:(\d+)::health_flags::(\S+)$", text, re.M)
+    return {int(port): flags for port, flags in found}
