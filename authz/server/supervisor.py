@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,8 @@ class _Worker:
     ready: bool = False
     """This run of the worker has reported ready."""
     start_failures: int = 0
-    pid_history: list[int] = field(default_factory=list)
+    runs: int = 0
+    """How often it was started."""
 
     @property
     def running(self) -> bool:
@@ -126,14 +127,9 @@ class _Worker:
 class Supervisor:
     """Runs `config.server.workers` workers until stopped; see the module docstring."""
 
-    def __init__(
-        self, config: Config, command: WorkerCommand, *, directory: Path | None = None
-    ) -> None:
-        """`directory`: an empty private directory to use (it is removed at the end);
-        default: a new one (`private_directory`)."""
+    def __init__(self, config: Config, command: WorkerCommand) -> None:
         self._config = config
         self._command = command
-        self._directory = directory
         self._count = config.server.workers
         self._metrics = SupervisorMetrics(self._count)
         self._workers: list[_Worker] = []
@@ -159,8 +155,7 @@ class Supervisor:
                 refuse_listeners_in_use(server.for_worker(index))
             except OSError as exc:
                 raise OSError(f"{exc} (worker {index} of {self._count})") from None
-        directory = self._directory or private_directory()
-        directory.chmod(0o700)
+        directory = private_directory()
         try:
             write_settings(directory, self._config)
             if self._config.replay.redis is None:
@@ -249,7 +244,7 @@ class Supervisor:
                 start_new_session=True,
             )
             worker.process = process
-            worker.pid_history.append(process.pid)
+            worker.runs += 1
             if self._stopping.is_set():  # stopped while it was being started
                 process.send_signal(signal.SIGTERM)
             watch = asyncio.create_task(self._watch_ready(worker))
@@ -316,7 +311,7 @@ class Supervisor:
             str(worker.index): {
                 "pid": worker.process.pid if worker.process is not None else None,
                 "running": worker.running,
-                "restarts": max(len(worker.pid_history) - 1, 0),
+                "restarts": max(worker.runs - 1, 0),
             }
             for worker in self._workers
         }
