@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.config import worker_address
 from authz.devtools.httpsig import sign_request
+from authz.devtools.redis import RedisServer
 from authz.devtools.stack import (
     POLICY_DIR,
     REPO_ROOT,
@@ -424,6 +425,37 @@ def test_a_killed_worker_is_restarted_and_still_refuses_proofs_used_before(
     assert ask(supervised.tcp[1], check_request("/api/hello", live.signed_headers())) == "allow"
     assert supervised.metric("wimse_authz_worker_restarts_total", worker="1") == 1
     assert supervised.get("/readyz")[0] == 200
+
+
+def test_with_replay_redis_the_workers_share_redis_and_fail_closed_without_it(
+    tmp_path: Path, identity_dir: Path, identities: Identities
+) -> None:
+    """`replay.redis` is the store for workers as for replicas: proofs are claimed there
+    (a Redis outage is a 503 at every worker, which the shared table would not cause)."""
+    live = live_harness(identity_dir, identities)
+    with RedisServer(tmp_path / "redis") as redis:
+        # Below Envoy's 1 s ext_authz timeout, as the deploy configs expect.
+        replay = {"redis": {"url": redis.url, "timeout_seconds": 0.5}}
+        supervised = start_supervised(
+            tmp_path, identity_dir, unix=False, overrides={"replay": replay}
+        )
+        try:
+
+            async def rounds() -> list[list[str]]:
+                results = []
+                for _ in range(10):
+                    request = check_request("/api/hello", live.signed_headers())
+                    results.append(await send_everywhere(supervised.tcp * 2, request))
+                return results
+
+            for answers in asyncio.run(rounds()):
+                assert Counter(answers) == {"allow": 1, "401 wpt.replayed": 3}, answers
+            redis.stop()
+            for endpoint in supervised.tcp:
+                request = check_request("/api/hello", live.signed_headers())
+                assert ask(endpoint, request) == "503 replay.store_unavailable"
+        finally:
+            supervised.process.stop()
 
 
 # --- start and stop, each with its own supervisor -------------------------------------------
