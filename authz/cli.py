@@ -13,16 +13,19 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authz import __version__
 from authz.errors import ConfigError
 
+if TYPE_CHECKING:
+    from authz.config import Config
 
-def _configure_logging(level: str) -> None:
+
+def _configure_logging(level: str, tag: str = "") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s %(message)s",
         stream=sys.stderr,
     )
 
@@ -30,40 +33,56 @@ def _configure_logging(level: str) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from authz.config import load_config
     from authz.server import event_loop
-    from authz.server.app import serve
 
     config = load_config(args.config)
+    if args.worker_index is not None:
+        return _serve_as_worker(args, config)
+    if args.workers is not None:
+        config = config.with_workers(args.workers)
     _configure_logging(config.logging.level)
-    event_loop.run(serve(config, args.config), config.server.event_loop)
+    try:
+        if config.server.workers > 1:
+            # The supervisor imports no gateway code: it never holds an engine or keys.
+            from authz.server.supervisor import supervise
+
+            return event_loop.run(supervise(config, args.config), config.server.event_loop)
+        from authz.server.app import serve
+
+        event_loop.run(serve(config, args.config), config.server.event_loop)
+    except OSError as exc:  # a listener that cannot be bound: one line, as for config errors
+        print(f"wimse-authz: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve_as_worker(args: argparse.Namespace, config: Config) -> int:
+    """One worker of `serve --workers N`, started by the supervisor."""
+    from authz.server import event_loop
+    from authz.server.app import serve
+    from authz.server.workers import WorkerRole
+
+    if args.worker_dir is None:
+        raise ConfigError("--worker-index needs --worker-dir")
+    role = WorkerRole(args.worker_index, args.worker_dir, args.lifeline_fd)
+    _configure_logging(config.logging.level, f"worker-{role.index} ")
+    config = role.apply(config)
+    try:
+        event_loop.run(serve(config, args.config, worker=role), config.server.event_loop)
+    except OSError as exc:
+        print(f"wimse-authz: worker {role.index}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from authz.config import load_config
-    from authz.gateway import build_gateway
-    from authz.policy.sources import load_configured_policy_set
-    from authz.policy.validation import validate
-    from authz.server.listeners import load_credentials
+    from authz.preflight import check_configuration
 
     config = load_config(args.config)
-    load_credentials(config.server)
-    policy = config.policy
-    policy_set = None
-    if policy.backend == "embedded":
-        if policy.bundle is not None and policy.bundle.url is not None:
-            raise ConfigError(
-                f"policy.bundle.url {policy.bundle.url}: the server fetches it; "
-                "check a downloaded copy with policy.bundle.file"
-            )
-        policy_set = load_configured_policy_set(policy)
-        report = validate(policy_set, policy.decision, policy.reload.run_policy_tests)
-        if not report.ok:
-            raise ConfigError(f"{policy_set.origin}: {report.describe()}")
-    gateway = build_gateway(config, policy_set=policy_set)
-    gateway.runtime.close()
+    revision = check_configuration(config)
     print(
         f"{args.config}: OK — {len(config.trust_domains)} trust domain(s), "
-        f"{len(config.services)} service(s), policy revision {gateway.pipeline.engine.revision}"
+        f"{len(config.services)} service(s), policy revision {revision}"
     )
     return 0
 
@@ -436,6 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
     serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="gateway processes, each on its own endpoints (default: server.workers, 1)",
+    )
+    # Set by the supervisor of `--workers N` for each worker it starts.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-dir", type=Path, help=argparse.SUPPRESS)
+    serve.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_cmd_serve)
 
     config = commands.add_parser("config", help="configuration tools")

@@ -188,12 +188,55 @@ class ListenerConfig(_Strict):
         return not _is_loopback(self.address.rpartition(":")[0])
 
 
+MAX_WORKERS = 128
+
+
+def worker_address(address: str, index: int) -> str:
+    """Where worker `index` of `serve --workers N` listens for a configured `address`:
+    TCP `host:port` → `host:<port + index>`; `unix:/dir/name.sock` →
+    `unix:/dir/name-<index>.sock` (the index goes before the last suffix; a name without
+    one gets `-<index>` appended)."""
+    if address.startswith("unix:"):
+        path = address.removeprefix("unix:").removeprefix("//")
+        directory, slash, name = path.rpartition("/")
+        stem, dot, suffix = name.rpartition(".")
+        if not dot or not stem:
+            stem, suffix = name, ""
+        return f"unix:{directory}{slash}{stem}-{index}{'.' if suffix else ''}{suffix}"
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + index}"
+
+
 class ServerConfig(_Strict):
     listeners: list[ListenerConfig] = Field(min_length=1)
     reflection: bool = True
     shutdown_grace_seconds: PositiveSeconds = 10.0
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The loop the server runs on: uvloop (less CPU per Check) or the standard library's."""
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
+    """Gateway processes on this machine (`serve --workers` overrides it). Above 1, each
+    worker listens on its own endpoint per listener (`worker_address`)."""
+
+    @model_validator(mode="after")
+    def _worker_ports_fit(self) -> ServerConfig:
+        for listener in self.listeners:
+            if (
+                not listener.is_unix
+                and int(listener.address.rpartition(":")[2]) + (self.workers - 1) > 65535
+            ):
+                raise ValueError(
+                    f"{listener.address}: {self.workers} workers need ports up to "
+                    f"{listener.address.rpartition(':')[2]}+{self.workers - 1}, beyond 65535"
+                )
+        return self
+
+    def for_worker(self, index: int) -> ServerConfig:
+        """These listeners as worker `index` binds them (`worker_address`)."""
+        listeners = [
+            listener.model_copy(update={"address": worker_address(listener.address, index)})
+            for listener in self.listeners
+        ]
+        return self.model_copy(update={"listeners": listeners})
 
     @model_validator(mode="after")
     def _one_client_allow_list(self) -> ServerConfig:
@@ -802,6 +845,11 @@ class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
+"""`Config` sections a running gateway keeps at their start values until a restart (a reload
+warns when the file changes them)."""
+
+
 class Config(_Strict):
     server: ServerConfig
     trust_domains: dict[str, TrustDomainConfig] = Field(min_length=1)
@@ -856,6 +904,8 @@ class Config(_Strict):
                 raise ValueError(f"{key} {name!r} is a header the gateway sets itself")
         if len(context) != len(set(context.values())):
             raise ValueError("user_token.header and attestation.header must differ")
+        if (problem := _workers_problem(self, self.server.workers)) is not None:
+            raise ValueError(problem)
         if self.mtls.verify_peer_certificate:
             for name in sorted(self.mtls_trust_domains):
                 domain = self.trust_domains.get(name)
@@ -865,6 +915,17 @@ class Config(_Strict):
                         "spiffe_bundle_url or spiffe_bundle_file (its X.509 authorities)"
                     )
         return self
+
+    def with_workers(self, workers: int) -> Config:
+        """This configuration run with `workers` processes (`serve --workers`); raises
+        `ConfigError` when it cannot be."""
+        try:
+            server = ServerConfig.model_validate({**dict(self.server), "workers": workers})
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(f"--workers {workers}", exc)) from None
+        if (problem := _workers_problem(self, workers)) is not None:
+            raise ConfigError(f"--workers {workers}: {problem}")
+        return self.model_copy(update={"server": server})
 
     @property
     def context_token_headers(self) -> dict[str, str]:
@@ -888,6 +949,16 @@ class Config(_Strict):
         if self.mtls.trust_domains is not None:
             return frozenset(self.mtls.trust_domains)
         return frozenset(self.trust_domains)
+
+
+def _workers_problem(config: Config, workers: int) -> str | None:
+    redis = config.replay.redis
+    if workers > 1 and redis is not None and redis.on_unavailable == "local_fallback":
+        return (
+            "replay.redis.on_unavailable: local_fallback cannot be used with more than one "
+            "worker (a proof could be replayed once at each worker); use fail_closed"
+        )
+    return None
 
 
 _K = TypeVar("_K", bound=KeySetConfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
@@ -41,6 +42,7 @@ from authz.policy.remote import RemoteOpaEngine
 from authz.policy.sources import load_configured_policy_set
 from authz.replay.memory import InMemoryReplayCache
 from authz.replay.redis_store import RedisReplayCache, open_redis_replay_cache
+from authz.replay.shared_memory import SharedMemoryReplayCache
 from authz.routing import ServiceRouter
 from authz.trust.key_sets import KeySet, TrustStore
 from authz.trust.live import LiveKeyRegistry
@@ -147,15 +149,24 @@ class Runtime:
     from URLs (a reload must not refetch them all, nor drop them)."""
 
     metrics: Metrics
-    replay_cache: InMemoryReplayCache | RedisReplayCache
+    replay_cache: InMemoryReplayCache | RedisReplayCache | SharedMemoryReplayCache
     deny_list: DenyListHolder
     decision_log: DecisionLog
     live_keys: LiveKeyRegistry = field(default_factory=LiveKeyRegistry)
 
     @classmethod
-    def create(cls, config: Config, clock: Clock, metrics: Metrics | None = None) -> Runtime:
+    def create(
+        cls,
+        config: Config,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        *,
+        shared_replay_table: Path | None = None,
+    ) -> Runtime:
+        """`shared_replay_table`: the table the workers of `serve --workers N` share (see
+        `build_replay_cache`)."""
         metrics = metrics or Metrics()
-        replay_cache = build_replay_cache(config, clock, metrics)
+        replay_cache = build_replay_cache(config, clock, metrics, shared_replay_table)
         metrics.watch_replay_cache(replay_cache.__len__)
         deny_list = DenyListHolder()
         if config.deny_list is not None:
@@ -165,8 +176,13 @@ class Runtime:
         return cls(metrics, replay_cache, deny_list, decision_log, LiveKeyRegistry(metrics))
 
     def close(self) -> None:
-        """Close what needs no event loop (the decision log); `aclose` closes everything."""
-        self.decision_log.close()
+        """Close what needs no event loop (the decision log, a shared replay table's
+        mapping); `aclose` closes everything."""
+        try:
+            if isinstance(self.replay_cache, SharedMemoryReplayCache):
+                self.replay_cache.close()
+        finally:
+            self.decision_log.close()
 
     async def aclose(self) -> None:
         """Close everything: the shared replay store's connections (on the loop that used
@@ -180,10 +196,18 @@ class Runtime:
 
 
 def build_replay_cache(
-    config: Config, clock: Clock, metrics: Metrics
-) -> InMemoryReplayCache | RedisReplayCache:
-    """This process's own replay cache, or the configured Redis shared by every replica (with
-    this process's cache as its fallback, when `on_unavailable` asks for one)."""
+    config: Config, clock: Clock, metrics: Metrics, shared_replay_table: Path | None = None
+) -> InMemoryReplayCache | RedisReplayCache | SharedMemoryReplayCache:
+    """The configured Redis shared by every replica (with this process's cache as its
+    fallback, when `on_unavailable` asks for one); else the table this machine's workers
+    share, when given; else this process's own replay cache."""
+    if config.replay.redis is None and shared_replay_table is not None:
+        return SharedMemoryReplayCache(
+            shared_replay_table,
+            clock,
+            on_full=metrics.replay_cache_full.inc,
+            on_error=metrics.count_replay_store_error,
+        )
     local = InMemoryReplayCache(
         config.wpt.replay_cache_entries, clock, on_full=metrics.replay_cache_full.inc
     )

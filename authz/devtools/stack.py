@@ -8,6 +8,7 @@ paths rewritten; the gateway's is generated here from a few settings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -94,6 +95,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive free loopback ports (what `serve --workers count`
+    listens on for one TCP listener)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 def ensure_identities(directory: Path) -> Identities:
@@ -206,8 +225,9 @@ def envoy_config(
     """`deploy/envoy/gateway.yaml` (or another `template` there) with its listener, admin
     and cluster ports rewritten.
 
-    The gateway cluster's TCP endpoint becomes `127.0.0.1:ports.gateway`;
-    `gateway_address` replaces its address instead (a `pipe`, say). `tls_dir` is where the
+    The gateway cluster's TCP endpoint becomes `127.0.0.1:ports.gateway` (a second one
+    `ports.gateway + 1`, and so on); `gateway_address` replaces the first one's address
+    instead (a `pipe`, say). `tls_dir` is where the
     certificate files the gateway cluster names are taken from (same file names:
     `ca.pem`, `envoy.pem`, `envoy-key.pem`).
     """
@@ -216,14 +236,18 @@ def envoy_config(
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"]["port_value"] = ports.envoy
     for cluster in config["static_resources"]["clusters"]:
-        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        lb_endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        endpoint = lb_endpoints[0]["endpoint"]
         if cluster["name"] == "wimse_authz":
             if gateway_address is not None:
                 endpoint["address"] = dict(gateway_address)
-            elif "socket_address" in endpoint["address"]:
-                endpoint["address"]["socket_address"].update(
-                    address="127.0.0.1", port_value=ports.gateway
-                )
+            # Several endpoints: the workers of `serve --workers N`, on consecutive ports.
+            for index, lb_endpoint in enumerate(lb_endpoints):
+                address = lb_endpoint["endpoint"]["address"]
+                if gateway_address is None and "socket_address" in address:
+                    address["socket_address"].update(
+                        address="127.0.0.1", port_value=ports.gateway + index
+                    )
             if tls_dir is not None:
                 relocate_files(cluster.get("transport_socket", {}), tls_dir)
         elif cluster["name"] == "upstream":
@@ -304,12 +328,12 @@ class ManagedProcess:
             return ""
 
 
-def gateway_process(config_path: Path, log_path: Path) -> ManagedProcess:
-    return ManagedProcess(
-        "gateway",
-        [sys.executable, "-m", "authz", "serve", "--config", str(config_path)],
-        log_path,
-    )
+def gateway_process(config_path: Path, log_path: Path, workers: int = 1) -> ManagedProcess:
+    """`wimse-authz serve`; with `workers` above 1, a supervisor and that many workers."""
+    args = [sys.executable, "-m", "authz", "serve", "--config", str(config_path)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    return ManagedProcess("gateway", args, log_path)
 
 
 def envoy_process(config_path: Path, log_path: Path, concurrency: int = 1) -> ManagedProcess:

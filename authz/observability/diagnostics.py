@@ -2,7 +2,9 @@
 
 It runs on the gateway's asyncio loop, the thread that serves gRPC, so the readiness
 callback and the metrics' size functions read gateway state without locks. Plain HTTP with
-no authentication: bind it to loopback or a private pod address, never a public one.
+no authentication: bind it to loopback or a private pod address, never a public one. (The
+workers of `serve --workers N` serve theirs on Unix sockets in the supervisor's private
+directory; the supervisor's own answers for them all.)
 
 The handlers never echo request data: bodies are fixed text, metrics or the readiness
 detail. Only GET and HEAD are answered (405 otherwise), unknown paths are 404. A request
@@ -12,9 +14,10 @@ complaint (up to about 100 bytes of the bad line).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import cast
@@ -47,7 +50,11 @@ class Readiness:
     """JSON-serialisable: e.g. policy and trust revisions, last reload result, time, error."""
 
 
-ReadinessCheck = Callable[[], Readiness]
+ReadinessCheck = Callable[[], Readiness | Awaitable[Readiness]]
+"""Readiness now, or a coroutine finding it out (the supervisor asks its workers)."""
+
+LivenessCheck = Callable[[], Awaitable[Readiness]]
+"""For `/healthz` when answering is not proof enough: `ready` there means alive."""
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -62,17 +69,29 @@ def parse_address(address: str) -> tuple[str, int]:
 class DiagnosticsServer:
     """`/metrics`, `/healthz` and `/readyz` on one address, served on the running loop.
 
-    `start()` binds (raising `OSError` that names the address if it cannot) and returns once
-    the port answers; `stop()` closes it and may be called more than once, or before start.
+    `address` is `host:port`, or `unix:/path` for a Unix socket. `start()` binds (raising
+    `OSError` that names the address if it cannot) and returns once the port answers;
+    `stop()` closes it and may be called more than once, or before start. `liveness`, when
+    given, decides `/healthz`; `before_scrape` runs before each `/metrics` answer is built
+    from `registry` (to gather what its collectors report).
     """
 
     def __init__(
-        self, address: str, registry: CollectorRegistry, readiness: ReadinessCheck
+        self,
+        address: str,
+        registry: CollectorRegistry,
+        readiness: ReadinessCheck,
+        *,
+        liveness: LivenessCheck | None = None,
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.address = address
-        self._host, self._port = parse_address(address)
+        self._unix_path = address.removeprefix("unix:") if address.startswith("unix:") else None
+        self._host, self._port = ("", 0) if self._unix_path else parse_address(address)
         self._registry = registry
         self._readiness = readiness
+        self._liveness = liveness
+        self._before_scrape = before_scrape
         self._runner: web.AppRunner | None = None
 
     @property
@@ -102,7 +121,11 @@ class DiagnosticsServer:
             max_headers=_MAX_HEADERS,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_port=False)
+        site: web.BaseSite
+        if self._unix_path is not None:
+            site = web.UnixSite(runner, self._unix_path)
+        else:
+            site = web.TCPSite(runner, self._host, self._port, reuse_port=False)
         try:
             await site.start()
         except OSError as exc:
@@ -112,7 +135,8 @@ class DiagnosticsServer:
                 exc.errno, f"cannot listen on {self.address} for diagnostics: {reason}"
             ) from exc
         self._runner = runner
-        log.info("diagnostics listening on %s (port %d)", self.address, self.port)
+        if self._unix_path is None:
+            log.info("diagnostics listening on %s (port %d)", self.address, self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -120,6 +144,8 @@ class DiagnosticsServer:
             await runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if self._before_scrape is not None:
+            await self._before_scrape()
         if _wants_openmetrics(request.headers.get("Accept", "")):
             # prometheus_client leaves the OpenMetrics encoder unannotated.
             generate = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
@@ -129,12 +155,21 @@ class DiagnosticsServer:
         return web.Response(body=body, headers={**_NO_STORE, "Content-Type": content_type})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        # Answering at all is the check: the loop that also serves gRPC is turning.
-        return web.json_response({"status": "ok"}, headers=_NO_STORE)
+        if self._liveness is None:
+            # Answering at all is the check: the loop that also serves gRPC is turning.
+            return web.json_response({"status": "ok"}, headers=_NO_STORE)
+        try:
+            alive = await self._liveness()
+        except Exception:
+            log.exception("liveness check failed")
+            alive = Readiness(False, {"error": "liveness check failed"})
+        body = {"status": "ok" if alive.ready else "failing", "detail": dict(alive.detail)}
+        return web.json_response(body, status=200 if alive.ready else 503, headers=_NO_STORE)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         try:
-            readiness = self._readiness()
+            answer = self._readiness()
+            readiness = await answer if inspect.isawaitable(answer) else answer
             status = "ready" if readiness.ready else "not_ready"
             body = json.dumps({"status": status, "detail": dict(readiness.detail)})
         except Exception:

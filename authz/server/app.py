@@ -36,6 +36,7 @@ from authz.server.listeners import (
     client_interceptors,
 )
 from authz.server.reloader import Reloader, ReloadStatus
+from authz.server.workers import WorkerRole
 
 log = logging.getLogger("authz.server")
 
@@ -44,11 +45,20 @@ AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authoriza
 
 class GatewayServer:
     def __init__(
-        self, config: Config, clock: Clock = system_clock, config_path: Path | None = None
+        self,
+        config: Config,
+        clock: Clock = system_clock,
+        config_path: Path | None = None,
+        worker: WorkerRole | None = None,
     ) -> None:
+        """`worker`: this server is one of the workers of `serve --workers N` (its own
+        listeners, diagnostics socket and the shared replay table; see `authz.server.workers`).
+        """
         self._config = config
         self._clock = clock
-        self.runtime = Runtime.create(config, clock)
+        self._worker = worker
+        shared_table = worker.replay_table if worker and config.replay.redis is None else None
+        self.runtime = Runtime.create(config, clock, shared_replay_table=shared_table)
         self.metrics = self.runtime.metrics
         self._server = grpc.aio.server(
             options=SERVER_OPTIONS, interceptors=client_interceptors(config.server)
@@ -84,15 +94,21 @@ class GatewayServer:
             )
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.listeners = bind_listeners(self._server, self._config.server)
+        listeners = self._config.server
+        if self._worker is not None:
+            listeners = listeners.for_worker(self._worker.index)
+        self.listeners = bind_listeners(self._server, listeners)
         self.metrics.watch_tls_listeners(
             {bound.address: bound.credentials for bound in self.listeners if bound.credentials}
         )
         await self._server.start()
-        if self._config.diagnostics is not None:
-            self.diagnostics = DiagnosticsServer(
-                self._config.diagnostics.address, self.metrics.registry, self.readiness
-            )
+        diagnostics = self._config.diagnostics
+        if self._worker is not None:
+            address: str | None = f"unix:{self._worker.diagnostics_socket}"
+        else:
+            address = diagnostics.address if diagnostics is not None else None
+        if address is not None:
+            self.diagnostics = DiagnosticsServer(address, self.metrics.registry, self.readiness)
             await self.diagnostics.start()
 
     async def load(self) -> None:
@@ -159,16 +175,21 @@ def _status_detail(status: ReloadStatus | None) -> dict[str, object] | None:
     return {"ok": status.ok, "at": status.at, "trigger": status.trigger, "error": status.error}
 
 
-async def serve(config: Config, config_path: Path | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads."""
+async def serve(
+    config: Config, config_path: Path | None = None, worker: WorkerRole | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads. A `worker` also
+    drains when its supervisor is gone."""
     # One `_created` series per counter doubles what every scrape carries, for nothing.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    server = GatewayServer(config, config_path=config_path)
+    server = GatewayServer(config, config_path=config_path, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reloader.request_reload)
+    if worker is not None and worker.lifeline_fd is not None:
+        _stop_when_closed(loop, worker.lifeline_fd, stop)
     try:
         await server.start()
     except BaseException:
@@ -179,3 +200,17 @@ async def serve(config: Config, config_path: Path | None = None) -> None:
     await stop.wait()
     log.info("shutting down: draining in-flight checks")
     await server.stop()
+
+
+def _stop_when_closed(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    """Set `stop` when the pipe at `fd` reaches end of file: nothing is ever written to it,
+    so that is its writer (the supervisor) gone, however it ended."""
+
+    def readable() -> None:
+        if os.read(fd, 64):
+            return
+        loop.remove_reader(fd)
+        log.warning("supervisor gone: draining and stopping")
+        stop.set()
+
+    loop.add_reader(fd, readable)

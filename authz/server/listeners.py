@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import socket
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 
 from authz.config import ListenerConfig, ServerConfig
+from authz.server.endpoints import refuse_live_socket, unix_socket_path
 from authz.server.tls import ReloadingCredentials
 
 log = logging.getLogger("authz.server")
@@ -94,26 +92,10 @@ def bind_listeners(server: grpc.aio.Server, config: ServerConfig) -> list[BoundL
 
 def _grpc_address(listener: ListenerConfig) -> str:
     if listener.is_unix:
-        path = Path(listener.address.removeprefix("unix:").removeprefix("//"))
-        _refuse_live_socket(path)
+        path = unix_socket_path(listener)
+        refuse_live_socket(path)
         return f"unix:{path}"
     return listener.address
-
-
-def _refuse_live_socket(path: Path) -> None:
-    """gRPC unlinks whatever socket file is at the path before binding, which would silently
-    take over a running gateway's socket: refuse if something answers there."""
-    try:
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            return
-    except FileNotFoundError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return  # stale: nothing listens, gRPC may replace it
-    raise OSError(f"cannot listen on unix:{path}: another server is answering there")
 
 
 # --- allowed clients ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.clock import Clock
-from authz.config import Config, KeySetConfig, load_config
+from authz.config import RESTART_ONLY, Config, KeySetConfig, load_config
 from authz.deny_list import file_fingerprint, read_deny_list
 from authz.errors import ConfigError
 from authz.gateway import Gateway, Runtime, build_gateway
@@ -41,8 +41,6 @@ from authz.policy.sources import load_configured_policy_set, policy_set_from_bun
 from authz.policy.validation import validate_in_subprocess
 
 log = logging.getLogger("authz.reload")
-
-_RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +189,7 @@ class Reloader:
             return self.config
         config = load_config(self._config_path)
         kept = {}
-        for section in _RESTART_ONLY:
+        for section in RESTART_ONLY:
             if getattr(config, section) != getattr(self.config, section):
                 log.warning("%s changed: it takes effect after a restart", section)
                 kept[section] = getattr(self.config, section)

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz.config import worker_address
 from authz.devtools.check import GatewayAddress, open_channel
 from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import (
@@ -29,6 +30,7 @@ from authz.devtools.stack import (
     checkout_txn_token,
     envoy_config,
     envoy_process,
+    free_ports_in_a_row,
     gateway_config,
     gateway_process,
     wait_for_http,
@@ -175,6 +177,7 @@ def start_stack(
     gateway_tls: Mapping[str, Any] | None = None,
     gateway_client_tls: Mapping[str, Any] | None = None,
     expect_healthz: bool = True,
+    gateway_workers: int = 1,
 ) -> RunningStack:
     """Start upstream, gateway and Envoy; return once all three answer.
 
@@ -185,8 +188,14 @@ def start_stack(
 
     `expect_healthz=False` is for gateway configurations under which the public health
     path cannot be allowed (the test then checks what is answered instead).
+
+    `gateway_workers` above 1 runs `serve --workers N` on consecutive ports from
+    `ports.gateway` (with the `gateway-workers.yaml` template, Envoy lists them all).
     """
     ports = Ports.free()
+    if gateway_workers > 1:
+        first = free_ports_in_a_row(gateway_workers)
+        ports = Ports(ports.envoy, ports.admin, first, ports.upstream)
     upstream = EchoServer("127.0.0.1", ports.upstream).start()
     config = gateway_config(
         identity_dir, ports, listeners=gateway_listeners, overrides=gateway_overrides
@@ -208,12 +217,16 @@ def start_stack(
         ports,
         identities,
         upstream,
-        gateway_process(gateway_yaml, directory / "gateway.log").start(),
+        gateway_process(gateway_yaml, directory / "gateway.log", gateway_workers).start(),
         envoy_process(envoy_yaml, directory / "envoy.log").start(),
     )
     gateway_address = (gateway_listeners or [f"127.0.0.1:{ports.gateway}"])[0]
     try:
-        wait_for_gateway(GatewayAddress(gateway_address, **(gateway_client_tls or {})), 30)
+        for index in range(gateway_workers):
+            address = worker_address(gateway_address, index) if gateway_workers > 1 else None
+            wait_for_gateway(
+                GatewayAddress(address or gateway_address, **(gateway_client_tls or {})), 30
+            )
         wait_for_http(f"http://127.0.0.1:{ports.admin}/ready", timeout=30)
         if expect_healthz:
             wait_for_http(f"{ports.origin}/healthz", timeout=30)

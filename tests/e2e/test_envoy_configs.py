@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from authz.config import worker_address
 from authz.devtools.certs import CertificateAuthority, write_pem
 from authz.devtools.stack import (
     ENVOY_TEMPLATE,
@@ -21,7 +22,7 @@ from authz.devtools.stack import (
 )
 
 ENVOY_DIR = REPO_ROOT / "deploy" / "envoy"
-VARIANTS = ("gateway-uds.yaml", "gateway-tls.yaml", "gateway-mtls.yaml")
+VARIANTS = ("gateway-uds.yaml", "gateway-tls.yaml", "gateway-mtls.yaml", "gateway-workers.yaml")
 """gateway.yaml reaching the gateway another way; each is tested through Envoy too."""
 
 
@@ -124,6 +125,43 @@ def test_variants_differ_from_gateway_yaml_only_in_the_gateway_cluster(name: str
         gateway_cluster(yaml.safe_load((ENVOY_DIR / name).read_text()))[protocol]
         == (gateway_cluster(yaml.safe_load(ENVOY_TEMPLATE.read_text()))[protocol])
     ), "HTTP/2 to the gateway"
+
+
+def test_the_workers_variant_lists_every_workers_port() -> None:
+    """`serve --workers N` listens on the configured port and the N-1 after it."""
+    cluster = gateway_cluster(yaml.safe_load((ENVOY_DIR / "gateway-workers.yaml").read_text()))
+    addresses = [
+        lb["endpoint"]["address"]["socket_address"]
+        for lb in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    listener = f"{addresses[0]['address']}:{addresses[0]['port_value']}"
+    assert len(addresses) == 2
+    assert [f"{a['address']}:{a['port_value']}" for a in addresses] == [
+        worker_address(listener, index) for index in range(len(addresses))
+    ]
+    ports = Ports.free()
+    generated = gateway_cluster(envoy_config(ports, template=ENVOY_DIR / "gateway-workers.yaml"))[
+        "load_assignment"
+    ]["endpoints"][0]["lb_endpoints"]
+    assert [lb["endpoint"]["address"]["socket_address"]["port_value"] for lb in generated] == [
+        ports.gateway,
+        ports.gateway + 1,
+    ]
+
+
+@pytest.mark.parametrize("path", envoy_yamls(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_idle_gateway_endpoints_are_health_checked_within_seconds(path: Path) -> None:
+    """Envoy's default no_traffic_interval is 60 s: an endpoint NOT_SERVING at the first
+    check (a worker still loading) would otherwise be left out for a minute."""
+    document = yaml.safe_load(path.read_text())
+    if not any(c["name"] == "wimse_authz" for c in document["static_resources"]["clusters"]):
+        pytest.skip("no gateway cluster")
+    checks = gateway_cluster(document)["health_checks"]
+    assert checks
+    for check in checks:
+        interval = check.get("no_traffic_interval", "60s")
+        assert interval.endswith("s")
+        assert float(interval.removesuffix("s")) <= 5
 
 
 @pytest.mark.parametrize("name", ["gateway-tls.yaml", "gateway-mtls.yaml"])

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -307,3 +308,106 @@ def test_a_malformed_address_is_refused_before_binding(address: str) -> None:
 
 def test_ipv6_addresses_keep_their_host() -> None:
     assert parse_address("[::1]:9102") == ("::1", 9102)
+
+
+def test_a_unix_socket_address_serves_the_same_paths(tmp_path: Path) -> None:
+    """The workers of `serve --workers N` serve their diagnostics this way."""
+    path = tmp_path / "worker-0.sock"
+
+    async def scenario() -> None:
+        server = DiagnosticsServer(f"unix:{path}", Metrics().registry, lambda: Readiness(False))
+        await server.start()
+        try:
+            connector = aiohttp.UnixConnector(path=str(path))
+            async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+                async with session.get("http://worker/healthz") as response:
+                    assert response.status == 200
+                async with session.get("http://worker/readyz") as response:
+                    assert response.status == 503
+                async with session.get("http://worker/metrics") as response:
+                    assert "wimse_authz_decisions_total" in await response.text()
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+def test_an_asynchronous_readiness_check_is_awaited() -> None:
+    async def scenario() -> None:
+        async def ready() -> Readiness:
+            await asyncio.sleep(0)
+            return Readiness(False, {"workers": {"1": {"ready": False}}})
+
+        server = DiagnosticsServer("127.0.0.1:0", Metrics().registry, ready)
+        await server.start()
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as session,
+                session.get(f"http://127.0.0.1:{server.port}/readyz") as response,
+            ):
+                assert response.status == 503
+                body = await response.json()
+            assert body == {
+                "status": "not_ready",
+                "detail": {"workers": {"1": {"ready": False}}},
+            }
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+def test_a_liveness_check_decides_healthz_and_fails_closed() -> None:
+    answers: list[Readiness | Exception] = [
+        Readiness(True, {"workers": 2}),
+        Readiness(False, {"workers": 1}),
+        RuntimeError("broken"),
+    ]
+
+    async def scenario() -> None:
+        async def alive() -> Readiness:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        server = DiagnosticsServer(
+            "127.0.0.1:0", Metrics().registry, lambda: Readiness(True), liveness=alive
+        )
+        await server.start()
+        try:
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+                statuses = []
+                for _ in range(3):
+                    async with session.get(f"http://127.0.0.1:{server.port}/healthz") as response:
+                        statuses.append((response.status, (await response.json())["status"]))
+            assert statuses == [(200, "ok"), (503, "failing"), (503, "failing")]
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+def test_before_scrape_runs_before_each_metrics_answer() -> None:
+    metrics = Metrics()
+    scrapes: list[int] = []
+
+    async def before() -> None:
+        scrapes.append(1)
+        metrics.count_decision("allow", "policy.allowed")
+
+    async def scenario() -> None:
+        server = DiagnosticsServer(
+            "127.0.0.1:0", metrics.registry, lambda: Readiness(True), before_scrape=before
+        )
+        await server.start()
+        try:
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+                _, values = await scrape(session, f"http://127.0.0.1:{server.port}")
+        finally:
+            await server.stop()
+        key = ("wimse_authz_decisions_total", (("reason", "policy.allowed"), ("result", "allow")))
+        assert values[key] == 1
+        assert scrapes == [1]
+
+    run(scenario)
