@@ -16,8 +16,8 @@ test: $(VENV)/.dev-installed redis-server
 	$(BIN)/wimse-authz policy test policies
 	$(BIN)/pytest
 
-# The benchmark drives Envoy with wrk; its two-process setup shares a redis-server.
-bench: $(VENV)/.dev-installed wrk redis-server
+# The benchmark drives Envoy with wrk.
+bench: $(VENV)/.dev-installed wrk
 	$(BIN)/python bench/run.py
 
 conformance: $(VENV)/.dev-installed

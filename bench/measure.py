@@ -75,7 +75,7 @@ class CpuMeter:
         self._before = self._read()
 
     def _read(self) -> dict[str, float | None]:
-        readings = {name: probes.process_cpu_seconds(pid) for name, pid in self._pids.items()}
+        readings = {name: probes.tree_cpu_seconds(pid) for name, pid in self._pids.items()}
         return {**readings, "wrk": probes.children_cpu_seconds()}
 
     def used(self) -> dict[str, float | None]:
@@ -148,8 +148,9 @@ def measure(setup: Setup, load: Load, plan: RunPlan, round_number: int) -> Measu
     used = meter.used()
     elapsed = time.monotonic() - started
     metrics = [
-        probes.gateway_metrics(port).since(before)
+        reading.since(before[worker])
         for port, before in zip(setup.metrics_ports, metrics_before, strict=True)
+        for worker, reading in probes.gateway_metrics(port).items()
     ]
     m = Measurement(
         setup.name,
@@ -161,7 +162,7 @@ def measure(setup: Setup, load: Load, plan: RunPlan, round_number: int) -> Measu
         # wrk's load phase, not its start-up (loading a pool): what the % figures are of.
         cpu=cpu_per_request(used, result.requests, min(result.seconds, elapsed)),
         peak_rss_kib={
-            s.name: probes.peak_rss_kib(s.process.process.pid)
+            s.name: probes.memory_kib(s.process.process.pid)
             for s in setup.check_servers
             if s.process is not None and s.process.process is not None
         },

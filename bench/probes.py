@@ -55,6 +55,41 @@ def process_cpu_seconds(pid: int) -> float | None:
     return cpu_seconds_from_stat(stat, os.sysconf("SC_CLK_TCK"))
 
 
+def children_from_proc(pid: int) -> list[int]:
+    """The live children of `pid` (every thread's `children` list, as Linux keeps them)."""
+    children: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            children.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live descendant: a `serve --workers N` supervisor and its workers."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children_from_proc(current))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of a running process and its live descendants; None if it is gone. A
+    descendant that exits between two readings takes its time with it: supervisors here
+    restart no worker during a run (one that did would make the run invalid anyway)."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(process_cpu_seconds(child) or 0.0 for child in process_tree(pid)[1:])
+
+
 def peak_rss_kib_from_status(status: str) -> int | None:
     """`VmHWM` (the peak resident set size, kB) from the text of /proc/<pid>/status."""
     for line in status.splitlines():
@@ -70,6 +105,32 @@ def peak_rss_kib(pid: int) -> int | None:
         return peak_rss_kib_from_status(Path(f"/proc/{pid}/status").read_text())
     except OSError:
         return None
+
+
+def pss_kib_from_rollup(rollup: str) -> int | None:
+    """`Pss` (kB) from the text of /proc/<pid>/smaps_rollup."""
+    for line in rollup.splitlines():
+        name, _, value = line.partition(":")
+        if name == "Pss":
+            return int(value.split()[0])
+    return None
+
+
+def memory_kib(pid: int) -> int | None:
+    """What a check server holds in memory: a single process's peak RSS; for a process tree
+    (a `serve --workers` supervisor and its workers) the members' proportional set sizes
+    added up now, which counts the pages they share (the replay table, libraries) once
+    instead of once per process. None if the process is gone."""
+    tree = process_tree(pid)
+    if len(tree) == 1:
+        return peak_rss_kib(pid)
+    sizes: list[int | None] = []
+    for member in tree:
+        try:
+            sizes.append(pss_kib_from_rollup(Path(f"/proc/{member}/smaps_rollup").read_text()))
+        except OSError:
+            sizes.append(None)
+    return None if sizes[0] is None else sum(size or 0 for size in sizes)
 
 
 def children_cpu_seconds() -> float:
@@ -181,28 +242,37 @@ _WANTED = {
 }
 
 
-def gateway_metrics_from_text(text: str) -> GatewayMetrics:
+def gateway_metrics_from_text(text: str) -> dict[str, GatewayMetrics]:
     """Read the check-duration histogram, the stage-time counter and the decision-cache
-    lookups from Prometheus text; ProbeFailed naming whatever is missing."""
-    found: dict[str, float] = {}
+    lookups from Prometheus text, per gateway process: by the `worker` label a
+    `serve --workers N` supervisor adds to its workers' samples ("" for a single process).
+    ProbeFailed naming whatever is missing."""
+    found: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             label = sample.labels.get("stage") or sample.labels.get("result") or ""
             wanted = _WANTED.get((sample.name, label))
             if wanted is not None:
-                found[wanted[0]] = sample.value
-    missing = [shown for field_name, shown in _WANTED.values() if field_name not in found]
-    if missing:
-        raise ProbeFailed(f"the gateway's /metrics lacks {', '.join(missing)}")
-    return GatewayMetrics(
-        checks=int(found["checks"]),
-        check_seconds=found["check_seconds"],
-        verify_seconds=found["verify_seconds"],
-        evaluate_seconds=found["evaluate_seconds"],
-        cache_hits=int(found["cache_hits"]),
-        cache_misses=int(found["cache_misses"]),
-    )
+                found.setdefault(sample.labels.get("worker", ""), {})[wanted[0]] = sample.value
+    if not found:
+        found[""] = {}
+    result: dict[str, GatewayMetrics] = {}
+    for worker, values in sorted(found.items()):
+        missing = [shown for field_name, shown in _WANTED.values() if field_name not in values]
+        if missing:
+            who = f"worker {worker}" if worker else "the gateway"
+            raise ProbeFailed(f"{who}'s /metrics lacks {', '.join(missing)}")
+        result[worker] = GatewayMetrics(
+            checks=int(values["checks"]),
+            check_seconds=values["check_seconds"],
+            verify_seconds=values["verify_seconds"],
+            evaluate_seconds=values["evaluate_seconds"],
+            cache_hits=int(values["cache_hits"]),
+            cache_misses=int(values["cache_misses"]),
+        )
+    return result
 
 
-def gateway_metrics(diagnostics_port: int) -> GatewayMetrics:
+def gateway_metrics(diagnostics_port: int) -> dict[str, GatewayMetrics]:
+    """Per gateway process behind one diagnostics port (see `gateway_metrics_from_text`)."""
     return gateway_metrics_from_text(_get(f"http://127.0.0.1:{diagnostics_port}/metrics"))

@@ -170,7 +170,8 @@ def print_cpu(
             )
         )
     _table(
-        "CPU per request at saturation, us (and % of one core); peak RSS of the check servers",
+        "CPU per request at saturation, us (and % of one core); memory of the check servers"
+        " (peak RSS; process trees: PSS summed)",
         ["envoy", "gateway side", "wrk", "envoy %", "gw %", "RSS MiB", "gateway side is"],
         rows,
     )

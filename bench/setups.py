@@ -10,7 +10,7 @@ itself with a `direct_response`, and whatever sits behind its ext_authz filter.
 | `gateway` | ext_authz | one `wimse-authz serve`; callers' WPTs signed Ed25519 |
 | `gateway_pyvoy` | ext_authz | the same gateway served by pyvoy inside an Envoy |
 | `gateway_es256` | ext_authz | the same; WPTs signed ES256 |
-| `gateway_2proc` | ext_authz, 2 endpoints | two `wimse-authz serve`, one redis replay store |
+| `gateway_2proc` | ext_authz, 2 endpoints | `wimse-authz serve --workers 2` |
 | `gateway_cached` | ext_authz | one `wimse-authz serve` with the decision cache on |
 
 Everything is built from `deploy/envoy/gateway.yaml` and the demo gateway configuration of
@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import socket
 import sys
 import time
 import urllib.error
@@ -44,7 +45,6 @@ import probes
 from authz.devtools import stack
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit, mint_wpt, sign_jws
-from authz.devtools.redis import RedisServer
 from loadgen import BENCH_DIR, WptPool
 
 PATH = "/api/hello"  # the sample policy lets the frontend workload GET /api/*
@@ -258,9 +258,9 @@ class Server:
     name: str
     start: Callable[[], stack.ManagedProcess]
     answers_checks: bool
-    port: int | None = None
-    """Its gRPC port: Envoy starts once its health service reports SERVING there (None:
-    `start` returns when the server is ready)."""
+    ports: tuple[int, ...] = ()
+    """Its gRPC ports (one per worker process): Envoy starts once the health service
+    reports SERVING on each (none: `start` returns when the server is ready)."""
     metrics_port: int | None = None
     """Where a gateway serves its Prometheus `/metrics`."""
     process: stack.ManagedProcess | None = None
@@ -366,7 +366,7 @@ def _noop(ws: Workspace, name: str, ports: stack.Ports, process: stack.ManagedPr
     """ext_authz to a do-nothing Check server. Its requests carry the same credential
     headers as a gateway request (one fixed WIT and WPT, never checked), so Envoy builds
     and the server parses a CheckRequest of the same size."""
-    server = Server(process.name, process.start, answers_checks=True, port=ports.gateway)
+    server = Server(process.name, process.start, answers_checks=True, ports=(ports.gateway,))
     config = ext_authz_envoy_config(ports, [ports.gateway])
     return Setup(
         name,
@@ -406,49 +406,42 @@ def gateway(
     decision_cache: bool = False,
     transport: Transport = "grpc.aio",
 ) -> Setup:
-    """Envoy with ext_authz in front of `processes` gateway processes, each serving its
-    own `/metrics`. With more than one, they share a redis-server replay store (fail
-    closed), the replay protection replicas use. Each process is `wimse-authz serve`
-    (`transport` grpc.aio) or the same configuration served by pyvoy (`pyvoy_process`).
+    """Envoy with ext_authz in front of a gateway: `wimse-authz serve` (`transport`
+    grpc.aio) or the same configuration served by pyvoy (`pyvoy_process`). With `processes`
+    above 1 it is `serve --workers N`, as a machine runs it: a supervisor (serving the
+    `/metrics` of all its workers) and N worker processes on consecutive ports, sharing the
+    supervisor's replay table; Envoy lists every worker's endpoint.
 
-    Each setup's gateways accept WPTs for its own origin only; each setup gets pools minted
-    for it. Single-process gateways keep proofs in their own replay cache, sized here to
-    hold every WPT the bench can send in a WPT's lifetime, so faster gateways never refuse
-    a proof for want of room (`replay.capacity`).
+    Each setup's gateway accepts WPTs for its own origin only; each setup gets pools minted
+    for it. The replay store is sized to hold every WPT the bench can send in a WPT's
+    lifetime, so faster gateways never refuse a proof for want of room (`replay.capacity`).
     """
     ports = stack.Ports.free()
-    check_ports = [ports.gateway, *(stack.free_port() for _ in range(processes - 1))]
-    overrides: dict[str, Any] = {"logging": {"level": "warning"}}
+    check_ports = (ports.gateway, *consecutive_free_ports(processes - 1, after=ports.gateway))
+    metrics_port = stack.free_port()
+    overrides: dict[str, Any] = {
+        "logging": {"level": "warning"},
+        "wpt": {"replay_cache_entries": ws.replay_capacity},
+        "diagnostics": {"address": f"127.0.0.1:{metrics_port}"},
+    }
     if decision_cache:
         overrides["decision_cache"] = DECISION_CACHE
-    servers: list[Server] = []
-    if processes > 1:
-        redis = RedisServer(ws.directory / f"redis-{name}")
-        overrides["replay"] = {"redis": {"url": redis.url, "on_unavailable": "fail_closed"}}
-        servers.append(Server("redis", lambda: _started_redis(redis), answers_checks=False))
-    else:
-        overrides["wpt"] = {"replay_cache_entries": ws.replay_capacity}
-    base_name = "gateway" if transport == "grpc.aio" else "pyvoy_gateway"
-    for index, port in enumerate(check_ports, start=1):
-        process_name = base_name if processes == 1 else f"{base_name}-{index}"
-        metrics_port = stack.free_port()
-        config = stack.gateway_config(
-            ws.directory,
-            ports,
-            listeners=[f"127.0.0.1:{port}"],
-            overrides={**overrides, "diagnostics": {"address": f"127.0.0.1:{metrics_port}"}},
+    config = stack.gateway_config(
+        ws.directory, ports, listeners=[f"127.0.0.1:{ports.gateway}"], overrides=overrides
+    )
+    config_path = stack.write_yaml(ws.directory / f"{name}.yaml", config)
+    log_path = ws.logs / f"{name}.log"
+    if transport == "pyvoy":
+        process = pyvoy_process(
+            "pyvoy_gateway",
+            ["--config", str(config_path)],
+            ws.directory / f"{name}-bootstrap",
+            log_path,
         )
-        config_path = stack.write_yaml(ws.directory / f"{name}-{index}.yaml", config)
-        log_path = ws.logs / f"{name}-{index}.log"
-        if transport == "pyvoy":
-            bootstrap_dir = ws.directory / f"{name}-{index}-bootstrap"
-            process = pyvoy_process(
-                process_name, ["--config", str(config_path)], bootstrap_dir, log_path
-            )
-        else:
-            process = stack.gateway_process(config_path, log_path)
-            process.name = process_name
-        servers.append(Server(process_name, process.start, True, port, metrics_port))
+    else:
+        process = stack.gateway_process(config_path, log_path, workers=processes)
+        process.name = "gateway" if processes == 1 else f"gateway_x{processes}"
+    servers = [Server(process.name, process.start, True, check_ports, metrics_port)]
     config = ext_authz_envoy_config(ports, check_ports)
     return Setup(
         name,
@@ -459,14 +452,20 @@ def gateway(
         decision_cache=decision_cache,
         full_check=not decision_cache,
         at_fixed_rate=not decision_cache,
-        checks_wait_for_io=processes > 1,
     )
 
 
-def _started_redis(redis: RedisServer) -> stack.ManagedProcess:
-    redis.start()  # returns once it answers PING
-    assert redis.process is not None
-    return redis.process
+def consecutive_free_ports(count: int, after: int) -> tuple[int, ...]:
+    """`count` ports following `after` (`serve --workers` listens on port+1, port+2...),
+    each free now; SetupFailed when one is taken (rare: the first port was just free)."""
+    wanted = tuple(after + offset for offset in range(1, count + 1))
+    for port in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise SetupFailed(f"port {port} (a worker's, after {after}) is taken") from None
+    return wanted
 
 
 BUILDERS: dict[str, Callable[[Workspace], Setup]] = {
@@ -514,7 +513,7 @@ def _wait_until_serving(process: stack.ManagedProcess, port: int, timeout: float
 def _wait_for_healthy_endpoints(setup: Setup, timeout: float) -> None:
     """Until Envoy's health checks found every check server serving: before that, Envoy
     would send all checks to the others (or, with none healthy, to all in panic mode)."""
-    wanted = {f"127.0.0.1:{s.port}" for s in setup.check_servers}
+    wanted = {f"127.0.0.1:{port}" for s in setup.check_servers for port in s.ports}
     deadline = time.monotonic() + timeout
     healthy: set[str] = set()
     while time.monotonic() < deadline:
@@ -530,8 +529,8 @@ def start(setup: Setup) -> None:
     try:
         for server in setup.servers:
             server.process = server.start()
-            if server.port is not None:
-                _wait_until_serving(server.process, server.port, START_TIMEOUT)
+            for port in server.ports:
+                _wait_until_serving(server.process, port, START_TIMEOUT)
         log = setup.envoy_yaml.parent / "logs" / f"envoy-{setup.name}.log"
         setup.envoy = stack.envoy_process(setup.envoy_yaml, log).start()
         stack.wait_for_http(f"http://127.0.0.1:{setup.ports.admin}/ready", timeout=START_TIMEOUT)
@@ -544,7 +543,7 @@ def start(setup: Setup) -> None:
 def sanity_check(setup: Setup) -> None:
     """Requests through the setup (one per check server) must be answered 200 before it
     is worth measuring; SetupFailed with the reason header and log tails otherwise."""
-    for _ in range(max(1, len(setup.check_servers))):
+    for _ in range(max(1, sum(len(server.ports) for server in setup.check_servers))):
         headers = setup.caller.headers(setup.url) if setup.caller else setup.headers
         request = urllib.request.Request(setup.url, headers=headers)  # noqa: S310 - loopback
         try:

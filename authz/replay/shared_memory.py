@@ -90,8 +90,10 @@ def create_replay_table(path: Path, slots: int, window: int = DEFAULT_WINDOW) ->
         raise ValueError("slots must be positive, window 1 to 16 or a multiple of 16")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        # A new file reads as zeros: every expiry 0.0, so every slot empty.
-        os.ftruncate(fd, table_bytes(slots, window))
+        # A new file reads as zeros: every expiry 0.0, so every slot empty. Its blocks are
+        # reserved now: on a tmpfs that fills up later, writing to a page of a sparse
+        # mapping would kill the worker with SIGBUS in the middle of a claim.
+        os.posix_fallocate(fd, 0, table_bytes(slots, window))
         os.pwrite(fd, HEADER.pack(MAGIC, slots, window, os.urandom(32)), 0)
         # Empty slots get random digests, not zeros: searching a window of zeros for a
         # digest is several times slower (CPython's byte search barely skips there), and

@@ -160,7 +160,13 @@ class Supervisor:
             write_settings(directory, self._config)
             if self._config.replay.redis is None:
                 entries = self._config.wpt.replay_cache_entries
-                create_replay_table(replay_table(directory), slots_for(entries))
+                try:
+                    create_replay_table(replay_table(directory), slots_for(entries))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot create the workers' replay table in {directory} for "
+                        f"wpt.replay_cache_entries {entries}: {exc.strerror}"
+                    ) from None
             return await self._supervise(directory)
         finally:
             shutil.rmtree(directory, ignore_errors=True)

@@ -15,6 +15,7 @@ from prometheus_client import generate_latest
 
 from authz.devtools import stack
 from authz.observability.metrics import Metrics
+from authz.observability.worker_metrics import SupervisorMetrics
 from loadgen import (
     FIXED_RATE_SCRIPT,
     WPT_POOL_SCRIPT,
@@ -36,6 +37,7 @@ from probes import (
     gateway_metrics_from_text,
     healthy_endpoints_from_clusters,
     peak_rss_kib_from_status,
+    pss_kib_from_rollup,
 )
 from report import cell
 from run import parse_settings
@@ -204,6 +206,14 @@ def test_cpu_seconds_are_utime_plus_stime_after_an_awkward_command_name() -> Non
     assert cpu_seconds_from_stat(stat, clock_ticks=100) == pytest.approx(3.0)
 
 
+def test_pss_is_read_from_smaps_rollup() -> None:
+    rollup = (
+        "00-ff ---p 00000000 00:00 0   [rollup]\nRss:  1764 kB\nPss:  831 kB\nPss_Dirty: 112 kB\n"
+    )
+    assert pss_kib_from_rollup(rollup) == 831
+    assert pss_kib_from_rollup("Rss: 1 kB\n") is None
+
+
 def test_peak_rss_is_read_from_vmhwm() -> None:
     status = "Name:\tpython3\nVmPeak:\t  900000 kB\nVmHWM:\t  107520 kB\nVmRSS:\t  100000 kB\n"
     assert peak_rss_kib_from_status(status) == 107520
@@ -243,12 +253,29 @@ def test_gateway_metrics_are_read_from_what_the_gateway_exports() -> None:
         metrics.count_stage_times(verify_us=200, evaluate_us=250)
     metrics.count_cache_lookup(hit=True)
     metrics.count_cache_lookup(hit=False)
-    read = gateway_metrics_from_text(generate_latest(metrics.registry).decode())
+    [(worker, read)] = gateway_metrics_from_text(generate_latest(metrics.registry).decode()).items()
+    assert worker == ""
     assert read.checks == 4
     assert read.mean_check_us == pytest.approx(500)
     assert read.mean_verify_us == pytest.approx(200)
     assert read.mean_evaluate_us == pytest.approx(250)
     assert (read.cache_hits, read.cache_misses) == (1, 1)
+
+
+def test_a_supervisors_metrics_are_read_per_worker() -> None:
+    """`serve --workers N` exports each worker's samples with `worker="<index>"`."""
+    workers = []
+    for checks in (3, 5):
+        metrics = Metrics()
+        for _ in range(checks):
+            metrics.check_duration.observe(0.001)
+            metrics.count_stage_times(verify_us=100, evaluate_us=300)
+        workers.append(generate_latest(metrics.registry).decode())
+    supervisor = SupervisorMetrics(2)
+    supervisor.collector.update(dict(enumerate(workers)))
+    read = gateway_metrics_from_text(generate_latest(supervisor.registry).decode())
+    assert {worker: m.checks for worker, m in read.items()} == {"0": 3, "1": 5}
+    assert read["1"].mean_evaluate_us == pytest.approx(300)
 
 
 def test_a_missing_gateway_metric_is_an_error_not_a_zero() -> None:
@@ -515,6 +542,17 @@ def test_pyvoy_setups_are_compared_with_grpc_aio_and_with_jwt_authn() -> None:
     assert not any("pyvoy" in key for key in without_pyvoy)
 
 
+def test_the_two_process_gateway_is_serve_workers_2_behind_both_endpoints(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, make_callers(stack.ensure_identities(tmp_path)), 123_456)
+    setup = BUILDERS["gateway_2proc"](ws)
+    (server,) = setup.servers
+    assert server.ports == (setup.ports.gateway, setup.ports.gateway + 1)
+    assert setup.envoy_yaml.read_text().count("port_value: ") >= 2
+    config = yaml.safe_load((tmp_path / "gateway_2proc.yaml").read_text())
+    assert config["server"]["listeners"] == [{"address": f"127.0.0.1:{setup.ports.gateway}"}]
+    assert "replay" not in config  # the workers share the supervisor's table, not Redis
+
+
 def test_gateway_pyvoy_is_measured_like_gateway_with_the_same_gateway_configuration(
     tmp_path: Path,
 ) -> None:
@@ -524,17 +562,17 @@ def test_gateway_pyvoy_is_measured_like_gateway_with_the_same_gateway_configurat
         assert getattr(pyvoy, flag) == getattr(plain, flag), flag
     (server,) = pyvoy.servers
     assert server.name == "pyvoy_gateway"
-    assert (tmp_path / "gateway_pyvoy-1-bootstrap").is_dir()  # where serve.py writes Envoy's
+    assert (tmp_path / "gateway_pyvoy-bootstrap").is_dir()  # where serve.py writes Envoy's
     assert server.answers_checks
-    assert server.port == pyvoy.ports.gateway
+    assert server.ports == (pyvoy.ports.gateway,)
     assert server.metrics_port is not None  # stage times come from its /metrics
 
     def config(name: str) -> dict[str, Any]:
-        loaded: dict[str, Any] = yaml.safe_load((tmp_path / f"{name}-1.yaml").read_text())
+        loaded: dict[str, Any] = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
         return loaded
 
     plain_config, pyvoy_config = config("gateway"), config("gateway_pyvoy")
-    assert pyvoy_config["server"]["listeners"] == [{"address": f"127.0.0.1:{server.port}"}]
+    assert pyvoy_config["server"]["listeners"] == [{"address": f"127.0.0.1:{server.ports[0]}"}]
     assert pyvoy_config["diagnostics"] == {"address": f"127.0.0.1:{server.metrics_port}"}
     assert pyvoy_config["wpt"] == {"replay_cache_entries": 123_456}
     port_bound = {"server", "services", "diagnostics"}
@@ -543,3 +581,14 @@ def test_gateway_pyvoy_is_measured_like_gateway_with_the_same_gateway_configurat
     }
     front = yaml.safe_load(pyvoy.envoy_yaml.read_text())
     assert front == ext_authz_envoy_config(pyvoy.ports, [pyvoy.ports.gateway])
+
+
+def test_every_setup_builds_without_starting_anything(tmp_path: Path) -> None:
+    """Building a setup writes its configurations only; a builder that no longer fits the
+    `Setup`/`Server` shapes fails here rather than in the middle of a bench run."""
+    ws = Workspace(tmp_path, make_callers(stack.ensure_identities(tmp_path)), 1000)
+    for name, build in BUILDERS.items():
+        setup = build(ws)
+        assert setup.name == name
+        assert setup.envoy_yaml.exists()
+        assert all(server.process is None for server in setup.servers)
