@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from authz.deny_list import DenyList, dump_deny_list, read_deny_list
 from authz.policy.decision import PolicyDecision
 from authz.policy.decision_cache import DecisionCache, cache_key
 from authz.reasons import Reason
@@ -174,3 +175,24 @@ def test_cached_decisions_are_logged_as_cached(harness: GatewayHarness, tmp_path
     wait_until(lambda: path.exists() and len(path.read_text().splitlines()) == 2)
     cached = [json.loads(line)["cached"] for line in path.read_text().splitlines()]
     assert cached == [False, True]
+
+
+def test_a_deny_list_entry_added_while_caches_are_warm_blocks_the_next_request(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """The verified-WIT cache and the decision cache skip work, never the deny-list: an
+    entry the watcher installs blocks the very next request of a caller whose WIT and
+    decision are both cached."""
+    path = tmp_path / "deny.json"
+    path.write_text(dump_deny_list(DenyList()), encoding="utf-8")
+    gateway = harness.rebuild(decision_cache={"entries": 100}, deny_list={"file": str(path)})
+    wit = gateway.wit()
+    for _ in range(2):
+        expect_allowed(gateway.check_path(headers=proved(gateway, wit)))
+    assert cache_lookups(gateway, "hit") == 1
+
+    kid = gateway.identities.issuer["kid"]
+    path.write_text(dump_deny_list(DenyList(kids=frozenset({kid}))), encoding="utf-8")
+    gateway.gateway.runtime.deny_list.current = read_deny_list(path)  # as its watcher does
+    denied = gateway.check_path(headers=proved(gateway, wit))
+    expect_denied(denied, Reason.DENYLIST_KID, 403)
