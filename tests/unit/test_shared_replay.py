@@ -18,6 +18,7 @@ import pytest
 from authz.errors import ConfigError, UnavailableError
 from authz.reasons import Reason
 from authz.replay.shared_memory import (
+    COUNTED_EXACTLY,
     HEADER_BYTES,
     SharedMemoryReplayCache,
     create_replay_table,
@@ -208,3 +209,18 @@ def test_racing_processes_each_proof_is_won_exactly_once(tmp_path: Path) -> None
     assert sorted(winners) == list(range(PROOFS)), "every proof was accepted once"
     assert set(winners.values()) == {1}, "no proof was accepted twice"
     assert all(racer.exitcode == 0 for racer in racers)
+
+
+def test_a_large_table_is_counted_by_sampling_close_to_the_truth(tmp_path: Path) -> None:
+    """Past `COUNTED_EXACTLY` slots the gauge's count is an estimate from evenly spread
+    slots, so a scrape costs little whatever the table's size."""
+    path = tmp_path / "replay"
+    create_replay_table(path, slots_for(200_000))
+    cache = SharedMemoryReplayCache(path, lambda: 1000.0)
+    try:
+        assert cache.slots > COUNTED_EXACTLY
+        for number in range(40_000):
+            assert cache.claim_now("spiffe://example.org/a", f"jti-{number}", 2000.0)
+        assert abs(len(cache) - 40_000) < 4_000
+    finally:
+        cache.close()
