@@ -20,6 +20,7 @@ from tests.support import (
     expect_failed,
 )
 from tests.unit.test_config import error_for, minimal
+from tests.unit.test_http_signature import BODY_ROUTE, signed
 
 BILLING_ID = "spiffe://demo.example/billing"
 ECHO = {"id": SERVICE_ID, "origins": [ORIGIN], "proofs": ["wpt", "http_signature"]}
@@ -164,6 +165,26 @@ def test_a_principal_naming_a_service_wins_over_an_opted_in_host(
 ) -> None:
     ingress = by_principal(harness, select_by_host=True)
     expect_denied(check(ingress, destination_principal=BILLING_ID), Reason.WPT_AUD_MISMATCH, 401)
+
+
+def test_http_signatures_stay_refused_without_a_route_that_declares_forwarded_bodies(
+    harness: GatewayHarness,
+) -> None:
+    """Istio's provider sets no `wimse.body: forwarded`: selecting the service by principal
+    does not make a route forward bodies (docs/operations.md, "Under Istio")."""
+    mesh = by_principal(harness)
+    verdict = mesh.check_path(
+        "/api/hello", signed(mesh), service=None, destination_principal=SERVICE_ID
+    )
+    expect_denied(verdict, Reason.HTTPSIG_NOT_ACCEPTED, 400)
+    forwarded = mesh.check_path(
+        "/api/hello",
+        signed(mesh),
+        service=None,
+        destination_principal=SERVICE_ID,
+        context=BODY_ROUTE,
+    )
+    expect_allowed(forwarded)
 
 
 # --- configuration -----------------------------------------------------------------------------
