@@ -159,6 +159,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         body=args.body,
         context=tuple(args.context),
         source_principal=args.source_principal,
+        destination_principal=args.destination_principal,
         wit=args.wit,
         workload_key=args.workload_key,
         issuer_key=args.issuer_key,
@@ -423,6 +424,12 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     )
     request.add_argument(
         "--source-principal", default="", metavar="URI", help="the mTLS peer Envoy reports"
+    )
+    request.add_argument(
+        "--destination-principal",
+        default="",
+        metavar="URI",
+        help="the callee's identity Envoy reports (service_selection: destination_principal)",
     )
 
     credentials = parser.add_argument_group("credentials")

@@ -375,6 +375,10 @@ class ServiceConfig(_Strict):
     proofs: list[ProofStyleName] = Field(default_factory=_wpt_only, min_length=1)
     """Proof-of-possession styles a WIT may come with: a WPT, an HTTP Message Signature
     (whose routes must forward bodies to ext_authz), or both."""
+    select_by_host: bool = False
+    """Ingress gateways only: a request that no route (nor, under `destination_principal`,
+    no destination principal) assigns to a service is for this one when its
+    `scheme://authority` equals one of `origins` exactly."""
 
     @field_validator("id")
     @classmethod
@@ -855,7 +859,12 @@ class Config(_Strict):
     trust_domains: dict[str, TrustDomainConfig] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(min_length=1)
     default_service: str | None = None
-    """Service for routes that set no `wimse.service` context extension."""
+    """Service for routes that set no `wimse.service` context extension (`route` selection
+    only; a single service is the default)."""
+    service_selection: Literal["route", "destination_principal"] = "route"
+    """How a check finds its protected service: `route`, the route's `wimse.service` context
+    extension; `destination_principal`, the SPIFFE id Envoy reports for the callee (Istio
+    sets no per-route context extensions). See `authz.routing`."""
     policy: PolicyConfig
     clock_skew_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
     limits: LimitsConfig = LimitsConfig()
@@ -892,7 +901,13 @@ class Config(_Strict):
     def _check_references(self) -> Config:
         if self.default_service is not None and self.default_service not in self.services:
             raise ValueError(f"default_service {self.default_service!r} is not under 'services'")
-        if self.default_service is None and len(self.services) == 1:
+        if (problem := _service_selection_problem(self)) is not None:
+            raise ValueError(problem)
+        if (
+            self.default_service is None
+            and len(self.services) == 1
+            and self.service_selection == "route"
+        ):
             object.__setattr__(self, "default_service", next(iter(self.services)))
         reason = self.responses.reason_header
         if reason in self.upstream.identity_headers.names():
@@ -949,6 +964,26 @@ class Config(_Strict):
         if self.mtls.trust_domains is not None:
             return frozenset(self.mtls.trust_domains)
         return frozenset(self.trust_domains)
+
+
+def _service_selection_problem(config: Config) -> str | None:
+    if config.service_selection == "destination_principal":
+        if config.default_service is not None:
+            # A request without a known principal must not land on some service anyway.
+            return (
+                "default_service cannot be used with service_selection: "
+                "destination_principal (a missing or unknown principal is 503 service.unknown)"
+            )
+        owners: dict[str, str] = {}
+        for name, service in config.services.items():
+            if (other := owners.setdefault(service.id, name)) != name:
+                return f"services {other!r} and {name!r} have the same id: a principal names one"
+    hosts: dict[str, str] = {}
+    for name, service in config.services.items():
+        for origin in service.origins if service.select_by_host else ():
+            if (other := hosts.setdefault(origin, name)) != name:
+                return f"services {other!r} and {name!r} both select_by_host {origin!r}"
+    return None
 
 
 def _workers_problem(config: Config, workers: int) -> str | None:

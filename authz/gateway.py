@@ -219,6 +219,8 @@ def build_replay_cache(
         fallback=local,
         on_error=metrics.count_replay_store_error,
         on_fallback=metrics.count_replay_store_fallback,
+        on_loss=metrics.count_replay_store_loss,
+        on_lost_at=metrics.record_replay_store_loss_time,
     )
 
 

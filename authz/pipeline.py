@@ -145,7 +145,7 @@ class Pipeline:
     async def _decide(self, request: RequestView, record: DecisionRecord) -> Verdict:
         started = time.perf_counter()
         self._describe_request(request, record)
-        service = self._router.select(request.context_extensions)
+        service = self._router.select(request)
         record.service = service.name
         dry_run = route_dry_run(request.context_extensions, self._dry_run)
         body_forwarded = route_forwards_body(request.context_extensions)

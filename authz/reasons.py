@@ -169,6 +169,9 @@ class Reason(StrEnum):
     HTTPSIG_BODY_NOT_FORWARDED = "httpsig.body_not_forwarded"
     HTTPSIG_REPLAYED = "httpsig.replayed"
 
+    # --- either proof: the shared replay store forgot what it had recorded ---------------
+    REPLAY_STATE_LOST = "replay.state_lost"
+
     # --- mTLS identity reported by Envoy ------------------------------------------------
     MTLS_PRINCIPAL_INVALID = "mtls.principal_invalid"
     MTLS_TRUST_DOMAIN_UNKNOWN = "mtls.trust_domain_unknown"

@@ -1,8 +1,15 @@
-"""Which protected service a request is for, chosen by Envoy route configuration.
+"""Which protected service a request is for, and the route's settings for it.
 
-A route names its service in the `wimse.service` context extension; routes that name none
-use the configured default. The service fixes the target URIs a WPT `aud` may carry: its
-configured origins plus the request's raw path. The `Host` header never takes part.
+`service_selection: route` (the default): a route names its service in the `wimse.service`
+context extension; routes that name none use the configured default.
+`service_selection: destination_principal` (Istio, whose ext_authz provider sets no
+per-route context extensions): the service whose `id` equals, byte for byte, the principal
+Envoy reports for the callee; a route that still names a service must name that one.
+Either way, a request nothing assigns may be taken by a service that opted in with
+`select_by_host` when `scheme://authority` equals one of its origins exactly (ingress
+gateways, where Envoy routes on that same authority); otherwise `Host` never takes part.
+The service fixes the target URIs a WPT `aud` may carry: its configured origins plus the
+request's raw path.
 Whether a Txn-Token is required comes from the route's `wimse.txn_token` context extension
 (`required` or `optional`), else the service's `txn_token`, else `txn_token.required`.
 HTTP signatures are accepted only on routes that declare `wimse.body: forwarded`: there
@@ -27,6 +34,7 @@ from authz.credentials.identifiers import WorkloadId
 from authz.credentials.presentation import ProofStyle
 from authz.errors import UnavailableError
 from authz.reasons import Reason
+from authz.request import RequestView
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,7 @@ class ServiceTarget:
     origins: tuple[str, ...]
     txn_token_required: bool = False
     proofs: frozenset[ProofStyle] = frozenset({ProofStyle.WPT})
+    select_by_host: bool = False
 
     def requires_txn_token(self, context_extensions: Mapping[str, str]) -> bool:
         setting = context_extensions.get(TXN_TOKEN_CONTEXT_KEY)
@@ -91,9 +100,29 @@ def route_forwards_body(context_extensions: Mapping[str, str]) -> bool:
 
 
 class ServiceRouter:
-    def __init__(self, services: Mapping[str, ServiceTarget], default: str | None) -> None:
+    def __init__(
+        self,
+        services: Mapping[str, ServiceTarget],
+        default: str | None,
+        *,
+        by_destination_principal: bool = False,
+    ) -> None:
+        """`by_destination_principal`: `service_selection: destination_principal`; then
+        `default` must be None and no two services may share an `id` (the configuration
+        refuses both)."""
         self._services = dict(services)
         self._default = self._services[default] if default is not None else None
+        self._by_principal = (
+            {service.id.uri: service for service in self._services.values()}
+            if by_destination_principal
+            else None
+        )
+        self._by_origin = {
+            origin: service
+            for service in self._services.values()
+            if service.select_by_host
+            for origin in service.origins
+        }
 
     @classmethod
     def from_config(cls, config: Config) -> ServiceRouter:
@@ -106,20 +135,61 @@ class ServiceRouter:
                 if service.txn_token is not None
                 else config.txn_token.required,
                 proofs=frozenset(ProofStyle(style) for style in service.proofs),
+                select_by_host=service.select_by_host,
             )
             for name, service in config.services.items()
         }
-        return cls(services, config.default_service)
+        return cls(
+            services,
+            config.default_service,
+            by_destination_principal=config.service_selection == "destination_principal",
+        )
 
-    def select(self, context_extensions: Mapping[str, str]) -> ServiceTarget:
-        name = context_extensions.get(SERVICE_CONTEXT_KEY)
+    def select(self, request: RequestView) -> ServiceTarget:
+        """The protected service `request` is for; `UnavailableError` when none is
+        (`service.unknown`) or the route contradicts the principal (`route.config_invalid`):
+        a configuration mismatch is our outage, never a denial of the caller."""
+        if self._by_principal is not None:
+            return self._select_by_principal(request, self._by_principal)
+        name = request.context_extensions.get(SERVICE_CONTEXT_KEY)
         if name is None:
-            if self._default is None:
+            service = self._by_host(request) or self._default
+            if service is None:
                 raise UnavailableError(
                     Reason.SERVICE_UNKNOWN, f"route sets no {SERVICE_CONTEXT_KEY} and no default"
                 )
-            return self._default
+            return service
         service = self._services.get(name)
         if service is None:
             raise UnavailableError(Reason.SERVICE_UNKNOWN, f"route names unknown service {name!r}")
         return service
+
+    def _select_by_principal(
+        self, request: RequestView, by_principal: Mapping[str, ServiceTarget]
+    ) -> ServiceTarget:
+        principal = request.destination_principal
+        service = by_principal.get(principal) or self._by_host(request)
+        if service is None:
+            raise UnavailableError(
+                Reason.SERVICE_UNKNOWN,
+                f"destination principal {principal!r} is no configured service's id"
+                if principal
+                else "Envoy reported no destination principal",
+            )
+        named = request.context_extensions.get(SERVICE_CONTEXT_KEY)
+        if named is not None and named != service.name:
+            # Two sources of truth disagree: trusting either could check a proof against
+            # the wrong service's origins and policy, so neither is.
+            raise UnavailableError(
+                Reason.ROUTE_CONFIG_INVALID,
+                f"route names service {named!r}, the destination is {service.name!r}",
+            )
+        return service
+
+    def _by_host(self, request: RequestView) -> ServiceTarget | None:
+        """The opted-in service one of whose origins is exactly this request's
+        `scheme://authority` (as Envoy forwarded both), if any."""
+        if not self._by_origin:
+            return None
+        http = request.attributes.request.http
+        return self._by_origin.get(f"{http.scheme}://{http.host}")

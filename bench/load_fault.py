@@ -70,6 +70,13 @@ JWKS_REFRESH_SECONDS = 1.0
 JWKS_MIN_REFRESH_INTERVAL_SECONDS = 0.5
 JWKS_FETCH_TIMEOUT_SECONDS = 1.0
 
+# Proofs live PROOF_TTL seconds (the minting tools' default) and the gateway allows exactly
+# that, with a small skew: after Redis comes back empty, proofs that could have been used
+# before it are refused (replay.state_lost), and with these settings fresh ones are again
+# accepted within about two seconds (docs/operations.md, "When Redis loses its records").
+PROOF_TTL = 60
+CLOCK_SKEW_SECONDS = 1.0
+
 RequestClass = Literal["valid", "http_signature", "replay", "forged", "policy_denied", "anonymous"]
 CLASS_WEIGHTS: dict[RequestClass, int] = {
     "valid": 45,
@@ -84,7 +91,9 @@ ALLOWED_CLASSES: frozenset[str] = frozenset({"valid", "http_signature"})
 EXPECTED_STATUSES: dict[str, frozenset[int]] = {
     "valid": frozenset({200}),
     "http_signature": frozenset({200}),
-    "replay": frozenset({400, 401}),  # 401 wpt.replayed, 400 httpsig.replayed
+    # 401 wpt.replayed, 400 httpsig.replayed; after Redis restarted, proofs from before it:
+    # 401/400 replay.state_lost.
+    "replay": frozenset({400, 401}),
     "forged": frozenset({400, 401}),  # 400 for a bad HTTP signature, 401 for a bad token
     "policy_denied": frozenset({403}),
     "anonymous": frozenset({401}),
@@ -172,8 +181,9 @@ def plan_faults(duration: float) -> Schedule:
                 "redis",
                 round(0.15 * duration, 1),
                 redis_down,
-                1.0,
-                "503 replay.store_unavailable while down; replays refused again once back",
+                1.0 + CLOCK_SKEW_SECONDS + 1.0,  # whole seconds in `exp` and `created`
+                "503 replay.store_unavailable while down; once back, proofs that could have "
+                "been used before it refused (replay.state_lost) and replays refused again",
             ),
             FaultPlan(
                 "jwks_short",
@@ -238,6 +248,9 @@ def gateway_yaml(s: Stack, ca_file: Path, schedule: Schedule) -> Path:
             "logging": {"level": "warning"},
             "diagnostics": {"address": f"127.0.0.1:{s.diagnostics_port}"},
             "replay": {"redis": {"url": s.redis.url, "on_unavailable": "fail_closed"}},
+            "clock_skew_seconds": CLOCK_SKEW_SECONDS,
+            "wpt": {"max_lifetime_seconds": PROOF_TTL},
+            "http_signature": {"max_lifetime_seconds": PROOF_TTL},
         },
     )
     domain = config["trust_domains"][stack.TRUST_DOMAIN]
@@ -293,6 +306,7 @@ def start_stack(exits: contextlib.ExitStack, s: Stack, ca_file: Path, schedule: 
     public path through the gateway."""
     exits.callback(s.redis.stop)
     s.redis.start()
+    s.redis.put_in_service()  # a store replicas have used: its first claim finds no loss
     exits.callback(s.jwks.stop)
     s.jwks.start()
     upstream = EchoServer("127.0.0.1", s.ports.upstream).start()
@@ -319,7 +333,6 @@ class Request:
     headers: dict[str, str]
     replayable: bool = False
     """A proof whose acceptance makes it a candidate for the `replay` class."""
-    redis_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,10 +366,8 @@ class Outcome:
 class Traffic:
     """Builds each class's requests, and remembers accepted proofs to replay.
 
-    A Redis restart without persistence forgets every recorded proof, so a proof accepted
-    before it would rightly be accepted once more after it (docs/operations.md, "Shared
-    replay cache"). Only proofs accepted since the latest restart are replayed: stopping
-    Redis empties the pool, and an acceptance that straddles a stop or start is not kept.
+    Proofs accepted before Redis restarted are kept: Redis has forgotten them, and the
+    gateway must refuse them all the same (`replay.state_lost`), never accept them again.
     """
 
     def __init__(self, identities: stack.Identities, origin: str) -> None:
@@ -375,27 +386,10 @@ class Traffic:
             "wit_wrong_key_for_kid": mint_wit(impostor, subject, attacker),
         }
         self._accepted: deque[Request] = deque(maxlen=REPLAY_POOL)
-        self.redis_epoch = 0
-        self.redis_up = True
-
-    # Redis state, driven by the fault schedule.
-    def redis_stopping(self) -> None:
-        self.redis_up = False
-        self.redis_epoch += 1
-        self._accepted.clear()
-
-    def redis_started(self) -> None:
-        self.redis_epoch += 1
-        self.redis_up = True
 
     def settle(self, request: Request, status: int | None) -> None:
-        """Keep an accepted proof for replaying, if Redis recorded it and still holds it."""
-        if (
-            request.replayable
-            and status == 200
-            and self.redis_up
-            and request.redis_epoch == self.redis_epoch
-        ):
+        """Keep an accepted proof for replaying."""
+        if request.replayable and status == 200:
             self._accepted.append(request)
 
     def build(self, kind: RequestClass, rng: random.Random) -> Request:
@@ -403,7 +397,7 @@ class Traffic:
             if self._accepted:
                 original = self._accepted.pop()
                 return Request("replay", original.variant, original.path, original.headers)
-            kind = "valid"  # nothing accepted to replay yet (or since Redis restarted)
+            kind = "valid"  # nothing accepted to replay yet
         if kind == "valid":
             return Request(
                 "valid",
@@ -411,7 +405,6 @@ class Traffic:
                 GRANTED_PATH,
                 self._wpt_headers(self._wit, self._key, GRANTED_PATH),
                 replayable=True,
-                redis_epoch=self.redis_epoch,
             )
         if kind == "http_signature":
             return Request(
@@ -420,7 +413,6 @@ class Traffic:
                 GRANTED_PATH,
                 self._signed_headers(self._key),
                 replayable=True,
-                redis_epoch=self.redis_epoch,
             )
         if kind == "policy_denied":
             headers = self._wpt_headers(self._wit, self._key, DENIED_PATH)
@@ -439,7 +431,7 @@ class Traffic:
         return Request("forged", variant, GRANTED_PATH, headers)
 
     def _wpt_headers(self, wit: str, key: dict[str, Any], path: str) -> dict[str, str]:
-        wpt = mint_wpt(key, wit, self.origin + path)
+        wpt = mint_wpt(key, wit, self.origin + path, ttl=PROOF_TTL)
         return {WIT_HEADER: wit, "authorization": f"WPT {wpt}"}
 
     def _signed_headers(self, key: dict[str, Any]) -> dict[str, str]:
@@ -450,6 +442,7 @@ class Traffic:
             path=GRANTED_PATH,
             audience=self.origin + GRANTED_PATH,
             headers=headers,
+            ttl=PROOF_TTL,
         )
 
 
@@ -527,7 +520,6 @@ async def run_faults(schedule: Schedule, s: Stack, traffic: Traffic, timeline: T
         window = Window(plan, timeline.log(f"{plan.name}: stopping {plan.target}"))
         timeline.windows.append(window)
         if plan.target == "redis":
-            traffic.redis_stopping()
             await asyncio.to_thread(s.redis.stop)
         else:
             await asyncio.to_thread(s.jwks.stop)
@@ -536,7 +528,6 @@ async def run_faults(schedule: Schedule, s: Stack, traffic: Traffic, timeline: T
         timeline.log(f"{plan.name}: starting {plan.target}")
         if plan.target == "redis":
             await asyncio.to_thread(s.redis.start)
-            traffic.redis_started()
         else:
             await asyncio.to_thread(s.jwks.start)
         window.end = timeline.log(f"{plan.name}: {plan.target} answering again")
@@ -650,10 +641,11 @@ def wrongful(outcome: Outcome) -> bool:
 
 
 def unexpected(outcome: Outcome, in_fault: bool) -> bool:
-    """Neither the class's expected answer nor an outage answer during a fault window."""
+    """Neither the class's expected answer nor, during a fault window, an outage answer or
+    a proof refused because Redis came back empty (`replay.state_lost`)."""
     if outcome.status in EXPECTED_STATUSES[outcome.kind]:
         return False
-    return not (in_fault and outcome.is_error)
+    return not (in_fault and (outcome.is_error or outcome.reason == "replay.state_lost"))
 
 
 def window_report(window: Window, outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -761,6 +753,9 @@ def build_report(
         "settings": asdict(settings),
         "gateway_settings": {
             "replay.redis.on_unavailable": "fail_closed",
+            "clock_skew_seconds": CLOCK_SKEW_SECONDS,
+            "wpt.max_lifetime_seconds": PROOF_TTL,
+            "http_signature.max_lifetime_seconds": PROOF_TTL,
             "fetch.refresh_seconds": JWKS_REFRESH_SECONDS,
             "fetch.min_refresh_interval_seconds": JWKS_MIN_REFRESH_INTERVAL_SECONDS,
             "fetch.timeout_seconds": JWKS_FETCH_TIMEOUT_SECONDS,

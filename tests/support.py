@@ -49,15 +49,21 @@ def check_request(
     method: str = "GET",
     service: str | None = "echo",
     principal: str = "",
+    destination_principal: str = "",
+    scheme: str = "https",
+    host: str = "echo.demo.example",
     body: str = "",
     raw_body: bytes = b"",
     context: Mapping[str, str] | None = None,
     raw_headers: bool = False,
 ) -> CheckRequest:
-    """A request to the harness origin, from and to fixed peer addresses, for `service`;
-    `raw_headers`: in Envoy's `encode_raw_headers` shape (`header_map`)."""
+    """A request to the harness origin (or `scheme://host`), from and to fixed peer
+    addresses, for `service`; `principal` and `destination_principal` are what Envoy reports
+    for the caller and the callee; `raw_headers`: in Envoy's `encode_raw_headers` shape
+    (`header_map`)."""
     return build_check_request(
-        host="echo.demo.example",
+        host=host,
+        scheme=scheme,
         path=path,
         method=method,
         headers=headers,
@@ -65,6 +71,7 @@ def check_request(
         raw_body=raw_body,
         context={**({"wimse.service": service} if service is not None else {}), **(context or {})},
         source_principal=principal,
+        destination_principal=destination_principal,
         source_address=("10.0.0.7", 41000),
         destination_address=("10.0.0.8", 8080),
         request_id="test-request",

@@ -5,6 +5,8 @@ its own reason code: one compact JWS → `alg` string-equal to `cnf.jwk.alg` →
 `cnf.jwk` → `typ` → `aud` equals a configured target URI of this request → `exp` present,
 not passed, not too far → `wth` binds the WIT → `jti` not seen before from this sender →
 `tth` binds the Txn-Token when one is present → every `oth` entry understood and matching.
+The `jti` check also refuses (`replay.state_lost`) a WPT that could have been used before
+the shared replay store last lost its records (`authz.replay.redis_loss`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from authz.clock import Clock
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
-from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
+from authz.credentials.claims import LifetimeReasons, check_lifetime, numeric_date, token_hash
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.presentation import TXN_TOKEN_HEADER
 from authz.credentials.wit import VerifiedWit
@@ -108,7 +110,10 @@ class WptVerifier:
         if len(jti) > MAX_JTI_LENGTH:
             raise CredentialError(Reason.WPT_CLAIM_INVALID, "'jti' is too long")
         if not await self._replay_cache.claim(
-            wit.subject.uri, jti, expires_at + self._rules.clock_skew
+            wit.subject.uri,
+            jti,
+            expires_at + self._rules.clock_skew,
+            usable_from=self._usable_from(claims, expires_at),
         ):
             raise CredentialError(Reason.WPT_REPLAYED, "this WPT was already used")
 
@@ -123,6 +128,17 @@ class WptVerifier:
             bound_headers=frozenset(bound),
             claims=claims,
         )
+
+    def _usable_from(self, claims: Mapping[str, Any], expires_at: float) -> float:
+        """The earliest time this gateway could have accepted the WPT (wpt-02 defines no
+        `iat`): `exp` is at most `max_lifetime` + skew ahead of any acceptance, and an `iat`,
+        when present, at most the skew ahead. Both were checked (`check_lifetime`)."""
+        skew = self._rules.clock_skew
+        usable_from = expires_at - self._rules.max_lifetime - skew
+        issued_at = numeric_date(claims, "iat")
+        if issued_at is not None:
+            usable_from = max(usable_from, issued_at - skew)
+        return usable_from
 
     @staticmethod
     def _check_txn_binding(claims: Mapping[str, Any], headers: Mapping[str, str]) -> set[str]:

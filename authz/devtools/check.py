@@ -55,6 +55,7 @@ def build_check_request(
     raw_body: bytes = b"",
     context: Mapping[str, str] | None = None,
     source_principal: str = "",
+    destination_principal: str = "",
     source_address: tuple[str, int] | None = None,
     destination_address: tuple[str, int] | None = None,
     request_id: str = "",
@@ -97,6 +98,8 @@ def build_check_request(
             peer.address.socket_address.port_value = address[1]
     if source_principal:
         attributes.source.principal = source_principal
+    if destination_principal:
+        attributes.destination.principal = destination_principal
     for key, value in (context or {}).items():
         attributes.context_extensions[key] = value
     return request
@@ -121,6 +124,7 @@ class CheckOptions:
     context: tuple[str, ...] = ()
     """`key=value` context extensions."""
     source_principal: str = ""
+    destination_principal: str = ""
     wit: str | None = None
     """A WIT, or `@file`."""
     workload_key: Path | None = None
@@ -299,6 +303,7 @@ def prepare_check_request(options: CheckOptions) -> CheckRequest:
         raw_body=body,
         context=dict(parse_context(item) for item in options.context),
         source_principal=options.source_principal,
+        destination_principal=options.destination_principal,
         request_id=str(uuid.uuid4()),
     )
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import redis
 
+from authz.config import RedisReplayConfig
 from authz.devtools.stack import ManagedProcess, free_port
+from authz.replay.redis_loss import sentinel_key, sentinel_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,17 @@ class RedisServer:
         if self.process is not None:
             self.process.stop()
             self.process = None
+
+    def put_in_service(self, key_prefix: str | None = None, *, since: float = 86400.0) -> None:
+        """Make the store look like one gateways have used for `since` seconds (under
+        `key_prefix`, default the configuration's): its sentinel records a loss that long
+        ago. A new Redis has none, so the first claim on it records a loss then and refuses
+        proofs that could have been used before it (`authz.replay.redis_loss`); tests and
+        runs about something else start from a store in service instead."""
+        prefix = key_prefix or str(RedisReplayConfig.model_fields["key_prefix"].default)
+        with self.client() as client:
+            run_id = str(client.info("server")["run_id"])
+            client.set(sentinel_key(prefix), sentinel_value(time.time() - since, run_id))
 
     def client(self) -> redis.Redis:
         """A synchronous client, for looking at keys from a test or a script."""

@@ -153,6 +153,25 @@ class Metrics:
             "could not be used (on_unavailable: local_fallback).",
             registry=registry,
         )
+        self.replay_store_losses = Counter(
+            "wimse_authz_replay_store_losses",
+            "Losses of the shared replay store's records this process found and recorded, by "
+            "how: sentinel_missing (flush, restart without persistence, new Redis), "
+            "run_id_changed (restart from a snapshot, failover).",
+            ["cause"],
+            registry=registry,
+        )
+        self._loss_children = {
+            cause: self.replay_store_losses.labels(cause)
+            for cause in ("sentinel_missing", "run_id_changed")
+        }
+        self.replay_store_lost_at = Gauge(
+            "wimse_authz_replay_store_lost_at_seconds",
+            "When the shared replay store last lost its records, as this process knows it "
+            "(Unix time; 0 until known). Proofs that could have been used before it are "
+            "refused (replay.state_lost) until they expire.",
+            registry=registry,
+        )
 
         # --- policy ---------------------------------------------------------------------
         self.policy_engine_rebuilds = Counter(
@@ -307,6 +326,13 @@ class Metrics:
 
     def count_replay_store_fallback(self) -> None:
         self.replay_store_fallbacks.inc()
+
+    def count_replay_store_loss(self, cause: str) -> None:
+        child = self._loss_children.get(cause)
+        (child if child is not None else self.replay_store_losses.labels(cause)).inc()
+
+    def record_replay_store_loss_time(self, lost_at: float) -> None:
+        self.replay_store_lost_at.set(lost_at)
 
     # --- policy ---------------------------------------------------------------------------
 

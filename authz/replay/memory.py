@@ -14,6 +14,7 @@ store instead (`authz.replay.redis_store`).
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -27,9 +28,14 @@ empty, so these never share an entry with a sender's own."""
 
 
 class ReplayCache(Protocol):
-    async def claim(self, sender: str, proof_id: str, expires_at: float) -> bool:
+    async def claim(
+        self, sender: str, proof_id: str, expires_at: float, *, usable_from: float
+    ) -> bool:
         """Record the proof until `expires_at`; False if it was already recorded.
 
+        `usable_from` is the earliest time any replica could have accepted the proof (its
+        verifier knows the bound). A store that lost its records since then cannot tell
+        whether the proof was used: it raises `CredentialError` (`replay.state_lost`).
         Raises `UnavailableError` when the proof cannot be recorded.
         """
         ...
@@ -54,7 +60,11 @@ class InMemoryReplayCache:
     def __len__(self) -> int:
         return len(self._expiry)
 
-    async def claim(self, sender: str, proof_id: str, expires_at: float) -> bool:
+    async def claim(
+        self, sender: str, proof_id: str, expires_at: float, *, usable_from: float = -math.inf
+    ) -> bool:
+        """`usable_from` plays no part: this cache lives and dies with its process, and
+        never loses a record while it serves."""
         return self.claim_now(sender, proof_id, expires_at)
 
     def claim_now(self, sender: str, proof_id: str, expires_at: float) -> bool:

@@ -1,9 +1,11 @@
 """A replay cache shared by every gateway replica, kept in Redis.
 
-A claim is one `SET <key> <token> NX PX <ms>`: Redis decides atomically whether the key was
-absent, so of any number of replicas or tasks racing on one proof exactly one wins, and the
-key expires when the proof does. The lifetime is sent relative to this gateway's clock
-(`PX`), so the Redis host's clock plays no part.
+A claim is one Lua script run atomically by Redis (`authz.replay.redis_loss.CLAIM_SCRIPT`):
+`SET <key> <token> NX PX <ms>`, so of any number of replicas or tasks racing on one proof
+exactly one wins and the key expires when the proof does, plus a read of the sentinel that
+tells whether Redis has lost its records since the proof could first have been used (then
+the proof is refused: `replay.state_lost`; see `authz.replay.redis_loss`). The lifetime is
+sent relative to this gateway's clock (`PX`), so the Redis host's clock plays no part.
 
 Keys are `<prefix>:<sha256 hex of sender, NUL, proof id>`: a fixed size whatever a caller
 puts in its proof, and proof ids never reach Redis as they are. A sender is a canonical
@@ -33,6 +35,7 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    NoScriptError,
     RedisError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,6 +47,13 @@ from authz.errors import ConfigError, UnavailableError
 from authz.files import read_bounded
 from authz.reasons import Reason
 from authz.replay.memory import InMemoryReplayCache
+from authz.replay.redis_loss import (
+    CLAIM_SCRIPT,
+    CLAIM_SCRIPT_SHA,
+    ClaimReply,
+    StoreLoss,
+    claim_reply,
+)
 
 log = logging.getLogger("authz.replay")
 
@@ -72,6 +82,7 @@ class RedisReplayCache:
         client: Redis,
         key_prefix: str,
         clock: Clock,
+        loss: StoreLoss,
         *,
         deadline: float,
         fallback: InMemoryReplayCache | None = None,
@@ -79,12 +90,14 @@ class RedisReplayCache:
         on_fallback: Callable[[], None] | None = None,
         where: str = "redis",
     ) -> None:
-        """`deadline` bounds a claim, its retry included. `fallback`: where claims go while
-        Redis cannot answer; none: they fail. `where` names the store in logs (never
-        credentials)."""
+        """`loss` must be the one `client`'s connection pool runs on connect
+        (`open_redis_replay_cache` wires both). `deadline` bounds a claim, its retry
+        included. `fallback`: where claims go while Redis cannot answer; none: they fail.
+        `where` names the store in logs (never credentials)."""
         self._client = client
         self._prefix = key_prefix
         self._clock = clock
+        self._loss = loss
         self._deadline = deadline
         self._fallback = fallback
         self._on_error = on_error
@@ -96,17 +109,29 @@ class RedisReplayCache:
         """Entries held in this process: the local fallback's (Redis's are not counted)."""
         return len(self._fallback) if self._fallback is not None else 0
 
-    async def claim(self, sender: str, proof_id: str, expires_at: float) -> bool:
+    @property
+    def lost_at(self) -> float | None:
+        """When Redis last lost its records, as far as this process knows (None: not known
+        yet, before the first answer)."""
+        return self._loss.lost_at
+
+    async def claim(
+        self, sender: str, proof_id: str, expires_at: float, *, usable_from: float
+    ) -> bool:
+        # A loss already known refuses the proof without a round trip; a newer one is
+        # learnt from the claim's reply.
+        self._loss.check(usable_from)
         key = replay_key(self._prefix, sender, proof_id)
         lifetime_ms = max(1, math.ceil((expires_at - self._clock()) * 1000))
         try:
             async with asyncio.timeout(self._deadline):
                 claimed = await self._set_if_absent(key, lifetime_ms)
-        except (RedisError, OSError, TimeoutError) as error:
+        except (RedisError, OSError, TimeoutError, ValueError) as error:
             return self._unavailable(error, sender, proof_id, expires_at)
         if self._outage:
             self._outage = False
             log.info("replay store %s answers again", self._where)
+        self._loss.check(usable_from)
         fallback = self._fallback
         if claimed and fallback is not None and len(fallback) and fallback.seen(sender, proof_id):
             return False  # accepted here during an outage; Redis never heard of it
@@ -119,19 +144,29 @@ class RedisReplayCache:
     async def _set_if_absent(self, key: str, lifetime_ms: int) -> bool:
         token = secrets.token_hex(8)
         try:
-            return await self._set(key, token, lifetime_ms)
+            return self._learn(await self._claim(key, token, lifetime_ms))
         except RedisConnectionError as error:
             if isinstance(error, _NOT_RETRIED):
                 raise
         # A connection Redis dropped (a restart, an idle timeout) fails at once: one retry,
-        # on a fresh connection. The first SET may have been applied before the connection
+        # on a fresh connection. The first claim may have been applied before the connection
         # broke; the key then holds this claim's own token, and the proof is still ours.
-        if await self._set(key, token, lifetime_ms):
+        if self._learn(await self._claim(key, token, lifetime_ms)):
             return True
         return await self._client.get(key) == token.encode()
 
-    async def _set(self, key: str, token: str, lifetime_ms: int) -> bool:
-        return bool(await self._client.set(key, token, nx=True, px=lifetime_ms))
+    async def _claim(self, key: str, token: str, lifetime_ms: int) -> ClaimReply:
+        keys_and_args = (key, self._loss.key, token, lifetime_ms, self._loss.now_ms())
+        try:
+            raw = await self._client.evalsha(CLAIM_SCRIPT_SHA, 2, *keys_and_args)
+        except NoScriptError:
+            # A restarted Redis has forgotten its scripts: send this one whole, once.
+            raw = await self._client.eval(CLAIM_SCRIPT, 2, *keys_and_args)
+        return claim_reply(raw)
+
+    def _learn(self, reply: ClaimReply) -> bool:
+        self._loss.learn(reply.sentinel, reply.cause)
+        return reply.claimed
 
     def _unavailable(
         self, error: BaseException, sender: str, proof_id: str, expires_at: float
@@ -166,12 +201,20 @@ def open_redis_replay_cache(
     fallback: InMemoryReplayCache | None,
     on_error: Callable[[], None] | None = None,
     on_fallback: Callable[[], None] | None = None,
+    on_loss: Callable[[str], None] | None = None,
+    on_lost_at: Callable[[float], None] | None = None,
 ) -> RedisReplayCache:
     """A cache on the configured Redis. Nothing connects yet: the first claim does, on the
-    loop it runs on. Raises `ConfigError` when the password cannot be read."""
+    loop it runs on. `on_loss(cause)`: this process recorded a loss of Redis's records;
+    `on_lost_at(time)`: the latest loss known changed. Raises `ConfigError` when the
+    password cannot be read."""
     parts = urlsplit(settings.url)
     host, port = parts.hostname or "", parts.port or 6379
     db = int(parts.path.removeprefix("/") or 0)
+    where = f"{parts.scheme}://{parts.netloc}/{db}"
+    loss = StoreLoss(
+        settings.key_prefix, clock, where=where, on_loss=on_loss, on_lost_at=on_lost_at
+    )
     tls: dict[str, Any] = {}
     if parts.scheme == "rediss":
         tls = {
@@ -192,17 +235,19 @@ def open_redis_replay_cache(
         socket_timeout=settings.timeout_seconds,
         retry=Retry(NoBackoff(), 0),  # the one retry is the cache's own, within its deadline
         client_name="wimse-authz",
+        redis_connect_func=loss.connect,
         **tls,
     )
     return RedisReplayCache(
         Redis.from_pool(pool),
         settings.key_prefix,
         clock,
+        loss,
         deadline=settings.connect_timeout_seconds + settings.timeout_seconds,
         fallback=fallback if settings.on_unavailable == "local_fallback" else None,
         on_error=on_error,
         on_fallback=on_fallback,
-        where=f"{parts.scheme}://{parts.netloc}/{db}",
+        where=where,
     )
 
 

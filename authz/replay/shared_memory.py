@@ -33,6 +33,7 @@ import array
 import errno
 import fcntl
 import hashlib
+import math
 import mmap
 import os
 import stat
@@ -197,7 +198,11 @@ class SharedMemoryReplayCache:
         live = sum(map(now.__le__, sample))
         return round(live * physical / len(sample))
 
-    async def claim(self, sender: str, proof_id: str, expires_at: float) -> bool:
+    async def claim(
+        self, sender: str, proof_id: str, expires_at: float, *, usable_from: float = -math.inf
+    ) -> bool:
+        """`usable_from` plays no part: the table lives as long as the supervisor whose
+        workers share it, and never loses a record while they serve."""
         return self.claim_now(sender, proof_id, expires_at)
 
     def claim_now(self, sender: str, proof_id: str, expires_at: float) -> bool:

@@ -2,7 +2,9 @@
 
 Each stack (Envoy + gateway process + echo upstream) is the usual one; both gateways name the
 same origin, so a WPT made for it is valid at either replica, and the test knows which
-replica answered from the Envoy it asked.
+replica answered from the Envoy it asked. The gateways allow exactly the 60 s the minted
+WPTs live, with a one-second skew: after Redis comes back empty, fresh WPTs are accepted
+again within about two seconds (`replay.state_lost` before), not minutes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ REASON = "x-wimse-authz-reason"
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        server.put_in_service()
         yield server
 
 
@@ -41,6 +44,8 @@ def replicas(
         "services": {"echo": {"id": SERVICE_ID, "origins": [ORIGIN]}},
         # Below Envoy's 1 s ext_authz timeout, so the gateway's own 503 is what Envoy sends.
         "replay": {"redis": {"url": redis.url, "timeout_seconds": 0.5}},
+        "clock_skew_seconds": 1,
+        "wpt": {"max_lifetime_seconds": 60},
     }
     started: list[RunningStack] = []
     try:
@@ -81,6 +86,8 @@ def test_both_replicas_fail_closed_while_redis_is_down_and_recover_without_resta
     replicas: tuple[RunningStack, RunningStack], redis: RedisServer
 ) -> None:
     first, second = replicas
+    accepted_before = fresh_proof(first)
+    assert first.request(PATH, accepted_before).status == 200
     redis.stop()
     try:
         for stack in replicas:
@@ -91,6 +98,9 @@ def test_both_replicas_fail_closed_while_redis_is_down_and_recover_without_resta
 
     for stack in replicas:
         wait_until(lambda stack=stack: stack.request(PATH, fresh_proof(stack)).status == 200)
+    # Redis came back empty: it no longer knows the WPT, the replicas still refuse it.
+    for stack in replicas:
+        assert answer(stack.request(PATH, accepted_before)) == (401, "replay.state_lost")
     proof = fresh_proof(first)
     assert first.request(PATH, proof).status == 200
     assert answer(second.request(PATH, proof)) == (401, "wpt.replayed")

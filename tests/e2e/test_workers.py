@@ -434,6 +434,7 @@ def test_with_replay_redis_the_workers_share_redis_and_fail_closed_without_it(
     (a Redis outage is a 503 at every worker, which the shared table would not cause)."""
     live = live_harness(identity_dir, identities)
     with RedisServer(tmp_path / "redis") as redis:
+        redis.put_in_service()
         # Below Envoy's 1 s ext_authz timeout, as the deploy configs expect.
         replay = {"redis": {"url": redis.url, "timeout_seconds": 0.5}}
         supervised = start_supervised(

@@ -28,6 +28,8 @@ FAMILIES = {
     "wimse_authz_replay_cache_entries": "gauge",
     "wimse_authz_replay_store_errors": "counter",
     "wimse_authz_replay_store_fallbacks": "counter",
+    "wimse_authz_replay_store_losses": "counter",
+    "wimse_authz_replay_store_lost_at_seconds": "gauge",
     "wimse_authz_policy_engine_rebuilds": "counter",
     "wimse_authz_policy_reloads": "counter",
     "wimse_authz_policy_last_reload_timestamp_seconds": "gauge",

@@ -16,7 +16,7 @@ from authz.clock import system_clock
 from authz.config import RedisReplayConfig, parse_config
 from authz.devtools.certs import CertificateAuthority, write_pem
 from authz.devtools.redis import RedisServer, RedisTls
-from authz.errors import ConfigError, UnavailableError
+from authz.errors import ConfigError, CredentialError, UnavailableError
 from authz.gateway import Runtime, build_gateway
 from authz.reasons import Reason
 from authz.replay.memory import InMemoryReplayCache
@@ -87,12 +87,32 @@ async def until_claimed(cache: RedisReplayCache, proof_id: str, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if await cache.claim(SENDER, proof_id, later()):
+            if await cache.claim(SENDER, proof_id, later(), usable_from=time.time()):
                 return
         except UnavailableError:
             pass
         await asyncio.sleep(0.1)
     raise TimeoutError(f"{proof_id} was never claimed")
+
+
+async def until_answering(cache: RedisReplayCache, timeout: float = 20.0) -> None:
+    """Claim probes, each a new proof usable from now, until one is accepted: Redis answers
+    again. Meanwhile claims fail, and a Redis that came back empty refuses the probe that
+    finds the loss (`replay.state_lost`): it could have been used before."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        try:
+            if await cache.claim(SENDER, f"probe-{attempt}", later(), usable_from=time.time()):
+                return
+        except UnavailableError:
+            pass
+        except CredentialError as error:
+            if error.reason is not Reason.REPLAY_STATE_LOST:
+                raise
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the replay store never accepted a probe")
 
 
 # --- claims ---------------------------------------------------------------------------------
@@ -102,8 +122,8 @@ def test_first_claim_wins_and_a_repeat_is_refused(redis_server: RedisServer) -> 
     async def scenario() -> None:
         cache = open_cache(redis_server)
         try:
-            assert await cache.claim(SENDER, "jti-1", later())
-            assert not await cache.claim(SENDER, "jti-1", later())
+            assert await cache.claim(SENDER, "jti-1", later(), usable_from=time.time())
+            assert not await cache.claim(SENDER, "jti-1", later(), usable_from=time.time())
         finally:
             await cache.aclose()
 
@@ -114,9 +134,9 @@ def test_proof_ids_are_separate_per_sender(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         cache = open_cache(redis_server)
         try:
-            assert await cache.claim(SENDER, "jti-1", later())
-            assert await cache.claim(OTHER, "jti-1", later())
-            assert not await cache.claim(OTHER, "jti-1", later())
+            assert await cache.claim(SENDER, "jti-1", later(), usable_from=time.time())
+            assert await cache.claim(OTHER, "jti-1", later(), usable_from=time.time())
+            assert not await cache.claim(OTHER, "jti-1", later(), usable_from=time.time())
         finally:
             await cache.aclose()
 
@@ -127,10 +147,10 @@ def test_two_caches_on_one_redis_refuse_each_others_proofs(redis_server: RedisSe
     async def scenario() -> None:
         first, second = open_cache(redis_server), open_cache(redis_server)
         try:
-            assert await first.claim(SENDER, "jti-1", later())
-            assert not await second.claim(SENDER, "jti-1", later())
-            assert await second.claim(SENDER, "jti-2", later())
-            assert not await first.claim(SENDER, "jti-2", later())
+            assert await first.claim(SENDER, "jti-1", later(), usable_from=time.time())
+            assert not await second.claim(SENDER, "jti-1", later(), usable_from=time.time())
+            assert await second.claim(SENDER, "jti-2", later(), usable_from=time.time())
+            assert not await first.claim(SENDER, "jti-2", later(), usable_from=time.time())
         finally:
             await first.aclose()
             await second.aclose()
@@ -142,8 +162,10 @@ def test_a_claim_lasts_until_its_proof_expires_and_no_longer(redis_server: Redis
     async def scenario() -> None:
         cache = open_cache(redis_server)
         try:
-            assert await cache.claim(SENDER, "short", time.time() + 0.3)
-            assert not await cache.claim(SENDER, "short", time.time() + 0.3)
+            assert await cache.claim(SENDER, "short", time.time() + 0.3, usable_from=time.time())
+            assert not await cache.claim(
+                SENDER, "short", time.time() + 0.3, usable_from=time.time()
+            )
             with redis_server.client() as client:
                 key = replay_key("wimse-authz:replay", SENDER, "short")
                 assert 0 < client.pttl(key) <= 300, "the key lives as long as the proof"
@@ -155,26 +177,34 @@ def test_a_claim_lasts_until_its_proof_expires_and_no_longer(redis_server: Redis
 
 
 def test_keys_are_the_prefix_and_a_sha256_never_the_proof_id(redis_server: RedisServer) -> None:
+    redis_server.put_in_service("mesh-a:replay")
+
     async def scenario() -> None:
         cache = open_cache(redis_server, key_prefix="mesh-a:replay")
         try:
-            assert await cache.claim(SENDER, "visible-jti", later())
+            assert await cache.claim(SENDER, "visible-jti", later(), usable_from=time.time())
         finally:
             await cache.aclose()
 
     run(scenario)
     digest = hashlib.sha256(f"{SENDER}\0visible-jti".encode()).hexdigest()
     with redis_server.client() as client:
-        assert client.keys("*") == [f"mesh-a:replay:{digest}".encode()]
+        assert set(client.keys("mesh-a:*")) == {
+            f"mesh-a:replay:{digest}".encode(),
+            b"mesh-a:replay:sentinel",
+        }
 
 
 def test_meshes_with_their_own_prefix_do_not_share_proofs(redis_server: RedisServer) -> None:
+    redis_server.put_in_service("mesh-a")
+    redis_server.put_in_service("mesh-b")
+
     async def scenario() -> None:
         mesh_a = open_cache(redis_server, key_prefix="mesh-a")
         mesh_b = open_cache(redis_server, key_prefix="mesh-b")
         try:
-            assert await mesh_a.claim(SENDER, "jti-1", later())
-            assert await mesh_b.claim(SENDER, "jti-1", later())
+            assert await mesh_a.claim(SENDER, "jti-1", later(), usable_from=time.time())
+            assert await mesh_b.claim(SENDER, "jti-1", later(), usable_from=time.time())
         finally:
             await mesh_a.aclose()
             await mesh_b.aclose()
@@ -197,19 +227,25 @@ ODD_IDS = [
 def test_long_and_odd_proof_ids_are_claimed_once_under_fixed_size_keys(
     redis_server: RedisServer,
 ) -> None:
+    redis_server.put_in_service("p")
+
     async def scenario() -> None:
         cache = open_cache(redis_server, key_prefix="p")
         try:
             for proof_id in ODD_IDS:
-                assert await cache.claim(SENDER, proof_id, later()), repr(proof_id[:20])
+                assert await cache.claim(SENDER, proof_id, later(), usable_from=time.time()), repr(
+                    proof_id[:20]
+                )
             for proof_id in ODD_IDS:
-                assert not await cache.claim(SENDER, proof_id, later()), repr(proof_id[:20])
+                assert not await cache.claim(SENDER, proof_id, later(), usable_from=time.time()), (
+                    repr(proof_id[:20])
+                )
         finally:
             await cache.aclose()
 
     run(scenario)
     with redis_server.client() as client:
-        keys = client.keys("*")
+        keys = set(client.keys("p:*")) - {b"p:sentinel"}
     assert len(keys) == len(ODD_IDS)
     assert {len(key) for key in keys} == {len("p:") + 64}
 
@@ -218,7 +254,10 @@ def test_exactly_one_of_fifty_concurrent_claims_wins(redis_server: RedisServer) 
     async def scenario() -> None:
         replicas = [open_cache(redis_server), open_cache(redis_server)]
         try:
-            claims = [replicas[i % 2].claim(SENDER, "raced", later()) for i in range(50)]
+            claims = [
+                replicas[i % 2].claim(SENDER, "raced", later(), usable_from=time.time())
+                for i in range(50)
+            ]
             results = await asyncio.gather(*claims)
             assert results.count(True) == 1
         finally:
@@ -239,11 +278,11 @@ def test_redis_down_fails_closed_with_store_unavailable(
     async def scenario() -> None:
         cache = open_cache(redis_server, counts)
         try:
-            assert await cache.claim(SENDER, "before", later())
+            assert await cache.claim(SENDER, "before", later(), usable_from=time.time())
             redis_server.stop()
             for attempt in range(3):
                 with pytest.raises(UnavailableError) as caught:
-                    await cache.claim(SENDER, f"during-{attempt}", later())
+                    await cache.claim(SENDER, f"during-{attempt}", later(), usable_from=time.time())
                 assert caught.value.reason is Reason.REPLAY_STORE_UNAVAILABLE
         finally:
             await cache.aclose()
@@ -268,8 +307,10 @@ def test_redis_down_with_local_fallback_checks_proofs_in_this_process(
         try:
             assert len(cache) == 0, "Redis's entries are not counted"
             redis_server.stop()
-            assert await cache.claim(SENDER, "during", later())
-            assert not await cache.claim(SENDER, "during", later()), "still replay-checked"
+            assert await cache.claim(SENDER, "during", later(), usable_from=time.time())
+            assert not await cache.claim(SENDER, "during", later(), usable_from=time.time()), (
+                "still replay-checked"
+            )
             assert len(cache) == 1
         finally:
             await cache.aclose()
@@ -291,7 +332,7 @@ def test_a_local_fallback_is_not_used_when_the_mode_is_fail_closed(
         try:
             redis_server.stop()
             with pytest.raises(UnavailableError):
-                await cache.claim(SENDER, "during", later())
+                await cache.claim(SENDER, "during", later(), usable_from=time.time())
             assert len(local) == 0
         finally:
             await cache.aclose()
@@ -305,13 +346,14 @@ def test_claims_work_again_once_redis_is_back_with_the_same_client(
     async def scenario() -> None:
         cache = open_cache(redis_server)
         try:
-            assert await cache.claim(SENDER, "before", later())
+            assert await cache.claim(SENDER, "before", later(), usable_from=time.time())
             redis_server.stop()
             with pytest.raises(UnavailableError):
-                await cache.claim(SENDER, "during", later())
+                await cache.claim(SENDER, "during", later(), usable_from=time.time())
             redis_server.start()
-            await until_claimed(cache, "after")
-            assert not await cache.claim(SENDER, "after", later())
+            await until_answering(cache)
+            assert await cache.claim(SENDER, "after", later(), usable_from=time.time())
+            assert not await cache.claim(SENDER, "after", later(), usable_from=time.time())
         finally:
             await cache.aclose()
 
@@ -328,10 +370,10 @@ def test_a_proof_accepted_during_an_outage_stays_refused_after_redis_returns(
         cache = open_cache(redis_server, fallback=local, on_unavailable="local_fallback")
         try:
             redis_server.stop()
-            assert await cache.claim(SENDER, "during", later())
+            assert await cache.claim(SENDER, "during", later(), usable_from=time.time())
             redis_server.start()
-            await until_claimed(cache, "probe")
-            assert not await cache.claim(SENDER, "during", later())
+            await until_answering(cache)
+            assert not await cache.claim(SENDER, "during", later(), usable_from=time.time())
         finally:
             await cache.aclose()
 
@@ -344,10 +386,10 @@ def test_a_connection_redis_dropped_is_replaced_without_failing_a_claim(
     async def scenario() -> None:
         cache = open_cache(redis_server, max_connections=1)
         try:
-            assert await cache.claim(SENDER, "before", later())
+            assert await cache.claim(SENDER, "before", later(), usable_from=time.time())
             with redis_server.client() as client:
                 client.client_kill_filter(_type="normal", skipme=True)
-            assert await cache.claim(SENDER, "after", later())
+            assert await cache.claim(SENDER, "after", later(), usable_from=time.time())
         finally:
             await cache.aclose()
 
@@ -363,7 +405,9 @@ def test_an_unreachable_address_is_unavailable_within_the_deadline() -> None:
         cache = open_redis_replay_cache(config, system_clock, fallback=None)
         try:
             with pytest.raises(UnavailableError) as caught:
-                await asyncio.wait_for(cache.claim(SENDER, "jti", later()), timeout=20)
+                await asyncio.wait_for(
+                    cache.claim(SENDER, "jti", later(), usable_from=time.time()), timeout=20
+                )
             assert caught.value.reason is Reason.REPLAY_STORE_UNAVAILABLE
         finally:
             await cache.aclose()
@@ -387,7 +431,7 @@ def test_a_wrong_password_is_unavailable_and_never_logged(
             cache = open_cache(server, **settings)
             try:
                 with pytest.raises(UnavailableError) as caught:
-                    await cache.claim(SENDER, "jti", later())
+                    await cache.claim(SENDER, "jti", later(), usable_from=time.time())
                 assert caught.value.reason is Reason.REPLAY_STORE_UNAVAILABLE
                 assert "7f3a" not in str(caught.value)
             finally:
@@ -418,11 +462,12 @@ def test_the_password_comes_from_a_file_or_an_environment_variable(
         for number, settings in enumerate(sources):
             cache = open_cache(server, username="default", **settings)
             try:
-                assert await cache.claim(SENDER, f"jti-{number}", later())
+                assert await cache.claim(SENDER, f"jti-{number}", later(), usable_from=time.time())
             finally:
                 await cache.aclose()
 
     with RedisServer(tmp_path / "redis", password="s3cret-pass") as server:
+        server.put_in_service()
         run(lambda: scenario(server))
 
 
@@ -469,15 +514,16 @@ def test_rediss_verifies_the_server_against_ca_file(tmp_path: Path) -> None:
         trusted = open_cache(server, ca_file=tls.ca_file)
         untrusted = open_cache(server)  # the system's CAs do not know the test CA
         try:
-            assert await trusted.claim(SENDER, "over-tls", later())
+            assert await trusted.claim(SENDER, "over-tls", later(), usable_from=time.time())
             with pytest.raises(UnavailableError) as caught:
-                await untrusted.claim(SENDER, "unverified", later())
+                await untrusted.claim(SENDER, "unverified", later(), usable_from=time.time())
             assert caught.value.reason is Reason.REPLAY_STORE_UNAVAILABLE
         finally:
             await trusted.aclose()
             await untrusted.aclose()
 
     with RedisServer(tmp_path / "redis", tls=tls) as server:
+        server.put_in_service()
         assert server.url.startswith("rediss://")
         run(lambda: scenario(server))
 
@@ -491,21 +537,22 @@ def test_rediss_presents_the_client_certificate_a_server_requires(tmp_path: Path
         )
         without = open_cache(server, ca_file=tls.ca_file)
         try:
-            assert await with_cert.claim(SENDER, "mutual-tls", later())
+            assert await with_cert.claim(SENDER, "mutual-tls", later(), usable_from=time.time())
             with pytest.raises(UnavailableError):
-                await without.claim(SENDER, "no-client-cert", later())
+                await without.claim(SENDER, "no-client-cert", later(), usable_from=time.time())
         finally:
             await with_cert.aclose()
             await without.aclose()
 
     with RedisServer(tmp_path / "redis", tls=tls) as server:
+        server.put_in_service()
         run(lambda: scenario(server))
 
 
 def test_aclose_releases_the_connections(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         cache = open_cache(redis_server)
-        assert await cache.claim(SENDER, "jti", later())
+        assert await cache.claim(SENDER, "jti", later(), usable_from=time.time())
         with redis_server.client() as client:
             assert "wimse-authz" in _client_names(client.client_list())
         await cache.aclose()

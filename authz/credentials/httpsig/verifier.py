@@ -157,7 +157,11 @@ class SignatureVerifier:
 
         _check_body(request)
         if not await self._replay_cache.claim(
-            ANY_SENDER, f"nonce:{nonce}", expires + self._rules.clock_skew
+            ANY_SENDER,
+            f"nonce:{nonce}",
+            expires + self._rules.clock_skew,
+            # `created` is at most the skew ahead of any acceptance (`_check_window`).
+            usable_from=created - self._rules.clock_skew,
         ):
             raise CredentialError(Reason.HTTPSIG_REPLAYED, "this signature nonce was already used")
         bindable = self._rules.bindable_headers | {TXN_TOKEN_HEADER}
