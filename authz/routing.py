@@ -30,7 +30,7 @@ from authz.config import (
     Config,
 )
 from authz.credentials.authenticator import ProofTarget
-from authz.credentials.identifiers import WorkloadId
+from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
 from authz.credentials.presentation import ProofStyle
 from authz.errors import UnavailableError
 from authz.reasons import Reason
@@ -168,7 +168,12 @@ class ServiceRouter:
         self, request: RequestView, by_principal: Mapping[str, ServiceTarget]
     ) -> ServiceTarget:
         principal = request.destination_principal
-        service = by_principal.get(principal) or self._by_host(request)
+        service = by_principal.get(principal)
+        if service is None and not _names_a_workload(principal):
+            # An ingress gateway's own certificate (a DNS name, or none): the request is
+            # for whatever its authority names. A workload id that is no service's is a
+            # callee this gateway does not protect; its Host must not make it one.
+            service = self._by_host(request)
         if service is None:
             raise UnavailableError(
                 Reason.SERVICE_UNKNOWN,
@@ -193,3 +198,12 @@ class ServiceRouter:
             return None
         http = request.attributes.request.http
         return self._by_origin.get(f"{http.scheme}://{http.host}")
+
+
+def _names_a_workload(principal: str) -> bool:
+    """Whether Envoy's principal is a workload identifier (a SPIFFE or WIMSE URI)."""
+    try:
+        parse_workload_id(principal)
+    except InvalidIdentifier:
+        return False
+    return True

@@ -134,9 +134,20 @@ def test_host_never_selects_under_destination_principal_unless_a_service_opts_in
 def test_an_opted_in_host_selects_when_no_principal_names_a_service(
     harness: GatewayHarness,
 ) -> None:
+    """An ingress gateway: no principal, or its own public certificate's DNS name."""
     ingress = by_principal(harness, select_by_host=True)
     expect_allowed(check(ingress))
-    expect_allowed(check(ingress, destination_principal="spiffe://demo.example/ingress"))
+    expect_allowed(check(ingress, destination_principal="ingress.demo.example"))
+
+
+def test_a_workload_principal_no_service_has_is_never_resolved_by_host(
+    harness: GatewayHarness,
+) -> None:
+    """A mesh callee this gateway does not protect stays unknown: its Host, which the
+    client writes, must not have it judged as an opted-in service."""
+    ingress = by_principal(harness, select_by_host=True)
+    verdict = check(ingress, destination_principal="spiffe://demo.example/unprotected")
+    expect_failed(verdict, Reason.SERVICE_UNKNOWN)
 
 
 @pytest.mark.parametrize(
