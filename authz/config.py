@@ -379,6 +379,11 @@ class ServiceConfig(_Strict):
     """Ingress gateways only: a request that no route (nor, under `destination_principal`,
     no destination principal) assigns to a service is for this one when its
     `scheme://authority` equals one of `origins` exactly."""
+    body: Literal["forwarded"] | None = None
+    """`forwarded`: Envoy forwards every request body of this service as exact bytes, on
+    every route (as a route's `wimse.body: forwarded` says of one route): for meshes whose
+    ext_authz provider sets no per-route context extensions (Istio with
+    `includeRequestBodyInCheck`). A route's own `wimse.body` still applies where sent."""
 
     @field_validator("id")
     @classmethod

@@ -34,7 +34,7 @@ from authz.policy.http_parsing import parse_body
 from authz.policy.input import build_input
 from authz.reasons import Reason
 from authz.request import RequestView, request_view, signed_message
-from authz.routing import ServiceRouter, route_dry_run, route_forwards_body
+from authz.routing import ServiceRouter, route_dry_run
 
 log = logging.getLogger("authz.pipeline")
 
@@ -148,7 +148,7 @@ class Pipeline:
         service = self._router.select(request)
         record.service = service.name
         dry_run = route_dry_run(request.context_extensions, self._dry_run)
-        body_forwarded = route_forwards_body(request.context_extensions)
+        body_forwarded = service.forwards_body(request.context_extensions)
         authentication: Authentication = await self._authenticator.authenticate(
             signed_message(request),
             request.source_principal,

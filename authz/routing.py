@@ -45,6 +45,8 @@ class ServiceTarget:
     txn_token_required: bool = False
     proofs: frozenset[ProofStyle] = frozenset({ProofStyle.WPT})
     select_by_host: bool = False
+    body_forwarded: bool = False
+    """The service declares Envoy forwards its bodies on every route (`body: forwarded`)."""
 
     def requires_txn_token(self, context_extensions: Mapping[str, str]) -> bool:
         setting = context_extensions.get(TXN_TOKEN_CONTEXT_KEY)
@@ -64,9 +66,16 @@ class ServiceTarget:
         return tuple(origin + path for origin in self.origins)
 
     def proof_target(self, path: str, *, body_forwarded: bool) -> ProofTarget:
-        """What a proof for a request to `path` must name and may be; `body_forwarded` is the
-        route's `route_forwards_body`."""
+        """What a proof for a request to `path` must name and may be; `body_forwarded` is
+        `forwards_body` for its route."""
         return ProofTarget(self.audiences(path), self.proofs, body_forwarded=body_forwarded)
+
+    def forwards_body(self, context_extensions: Mapping[str, str]) -> bool:
+        """Whether Envoy forwards this request's body as exact bytes: the route's
+        `wimse.body` when it sends one, else the service's `body` setting."""
+        if BODY_CONTEXT_KEY in context_extensions:
+            return route_forwards_body(context_extensions)
+        return self.body_forwarded
 
 
 def route_dry_run(context_extensions: Mapping[str, str], default: bool) -> bool:
@@ -136,6 +145,7 @@ class ServiceRouter:
                 else config.txn_token.required,
                 proofs=frozenset(ProofStyle(style) for style in service.proofs),
                 select_by_host=service.select_by_host,
+                body_forwarded=service.body == "forwarded",
             )
             for name, service in config.services.items()
         }

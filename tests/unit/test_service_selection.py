@@ -178,7 +178,7 @@ def test_a_principal_naming_a_service_wins_over_an_opted_in_host(
     expect_denied(check(ingress, destination_principal=BILLING_ID), Reason.WPT_AUD_MISMATCH, 401)
 
 
-def test_http_signatures_stay_refused_without_a_route_that_declares_forwarded_bodies(
+def test_http_signatures_stay_refused_unless_bodies_are_declared_forwarded(
     harness: GatewayHarness,
 ) -> None:
     """Istio's provider sets no `wimse.body: forwarded`: selecting the service by principal
@@ -237,3 +237,37 @@ def test_an_unknown_service_selection_is_refused() -> None:
     text = error_for(minimal(service_selection="host"))
     assert "service_selection" in text
     assert "'route' or 'destination_principal'" in text
+
+
+def test_a_service_declaring_forwarded_bodies_accepts_signatures_on_every_route(
+    harness: GatewayHarness,
+) -> None:
+    """Under Istio (`includeRequestBodyInCheck` with `packAsBytes`), the service says what no
+    route can: Envoy forwards its bodies. A body the signature leaves out is then seen."""
+    mesh = by_principal(harness, body="forwarded")
+    headers = signed(mesh)
+    expect_allowed(
+        mesh.check_path("/api/hello", headers, service=None, destination_principal=SERVICE_ID)
+    )
+    smuggled = mesh.check_path(
+        "/api/hello",
+        {**signed(mesh), "x-envoy-auth-partial-body": "false"},
+        service=None,
+        destination_principal=SERVICE_ID,
+        raw_body=b'{"unsigned": true}',
+    )
+    expect_denied(smuggled, Reason.HTTPSIG_DIGEST_MISSING, 400)
+
+
+def test_a_route_saying_nothing_else_keeps_the_services_body_setting_and_a_typo_fails(
+    harness: GatewayHarness,
+) -> None:
+    mesh = by_principal(harness, body="forwarded")
+    typo = mesh.check_path(
+        "/api/hello",
+        signed(mesh),
+        service=None,
+        destination_principal=SERVICE_ID,
+        context={"wimse.body": "forwarding"},
+    )
+    expect_failed(typo, Reason.ROUTE_CONFIG_INVALID)
