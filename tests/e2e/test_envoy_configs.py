@@ -22,7 +22,13 @@ from authz.devtools.stack import (
 )
 
 ENVOY_DIR = REPO_ROOT / "deploy" / "envoy"
-VARIANTS = ("gateway-uds.yaml", "gateway-tls.yaml", "gateway-mtls.yaml", "gateway-workers.yaml")
+VARIANTS = (
+    "gateway-uds.yaml",
+    "gateway-tls.yaml",
+    "gateway-mtls.yaml",
+    "gateway-workers.yaml",
+    "gateway-kubernetes.yaml",
+)
 """gateway.yaml reaching the gateway another way; each is tested through Envoy too."""
 
 
@@ -31,8 +37,13 @@ def envoy_yamls() -> list[Path]:
     for path in sorted(REPO_ROOT.rglob("*.yaml")):
         if any(part in (".venv", ".demo", "results") for part in path.parts):
             continue
-        document = yaml.safe_load(path.read_text())
-        if isinstance(document, dict) and "static_resources" in document:
+        # Kubernetes manifests hold several documents; an Envoy bootstrap is one.
+        documents = list(yaml.safe_load_all(path.read_text()))
+        if (
+            len(documents) == 1
+            and isinstance(documents[0], dict)
+            and "static_resources" in documents[0]
+        ):
             found.append(path)
     return found
 
@@ -164,7 +175,10 @@ def test_idle_gateway_endpoints_are_health_checked_within_seconds(path: Path) ->
         assert float(interval.removesuffix("s")) <= 5
 
 
-@pytest.mark.parametrize("name", ["gateway-tls.yaml", "gateway-mtls.yaml"])
+MUTUAL_TLS_VARIANTS = ("gateway-mtls.yaml", "gateway-kubernetes.yaml")
+
+
+@pytest.mark.parametrize("name", ["gateway-tls.yaml", *MUTUAL_TLS_VARIANTS])
 def test_tls_variants_verify_the_gateways_certificate_and_name(name: str) -> None:
     cluster = gateway_cluster(yaml.safe_load((ENVOY_DIR / name).read_text()))
     tls = cluster["transport_socket"]["typed_config"]
@@ -173,7 +187,7 @@ def test_tls_variants_verify_the_gateways_certificate_and_name(name: str) -> Non
     assert validation["match_typed_subject_alt_names"][0]["matcher"]["exact"] == tls["sni"]
     assert tls["common_tls_context"]["alpn_protocols"] == ["h2"]
     client_certificates = tls["common_tls_context"].get("tls_certificates")
-    assert bool(client_certificates) == (name == "gateway-mtls.yaml")
+    assert bool(client_certificates) == (name in MUTUAL_TLS_VARIANTS)
 
 
 def test_validation_catches_a_broken_config(tmp_path: Path) -> None:

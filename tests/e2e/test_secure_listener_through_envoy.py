@@ -18,6 +18,8 @@ pytestmark = pytest.mark.e2e
 ENVOY_DIR = REPO_ROOT / "deploy" / "envoy"
 SERVER_NAME = "wimse-authz.internal"
 """The name the example files make Envoy expect in the gateway's certificate."""
+KUBERNETES_NAME = "wimse-authz-headless.wimse-authz.svc.cluster.local"
+"""The name gateway-kubernetes.yaml expects: deploy/kubernetes's headless Service."""
 ENVOY_ID = "spiffe://demo.example/ns/edge/sa/envoy"
 
 
@@ -53,7 +55,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     directory = tmp_path_factory.mktemp("tls")
     gateway_ca = CertificateAuthority.create("wimse-authz ca")
     edge_ca = CertificateAuthority.create("edge ca", trust_domain_uri="spiffe://demo.example")
-    gateway = gateway_ca.issue("wimse-authz", dns_names=[SERVER_NAME])
+    gateway = gateway_ca.issue("wimse-authz", dns_names=[SERVER_NAME, KUBERNETES_NAME])
     envoy = edge_ca.issue("envoy", uris=[ENVOY_ID], server=False, client=True)
     write_pem(directory / "ca.pem", gateway_ca.cert_pem)
     write_pem(directory / "envoy.pem", envoy.chain_pem)
@@ -91,14 +93,21 @@ def test_envoy_reaches_the_gateway_over_tls(
         stack.stop()
 
 
+@pytest.mark.parametrize("example", ["gateway-mtls.yaml", "gateway-kubernetes.yaml"])
 def test_envoy_reaches_the_gateway_over_mutual_tls(
-    certificates: Certificates, tmp_path: Path, identity_dir: Path, identities: Identities
+    example: str,
+    certificates: Certificates,
+    tmp_path: Path,
+    identity_dir: Path,
+    identities: Identities,
 ) -> None:
+    """gateway-kubernetes.yaml's STRICT_DNS cluster resolves a literal 127.0.0.1 here (there
+    is no cluster DNS); its SNI and certificate check are the Kubernetes name's."""
     stack = start_stack(
         tmp_path,
         identity_dir,
         identities,
-        envoy_template=ENVOY_DIR / "gateway-mtls.yaml",
+        envoy_template=ENVOY_DIR / example,
         envoy_tls_dir=certificates.directory,
         gateway_tls=certificates.gateway_tls(mutual=True),
         gateway_client_tls=certificates.client_tls(),
