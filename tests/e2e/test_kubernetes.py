@@ -24,7 +24,6 @@ import jsonschema
 import pytest
 import yaml
 
-from authz.config import Config
 from authz.devtools.certs import CertificateAuthority
 from authz.devtools.stack import REPO_ROOT, envoy_binary
 from tests.e2e.k8s_manifests import (
@@ -54,9 +53,8 @@ ENVOY_DIR = REPO_ROOT / "deploy" / "envoy"
 POLICY_DIR = REPO_ROOT / "policies"
 GATEWAY_IMAGE = "ghcr.io/wimse-authz/wimse-authz"
 SERVICE_SELECTION_KEY = "service_selection"
-"""ALIGN AT MERGE: the gateway setting the istio overlay uses to choose the protected service
-by the destination principal. Made beside this branch; until it lands, the istio overlay's
-configuration is refused for that one key (test_the_configuration_passes_config_check)."""
+"""The gateway setting the istio overlay uses to choose the protected service by the
+destination principal."""
 
 FILE_KEYS = {
     "cert_file",
@@ -572,17 +570,6 @@ def wimse_authz(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_configuration_passes_config_check(name: str, mirrored: tuple[Path, Path]) -> None:
     _, config_file = mirrored
     result = wimse_authz("config", "check", "--config", str(config_file))
-    if name == "istio" and SERVICE_SELECTION_KEY not in Config.model_fields:
-        # ALIGN AT MERGE: this branch predates the gateway's service selection by destination
-        # principal; the istio overlay's configuration is refused for that one key only.
-        assert result.returncode != 0
-        assert SERVICE_SELECTION_KEY in result.stderr, result.stderr
-        without = yaml.safe_load(config_file.read_text())
-        del without[SERVICE_SELECTION_KEY]
-        config_file.resolve().write_text(yaml.safe_dump(without, sort_keys=False))
-        result = wimse_authz("config", "check", "--config", str(config_file))
-        assert result.returncode == 0, result.stdout + result.stderr
-        pytest.xfail(f"the gateway has no {SERVICE_SELECTION_KEY!r} yet (ALIGN AT MERGE)")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
 
@@ -740,6 +727,20 @@ def test_under_istio_the_service_is_chosen_by_the_destination_principal() -> Non
     assert "default_service" not in config
     for service in config["services"].values():
         assert service["id"].startswith("spiffe://cluster.local/ns/")
+
+
+def test_under_istio_signatures_are_accepted_only_where_the_provider_forwards_whole_bodies() -> (
+    None
+):
+    """A service that accepts HTTP signatures declares its bodies forwarded, which holds
+    only while the extension provider sends every body whole and as bytes."""
+    config = gateway_config(render("istio"))
+    signing = [s for s in config["services"].values() if "http_signature" in s.get("proofs", [])]
+    assert signing
+    for service in signing:
+        assert service.get("body") == "forwarded"
+    body = mesh_provider()["envoyExtAuthzGrpc"]["includeRequestBodyInCheck"]
+    assert (body["packAsBytes"], body["allowPartialMessage"]) == (True, False)
 
 
 # The envoy-gateway overlay
