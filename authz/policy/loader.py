@@ -100,13 +100,26 @@ def build_policy_set(
     )
 
 
+def policy_files(directory: Path) -> list[Path]:
+    """The `.rego` modules and data files under `directory`, sorted, leaving out hidden
+    files and directories (any path part starting with `.`): a Kubernetes ConfigMap volume
+    keeps a second copy of every file in its `..<timestamp>` directory, behind the `..data`
+    link the visible files point through, and editors and VCS leave dot files about."""
+    return [
+        path
+        for path in sorted(directory.rglob("*"))
+        if not any(part.startswith(".") for part in path.relative_to(directory).parts)
+        and (path.suffix == ".rego" or path.name in _DATA_FILES)
+    ]
+
+
 def load_policy_set(directory: Path) -> PolicySet:
-    """Read every module, test and data file under `directory`."""
+    """Read every module, test and data file under `directory` (`policy_files`)."""
     if not directory.is_dir():
         raise ConfigError(f"policy directory {directory} does not exist")
     files: list[tuple[str, str]] = []
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and (path.suffix == ".rego" or path.name in _DATA_FILES):
+    for path in policy_files(directory):
+        if path.is_file():
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:

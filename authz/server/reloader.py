@@ -36,7 +36,7 @@ from authz.deny_list import file_fingerprint, read_deny_list
 from authz.errors import ConfigError
 from authz.gateway import Gateway, Runtime, build_gateway
 from authz.policy.bundle_fetch import BundleFetcher
-from authz.policy.loader import PolicySet
+from authz.policy.loader import PolicySet, policy_files
 from authz.policy.sources import load_configured_policy_set, policy_set_from_bundle
 from authz.policy.validation import validate_in_subprocess
 
@@ -78,11 +78,7 @@ def watched_files(config: Config, config_path: Path | None) -> list[Path]:
     files.extend(_key_set_files(config))
     policy = config.policy
     if policy.directory is not None and policy.directory.is_dir():
-        files.extend(
-            path
-            for path in sorted(policy.directory.rglob("*"))
-            if path.suffix == ".rego" or path.name in ("data.json", "data.yaml", "data.yml")
-        )
+        files.extend(policy_files(policy.directory))
         files.append(policy.directory)  # catches files added or removed
     if policy.bundle is not None and policy.bundle.file is not None:
         files.append(policy.bundle.file)

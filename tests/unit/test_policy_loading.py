@@ -110,3 +110,37 @@ def test_policy_test_command_fails_when_there_are_no_tests(
     write(tmp_path / "a.rego", "package a\n")
     assert main(["policy", "test", str(tmp_path)]) == 1
     assert "no Rego tests" in capsys.readouterr().out
+
+
+def kubelet_configmap_volume(root: Path, files: dict[str, str]) -> None:
+    """A ConfigMap volume as the kubelet writes it: the files in a `..<timestamp>` directory,
+    `..data` linking to it, and each visible name linking through `..data`."""
+    stamped = root / "..2026_12_06_05_00_00.123456789"
+    stamped.mkdir(parents=True)
+    for name, text in files.items():
+        (stamped / name).write_text(text, encoding="utf-8")
+    (root / "..data").symlink_to(stamped.name)
+    for name in files:
+        (root / name).symlink_to(f"..data/{name}")
+
+
+def test_a_configmap_volume_is_loaded_once_not_with_the_kubelets_hidden_copy(
+    tmp_path: Path,
+) -> None:
+    """The kubelet keeps every file twice under the volume's root; reading the hidden copy
+    too made every module and test appear twice, and the gateway refused to start."""
+    module = "package demo\n\nimport rego.v1\n\nallow := true\n"
+    test = "package demo_test\n\nimport rego.v1\n\ntest_allow if data.demo.allow\n"
+    kubelet_configmap_volume(tmp_path, {"demo.rego": module, "demo_test.rego": test})
+    policy_set = load_policy_set(tmp_path)
+    assert [path for path, _ in policy_set.modules] == ["demo.rego"]
+    assert [path for path, _ in policy_set.tests] == ["demo_test.rego"]
+    assert main(["policy", "test", str(tmp_path)]) == 0
+
+
+def test_hidden_files_and_directories_are_not_policy(tmp_path: Path) -> None:
+    (tmp_path / "a.rego").write_text("package a\n\nimport rego.v1\n\nx := 1\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "old.rego").write_text("package a\n\nimport rego.v1\n\nx := 2\n")
+    (tmp_path / ".#a.rego").write_text("package a\n\nimport rego.v1\n\nx := 3\n")
+    assert [path for path, _ in load_policy_set(tmp_path).modules] == ["a.rego"]
