@@ -237,6 +237,37 @@ def start_stack(
     return stack
 
 
+def launch_stack(
+    directory: Path,
+    ports: Ports,
+    identities: Identities,
+    upstream: EchoServer,
+    gateway: Mapping[str, Any],
+    envoy: Mapping[str, Any],
+) -> RunningStack:
+    """Start a gateway and an Envoy from configurations a test built itself (beside an
+    upstream it started); return once the gateway's health service answers and Envoy is
+    ready, else stop both and raise with their logs."""
+    stack = RunningStack(
+        directory,
+        ports,
+        identities,
+        upstream,
+        gateway_process(write_yaml(directory / "gateway.yaml", gateway), directory / "gateway.log"),
+        envoy_process(write_yaml(directory / "envoy.yaml", envoy), directory / "envoy.log"),
+    )
+    stack.gateway.start()
+    stack.envoy.start()
+    try:
+        wait_for_gateway(f"127.0.0.1:{ports.gateway}", timeout=30)
+        wait_for_http(f"http://127.0.0.1:{ports.admin}/ready", timeout=30)
+    except TimeoutError as exc:
+        logs = stack.logs()
+        stack.stop()
+        raise RuntimeError(f"stack did not come up: {exc}\n{logs}") from None
+    return stack
+
+
 def wait_until(condition: Any, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

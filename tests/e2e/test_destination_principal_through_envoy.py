@@ -34,15 +34,11 @@ from authz.devtools.stack import (
     Identities,
     Ports,
     envoy_config,
-    envoy_process,
     free_port,
     gateway_config,
-    gateway_process,
-    wait_for_http,
-    write_yaml,
 )
 from authz.devtools.upstream import EchoServer
-from tests.e2e.stack import Response, RunningStack, wait_for_gateway
+from tests.e2e.stack import Response, RunningStack, launch_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -148,23 +144,7 @@ def stack(
         },
     )
     envoy = istio_like_envoy(directory, ports, extra)
-    running = RunningStack(
-        directory,
-        ports,
-        identities,
-        upstream,
-        gateway_process(write_yaml(directory / "gateway.yaml", config), directory / "gateway.log"),
-        envoy_process(write_yaml(directory / "envoy.yaml", envoy), directory / "envoy.log"),
-    )
-    running.gateway.start()
-    running.envoy.start()
-    try:
-        wait_for_gateway(f"127.0.0.1:{ports.gateway}", timeout=30)
-        wait_for_http(f"http://127.0.0.1:{ports.admin}/ready", timeout=30)
-    except TimeoutError as exc:
-        logs = running.logs()
-        running.stop()
-        raise RuntimeError(f"stack did not come up: {exc}\n{logs}") from None
+    running = launch_stack(directory, ports, identities, upstream, config, envoy)
     yield running, extra
     running.stop()
 
