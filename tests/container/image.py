@@ -150,9 +150,19 @@ def sandbox_command(spec: dict[str, Any], spec_path: Path) -> list[str]:
     ]
 
 
-def _test_site_packages() -> list[str]:
-    """Where this test environment's packages are (the image's locked dependencies)."""
-    return list(dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]))
+LOCKED_DEPENDENCIES = Path("/opt/wimse-authz-locked")
+"""Where the sandbox shows this test environment's packages (the image's locked
+dependencies): bound there, not at their own paths, which may lie under a path the image
+declares writable (a clone under /tmp: the image's fresh /tmp would hide them)."""
+
+
+def _locked_binds() -> list[dict[str, Any]]:
+    """This test environment's package directories, each bound under `LOCKED_DEPENDENCIES`."""
+    directories = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    return [
+        {"source": directory, "target": str(LOCKED_DEPENDENCIES / str(index))}
+        for index, directory in enumerate(directories)
+    ]
 
 
 def _scratch(directory: Path) -> Path:
@@ -177,7 +187,7 @@ def build_image_venv(directory: Path, facts: ImageFacts) -> Path:
     python = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     interpreter = Path(sys.base_prefix).resolve() / "bin" / python
     site_packages = facts.venv / "lib" / python / "site-packages"
-    locked_paths = " ".join(shlex.quote(path) for path in _test_site_packages())
+    locked_paths = " ".join(shlex.quote(bind["target"]) for bind in _locked_binds())
     script = " && ".join(
         [
             f"{shlex.quote(str(interpreter))} -m venv --without-pip {facts.venv}",
@@ -188,7 +198,10 @@ def build_image_venv(directory: Path, facts: ImageFacts) -> Path:
     )
     spec = {
         "scratch": str(_scratch(directory)),
-        "binds": [{"source": str(venv), "target": str(facts.venv), "writable": True}],
+        "binds": [
+            {"source": str(venv), "target": str(facts.venv), "writable": True},
+            *_locked_binds(),
+        ],
         "uid": None,
         # The build stage's environment; no pip configuration but the Dockerfile's (this
         # machine's would add indexes and constraints the image does not have).
@@ -217,10 +230,11 @@ def image_spec(
     directory.mkdir(parents=True, exist_ok=True)
     return {
         "scratch": str(_scratch(directory)),
-        "expose": [str(Path(sys.base_prefix).resolve()), *_test_site_packages()],
+        "expose": [str(Path(sys.base_prefix).resolve())],
         "binds": [
             {"source": str(venv), "target": str(facts.venv)},
             {"source": str(etc), "target": str(facts.config_path.parent)},
+            *_locked_binds(),
         ],
         "read_only": True,
         "writable": [str(path) for path in facts.writable],
