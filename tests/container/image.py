@@ -150,10 +150,12 @@ def sandbox_command(spec: dict[str, Any], spec_path: Path) -> list[str]:
     ]
 
 
-LOCKED_DEPENDENCIES = Path("/opt/wimse-authz-locked")
+LOCKED_DEPENDENCIES = Path("/opt/locked-dependencies")
 """Where the sandbox shows this test environment's packages (the image's locked
 dependencies): bound there, not at their own paths, which may lie under a path the image
-declares writable (a clone under /tmp: the image's fresh /tmp would hide them)."""
+declares writable (a clone under /tmp: the image's fresh /tmp would hide them). Not under
+the image's venv path, even as a string prefix: pip takes what starts with its prefix for
+its own environment, and would try to uninstall the test environment's project from it."""
 
 
 def _locked_binds() -> list[dict[str, Any]]:
