@@ -35,20 +35,29 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         else:
             verdict = await self.pipeline.check(request.attributes)
         if isinstance(verdict, Failed) and verdict.as_envoy_error:
-            self._record(verdict, started)
+            record_answer(self._metrics, verdict, started)
             # A failed RPC is what Envoy treats as an authorization-service error: it answers
             # with its `status_on_error` (and honours `failure_mode_allow`, if set).
             await context.abort(grpc.StatusCode.UNAVAILABLE, verdict.reason.value)
-        try:
-            response = check_response(verdict)
-        except Exception:
-            # A policy-supplied value Envoy's types cannot carry: fail closed, loudly.
-            log.exception("could not encode the answer for %s", verdict.decision_id)
-            verdict = self._answers.unavailable(verdict.decision_id, Reason.INTERNAL_ERROR)
-            response = check_response(verdict)
-        self._record(verdict, started)
+        verdict, response = encoded_answer(verdict, self._answers)
+        record_answer(self._metrics, verdict, started)
         return response
 
-    def _record(self, verdict: Verdict, started: float) -> None:
-        self._metrics.count_decision(verdict_result(verdict), verdict.reason)
-        self._metrics.check_duration.observe(time.perf_counter() - started)
+
+def encoded_answer(verdict: Verdict, answers: Answers) -> tuple[Verdict, CheckResponse]:
+    """`verdict` as the CheckResponse Envoy reads, and the verdict that response answers:
+    `verdict` itself, or, when a policy-supplied value Envoy's types cannot carry makes it
+    unencodable, unavailable (`internal_error`) instead: fail closed, loudly."""
+    try:
+        return verdict, check_response(verdict)
+    except Exception:
+        log.exception("could not encode the answer for %s", verdict.decision_id)
+        failed = answers.unavailable(verdict.decision_id, Reason.INTERNAL_ERROR)
+        return failed, check_response(failed)
+
+
+def record_answer(metrics: Metrics, verdict: Verdict, started: float) -> None:
+    """Count the verdict a Check answered with, and how long since it `started`
+    (`time.perf_counter`)."""
+    metrics.count_decision(verdict_result(verdict), verdict.reason)
+    metrics.check_duration.observe(time.perf_counter() - started)

@@ -2,7 +2,7 @@
 
 PROTOTYPE (issue 12, lever 1). Envoy terminates HTTP/2 and gRPC framing is done by
 connect-python (`connectrpc`) with the standard protobuf types; the decision is the same
-`Pipeline` and the same `check_response` the grpc.aio server uses. pyvoy imports this
+`Pipeline` and the same `encoded_answer` the grpc.aio server uses. pyvoy imports this
 module by name inside the Envoy process, so everything comes from the environment
 `serve.py` sets:
 
@@ -51,7 +51,7 @@ from prometheus_client import disable_created_metrics
 from stubs.external_auth_connect import AuthorizationASGIApplication
 from stubs.health_connect import HealthASGIApplication
 
-from authz.answers import Answers, Failed, Verdict, verdict_result
+from authz.answers import Answers, Failed, Verdict
 from authz.clock import system_clock
 from authz.config import Config, load_config
 from authz.errors import ConfigError
@@ -60,7 +60,7 @@ from authz.observability.diagnostics import DiagnosticsServer, Readiness
 from authz.pipeline import Pipeline, new_decision_id
 from authz.reasons import Reason
 from authz.server.app import _status_detail
-from authz.server.envoy_response import check_response
+from authz.server.authorization import encoded_answer, record_answer
 from authz.server.reloader import Reloader
 
 log = logging.getLogger("authz.server.pyvoy")
@@ -155,21 +155,11 @@ class Authorization:
         else:
             verdict = await pipeline.check(request.attributes)
         if isinstance(verdict, Failed) and verdict.as_envoy_error:
-            self._record(verdict, started)
+            record_answer(state.metrics, verdict, started)
             raise ConnectError(Code.UNAVAILABLE, verdict.reason.value)
-        try:
-            response = check_response(verdict)
-        except Exception:
-            log.exception("could not encode the answer for %s", verdict.decision_id)
-            verdict = state.answers.unavailable(verdict.decision_id, Reason.INTERNAL_ERROR)
-            response = check_response(verdict)
-        self._record(verdict, started)
+        verdict, response = encoded_answer(verdict, state.answers)
+        record_answer(state.metrics, verdict, started)
         return response
-
-    def _record(self, verdict: Verdict, started: float) -> None:
-        metrics = self._state.metrics
-        metrics.count_decision(verdict_result(verdict), verdict.reason)
-        metrics.check_duration.observe(time.perf_counter() - started)
 
 
 class NoopAuthorization:

@@ -12,6 +12,7 @@ from authz.credentials.identifiers import parse_workload_id
 from authz.credentials.presentation import PresentedCredentials, ProofStyle
 from authz.policy.decision import PolicyDecision
 from authz.reasons import Reason
+from authz.server.authorization import encoded_answer
 from authz.server.envoy_response import check_response
 
 ANSWERS = Answers(ResponsesConfig(), UpstreamConfig())
@@ -170,3 +171,14 @@ def test_an_ignored_pre02_proof_header_is_not_forwarded_either() -> None:
     stray = PresentedCredentials("wit", "wpt", False, None, True, False)
     allowed = ANSWERS.allowed("d1", PolicyDecision(allowed=True), Authentication(CALLER, stray))
     assert set(allowed.headers_to_remove) == {"authorization", "workload-proof-token"}
+
+
+def test_an_answer_envoy_cannot_carry_becomes_a_503_internal_error() -> None:
+    decision = PolicyDecision(allowed=True, dynamic_metadata={"opaque": object()})
+    allowed = ANSWERS.allowed("d1", decision, Authentication(CALLER, WPT_PRESENTED))
+    verdict, response = encoded_answer(allowed, ANSWERS)
+    assert isinstance(verdict, Failed)
+    assert verdict.reason is Reason.INTERNAL_ERROR
+    assert response.status.code == code_pb2.PERMISSION_DENIED
+    assert response.denied_response.status.code == 503
+    assert Reason.INTERNAL_ERROR.value in response.denied_response.body
