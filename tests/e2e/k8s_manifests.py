@@ -3,6 +3,7 @@ disk the files a rendered Pod would see, for the tests in test_kubernetes.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import Any
 
 import jsonschema
@@ -32,7 +34,7 @@ SCHEMA_DIR = REPO_ROOT / "tests" / "schemas" / "kubernetes"
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 """The oldest Kubernetes the manifests are written for (the preStop `sleep` action and
 sidecar containers are on by default from 1.30) and the newest kubernetes-validate knows."""
-MINIMUM_KUSTOMIZE = (5, 0)
+_INSTALLER = REPO_ROOT / ".ci" / "install_kubectl.py"
 GATEWAY_CONTAINER = "wimse-authz"
 
 Manifest = dict[str, Any]
@@ -45,25 +47,27 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _kubectl_installer() -> ModuleType:
+    """.ci/install_kubectl.py, whose check for a usable kubectl the tests share (`.ci` is no
+    package, so it is loaded from its path)."""
+    spec = importlib.util.spec_from_file_location("install_kubectl", _INSTALLER)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @cache
 def _kubectl_or_problem() -> tuple[str | None, str]:
     path = shutil.which("kubectl")
     if path is None:
         return None, "kubectl is not installed"
-    result = subprocess.run(
-        [path, "version", "--client", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    try:
-        version = str(json.loads(result.stdout).get("kustomizeVersion", ""))
-    except ValueError:
-        version = ""
-    numbers = tuple(int(part) for part in version.lstrip("v").split(".")[:2] if part.isdigit())
-    if len(numbers) < 2 or numbers < MINIMUM_KUSTOMIZE:
-        return None, f"{path} has no kustomize {MINIMUM_KUSTOMIZE[0]} or later ({version!r})"
+    installer = _kubectl_installer()
+    version: tuple[int, ...] = installer.kustomize_version(path)
+    if len(version) < 2 or version < installer.MINIMUM_KUSTOMIZE:
+        wanted = installer.MINIMUM_KUSTOMIZE[0]
+        return None, f"{path} has no kustomize {wanted} or later ({version!r})"
     return path, ""
 
 
