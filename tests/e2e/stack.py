@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.config import worker_address
+from authz.devtools.certs import IssuedCertificate, write_pem
 from authz.devtools.check import GatewayAddress, open_channel
 from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import (
@@ -275,3 +276,31 @@ def wait_until(condition: Any, timeout: float = 15) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError("condition not met in time")
+
+
+def downstream_mtls(
+    directory: Path, name: str, server: IssuedCertificate, *client_roots: bytes
+) -> dict[str, Any]:
+    """An Envoy listener's `transport_socket`: TLS with `server` as its certificate, client
+    certificates required and validated against `client_roots` (PEM), the files written
+    under `directory` as `<name>.pem`, `<name>.key` and `<name>-clients.pem`."""
+    chain = write_pem(directory / f"{name}.pem", server.chain_pem)
+    key = write_pem(directory / f"{name}.key", server.key_pem)
+    roots = write_pem(directory / f"{name}-clients.pem", *client_roots)
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+            "DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(chain)},
+                        "private_key": {"filename": str(key)},
+                    }
+                ],
+                "validation_context": {"trusted_ca": {"filename": str(roots)}},
+            },
+        },
+    }

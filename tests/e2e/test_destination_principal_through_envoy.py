@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from authz.devtools.certs import CertificateAuthority, IssuedCertificate, write_pem
+from authz.devtools.certs import CertificateAuthority, write_pem
 from authz.devtools.mint import mint_wpt
 from authz.devtools.stack import (
     SERVICE_ID,
@@ -38,7 +38,7 @@ from authz.devtools.stack import (
     gateway_config,
 )
 from authz.devtools.upstream import EchoServer
-from tests.e2e.stack import Response, RunningStack, launch_stack
+from tests.e2e.stack import Response, RunningStack, downstream_mtls, launch_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -50,34 +50,6 @@ ORDERS_ORIGIN = "http://orders.demo.example"
 frontend GET /api/orders there."""
 ECHO_PLAIN_ORIGIN = "http://echo.demo.example"
 """An origin of the echo service, which did not opt in: Host must never select it."""
-
-
-def downstream_tls(directory: Path, name: str, server: IssuedCertificate) -> dict[str, Any]:
-    """A listener's TLS as an Istio sidecar has it: `server` as its certificate, client
-    certificates from the trust domain's root required."""
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-            "DownstreamTlsContext",
-            "require_client_certificate": True,
-            "common_tls_context": {
-                "tls_certificates": [
-                    {
-                        "certificate_chain": {
-                            "filename": str(write_pem(directory / f"{name}.pem", server.chain_pem))
-                        },
-                        "private_key": {
-                            "filename": str(write_pem(directory / f"{name}.key", server.key_pem))
-                        },
-                    }
-                ],
-                "validation_context": {
-                    "trusted_ca": {"filename": str(write_pem(directory / "ca.pem", ROOT.cert_pem))}
-                },
-            },
-        },
-    }
 
 
 def without_context_extensions(value: Any) -> Any:
@@ -109,8 +81,8 @@ def istio_like_envoy(directory: Path, ports: Ports, extra: dict[str, int]) -> di
         listener["name"] = name
         listener["address"]["socket_address"]["port_value"] = port
         if name in certificates:
-            listener["filter_chains"][0]["transport_socket"] = downstream_tls(
-                directory, name, certificates[name]
+            listener["filter_chains"][0]["transport_socket"] = downstream_mtls(
+                directory, name, certificates[name], ROOT.cert_pem
             )
         listeners.append(listener)
     assert "context_extensions" not in json.dumps(envoy)
@@ -160,7 +132,9 @@ def over_mtls(
 ) -> Response:
     """GET `path` on `port` over mutual TLS, presenting the frontend's client SVID."""
     client = ROOT.issue("", uris=[f"spiffe://{TRUST_DOMAIN}/frontend"], server=False, client=True)
-    context = ssl.create_default_context(cafile=str(stack.directory / "ca.pem"))
+    context = ssl.create_default_context(
+        cafile=str(write_pem(stack.directory / "root.pem", ROOT.cert_pem))
+    )
     context.check_hostname = False  # the listeners' names are SPIFFE ids, not 127.0.0.1
     context.load_cert_chain(
         write_pem(stack.directory / "client.pem", client.chain_pem),

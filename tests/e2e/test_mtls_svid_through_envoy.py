@@ -13,7 +13,6 @@ import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,46 +26,13 @@ from authz.devtools.stack import (
     gateway_config,
 )
 from authz.devtools.upstream import EchoServer
-from tests.e2e.stack import Response, RunningStack, launch_stack
+from tests.e2e.stack import Response, RunningStack, downstream_mtls, launch_stack
 
 pytestmark = pytest.mark.e2e
 
 OPS = f"spiffe://{TRUST_DOMAIN}/ops"
 ROOT = CertificateAuthority.create("demo.example root", trust_domain_uri=f"spiffe://{TRUST_DOMAIN}")
 ROGUE = CertificateAuthority.create("partner root", trust_domain_uri="spiffe://partner.example")
-
-
-def tls_listener(directory: Path) -> dict[str, Any]:
-    """Envoy's downstream TLS: a server certificate, client certificates required and
-    validated against both roots."""
-    server = ROOT.issue("envoy", ip_addresses=["127.0.0.1"])
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-            "DownstreamTlsContext",
-            "require_client_certificate": True,
-            "common_tls_context": {
-                "tls_certificates": [
-                    {
-                        "certificate_chain": {
-                            "filename": str(write_pem(directory / "envoy.pem", server.chain_pem))
-                        },
-                        "private_key": {
-                            "filename": str(write_pem(directory / "envoy.key", server.key_pem))
-                        },
-                    }
-                ],
-                "validation_context": {
-                    "trusted_ca": {
-                        "filename": str(
-                            write_pem(directory / "clients-ca.pem", ROOT.cert_pem, ROGUE.cert_pem)
-                        )
-                    }
-                },
-            },
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +56,10 @@ def stack(
     del domain["jwks_file"]
     domain["spiffe_bundle_file"] = str(bundle)
     envoy = envoy_config(ports)
+    # Envoy's downstream TLS: client certificates required and validated against both roots.
+    server = ROOT.issue("envoy", ip_addresses=["127.0.0.1"])
     envoy["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = (
-        tls_listener(directory)
+        downstream_mtls(directory, "envoy", server, ROOT.cert_pem, ROGUE.cert_pem)
     )
     running = launch_stack(directory, ports, identities, upstream, config, envoy)
     yield running
