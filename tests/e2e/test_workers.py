@@ -195,7 +195,7 @@ def ask(endpoint: str, request: CheckRequest) -> str:
 
 @pytest.fixture(scope="module")
 def supervised(
-    tmp_path_factory: pytest.TempPathFactory, identity_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, identity_dir: Path, identities: Identities
 ) -> Iterator[Supervised]:
     directory = tmp_path_factory.mktemp("workers")
     policy_dir = directory / "policies"
@@ -539,6 +539,7 @@ class HeldDecisions:
         return Handler
 
 
+@pytest.mark.usefixtures("identities")
 def test_a_worker_that_keeps_failing_to_start_stops_everything_with_its_error(
     tmp_path: Path, identity_dir: Path
 ) -> None:
@@ -557,6 +558,18 @@ def test_a_worker_that_keeps_failing_to_start_stops_everything_with_its_error(
     assert re.search(r"worker 0 \(pid \d+\) exited with 0", log), "drained, not killed"
 
 
+def serve_two_workers_to_the_end(config: Path) -> subprocess.CompletedProcess[str]:
+    """`serve --workers 2` with `config`, for a start that must fail: run until it exits."""
+    return subprocess.run(
+        [sys.executable, "-m", "authz", "serve", "--config", str(config), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.usefixtures("identities")
 def test_a_workers_port_in_use_stops_the_start_before_any_worker_runs(
     tmp_path: Path, identity_dir: Path
 ) -> None:
@@ -564,18 +577,13 @@ def test_a_workers_port_in_use_stops_the_start_before_any_worker_runs(
     config = gateway_config(identity_dir, Ports(443, 1, first, 3), origins=[ORIGIN])
     path = write_yaml(tmp_path / "gateway.yaml", config)
     with socket_listening(first + 1):
-        result = subprocess.run(
-            [sys.executable, "-m", "authz", "serve", "--config", str(path), "--workers", "2"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = serve_two_workers_to_the_end(path)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{first + 1}: in use (worker 1 of 2)" in result.stderr
     assert "worker-0" not in result.stderr
 
 
+@pytest.mark.usefixtures("identities")
 def test_a_configuration_error_stops_the_start_before_any_worker_runs(
     tmp_path: Path, identity_dir: Path
 ) -> None:
@@ -586,13 +594,7 @@ def test_a_configuration_error_stops_the_start_before_any_worker_runs(
         identity_dir, Ports(443, 1, free_ports_in_a_row(2), 3), policy_dir=broken
     )
     path = write_yaml(tmp_path / "gateway.yaml", config)
-    result = subprocess.run(
-        [sys.executable, "-m", "authz", "serve", "--config", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve_two_workers_to_the_end(path)
     assert result.returncode == 2
     assert result.stderr.startswith("wimse-authz: ")
     assert "worker" not in result.stderr
