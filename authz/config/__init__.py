@@ -8,7 +8,6 @@ protected service's identity) must be written down.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +16,37 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from authz.config.base import (
+    PositiveInt,
+    PositiveSeconds,
+    ProofStyleName,
+    Strict,
+    check_algorithms,
+    check_header_name,
+    check_host_port,
+    check_status,
+    is_loopback_host,
+)
+# Listener types are re-exported: callers import every configuration type from here.
+from authz.config.listeners import (
+    MAX_WORKERS as MAX_WORKERS,
+)
+from authz.config.listeners import (
+    ListenerConfig,
+    ServerConfig,
+)
+from authz.config.listeners import (
+    ListenerTlsConfig as ListenerTlsConfig,
+)
+from authz.config.listeners import (
+    worker_address as worker_address,
+)
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.identifiers import (
     InvalidIdentifier,
@@ -34,7 +56,6 @@ from authz.credentials.identifiers import (
 )
 from authz.credentials.presentation import CREDENTIAL_HEADERS
 from authz.errors import ConfigError
-from authz.http_names import ENVOY_STATUS_CODES, HEADER_NAME
 
 SERVICE_CONTEXT_KEY = "wimse.service"
 """The `context_extensions` key an Envoy route sets to name the service it protects."""
@@ -54,220 +75,15 @@ BODY_FORWARDED = "forwarded"
 
 _RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
-ProofStyleName = Literal["wpt", "http_signature"]
-PositiveInt = Annotated[int, Field(gt=0)]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-def _header_name(value: str) -> str:
-    if HEADER_NAME.fullmatch(value) is None or value != value.lower():
-        raise ValueError("must be a lower-case HTTP header name")
-    return value
-
-
-def _status(value: int) -> int:
-    if value not in ENVOY_STATUS_CODES:
-        raise ValueError(f"{value} is not an HTTP status Envoy can send")
-    return value
-
-
-def _algorithms(values: list[str]) -> list[str]:
-    for value in values:
-        if value not in SUPPORTED_ALGORITHMS:
-            supported = ", ".join(SUPPORTED_ALGORITHMS)
-            raise ValueError(f"{value!r} is not an allowed algorithm (choose from {supported})")
-    if not values:
-        raise ValueError("list at least one algorithm")
-    return values
-
-
-def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected host:port")
-    return value
-
-
-_DNS_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DNS_NAME = re.compile(rf"(?=.{{1,253}}$)(?:{_DNS_LABEL}\.)*{_DNS_LABEL}")
-"""A lower-case DNS name without a trailing dot (no wildcards)."""
-
-
-class ListenerTlsConfig(_Strict):
-    """TLS on a TCP listener. The files are read and checked at start, and read again when
-    they change: new connections get the new certificate without a restart."""
-
-    cert_file: Path
-    """The gateway's certificate (PEM), followed by any intermediates a client needs."""
-    key_file: Path
-    """The certificate's private key (PEM, unencrypted)."""
-    client_ca_file: Path | None = None
-    """Set: mutual TLS. Every client must present a certificate issued under these CAs."""
-    allowed_clients: list[str] = Field(default_factory=list)
-    """URI SANs (SPIFFE IDs) or DNS SANs a client certificate must carry one of; empty:
-    any certificate from `client_ca_file`. Needs `client_ca_file`."""
-
-    @field_validator("allowed_clients")
-    @classmethod
-    def _check_clients(cls, values: list[str]) -> list[str]:
-        for value in values:
-            scheme, sep, rest = value.partition("://")
-            if sep and scheme and rest:
-                continue
-            if _DNS_NAME.fullmatch(value) is None:
-                raise ValueError(f"{value!r} is neither a URI (spiffe://...) nor a DNS name")
-        return values
-
-    @model_validator(mode="after")
-    def _clients_need_a_ca(self) -> ListenerTlsConfig:
-        if self.allowed_clients and self.client_ca_file is None:
-            raise ValueError("allowed_clients needs client_ca_file (mutual TLS)")
-        return self
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
-    except ValueError:
-        return False
-
-
-class ListenerConfig(_Strict):
-    address: str
-    """`host:port` for TCP (e.g. `127.0.0.1:9191`, `[::1]:9191`) or `unix:/path/to.sock`."""
-    tls: ListenerTlsConfig | None = None
-    """TLS, or mutual TLS, on a TCP listener. Unix sockets are protected by file
-    permissions instead, and refuse it."""
-    allow_plaintext: bool = False
-    """Plaintext TCP on an address other than loopback is refused unless this is set:
-    anyone who can reach it could ask for decisions and spend WPTs."""
-
-    @field_validator("address")
-    @classmethod
-    def _check_address(cls, value: str) -> str:
-        if value.startswith("unix:"):
-            if not value[len("unix:") :]:
-                raise ValueError("unix socket path is empty")
-            return value
-        try:
-            return _host_port(value)
-        except ValueError:
-            raise ValueError("expected host:port or unix:/path") from None
-
-    @model_validator(mode="after")
-    def _check_security(self) -> ListenerConfig:
-        if self.address.startswith("unix:"):
-            if self.tls is not None:
-                raise ValueError("tls is for TCP listeners; protect a unix socket's directory")
-            return self
-        if self.tls is not None:
-            if self.allow_plaintext:
-                raise ValueError("allow_plaintext contradicts tls: drop one")
-            return self
-        if self.plaintext_beyond_loopback and not self.allow_plaintext:
-            raise ValueError(
-                "plaintext on a non-loopback address: add tls, or set allow_plaintext: true"
-            )
-        return self
-
-    @property
-    def is_unix(self) -> bool:
-        return self.address.startswith("unix:")
-
-    @property
-    def plaintext_beyond_loopback(self) -> bool:
-        """Plaintext TCP that other hosts may reach (only with `allow_plaintext`)."""
-        if self.is_unix or self.tls is not None:
-            return False
-        return not _is_loopback(self.address.rpartition(":")[0])
-
-
-MAX_WORKERS = 128
-
-
-def worker_address(address: str, index: int) -> str:
-    """Where worker `index` of `serve --workers N` listens for a configured `address`:
-    TCP `host:port` → `host:<port + index>`; `unix:/dir/name.sock` →
-    `unix:/dir/name-<index>.sock` (the index goes before the last suffix; a name without
-    one gets `-<index>` appended)."""
-    if address.startswith("unix:"):
-        path = address.removeprefix("unix:").removeprefix("//")
-        directory, slash, name = path.rpartition("/")
-        stem, dot, suffix = name.rpartition(".")
-        if not dot or not stem:
-            stem, suffix = name, ""
-        return f"unix:{directory}{slash}{stem}-{index}{'.' if suffix else ''}{suffix}"
-    host, _, port = address.rpartition(":")
-    return f"{host}:{int(port) + index}"
-
-
-class ServerConfig(_Strict):
-    listeners: list[ListenerConfig] = Field(min_length=1)
-    reflection: bool = True
-    shutdown_grace_seconds: PositiveSeconds = 10.0
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """The loop the server runs on: uvloop (less CPU per Check) or the standard library's."""
-    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
-    """Gateway processes on this machine (`serve --workers` overrides it). Above 1, each
-    worker listens on its own endpoint per listener (`worker_address`)."""
-
-    @model_validator(mode="after")
-    def _worker_ports_fit(self) -> ServerConfig:
-        for listener in self.listeners:
-            if (
-                not listener.is_unix
-                and int(listener.address.rpartition(":")[2]) + (self.workers - 1) > 65535
-            ):
-                raise ValueError(
-                    f"{listener.address}: {self.workers} workers need ports up to "
-                    f"{listener.address.rpartition(':')[2]}+{self.workers - 1}, beyond 65535"
-                )
-        return self
-
-    def for_worker(self, index: int) -> ServerConfig:
-        """These listeners as worker `index` binds them (`worker_address`)."""
-        listeners = [
-            listener.model_copy(update={"address": worker_address(listener.address, index)})
-            for listener in self.listeners
-        ]
-        return self.model_copy(update={"listeners": listeners})
-
-    @model_validator(mode="after")
-    def _one_client_allow_list(self) -> ServerConfig:
-        # gRPC does not tell a call which listener it arrived on, so one list is enforced on
-        # every mutual-TLS connection: listeners may not disagree about it.
-        lists = {
-            frozenset(listener.tls.allowed_clients)
-            for listener in self.listeners
-            if listener.tls is not None and listener.tls.client_ca_file is not None
-        }
-        if len(lists) > 1:
-            raise ValueError("every mutual-TLS listener must list the same allowed_clients")
-        return self
-
-    @property
-    def allowed_clients(self) -> frozenset[str]:
-        """The client certificate SANs allowed on mutual-TLS listeners; empty: any."""
-        for listener in self.listeners:
-            if listener.tls is not None and listener.tls.client_ca_file is not None:
-                return frozenset(listener.tls.allowed_clients)
-        return frozenset()
-
-
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     token_header_bytes: PositiveInt = 8 * 1024
     credential_headers_bytes: PositiveInt = 64 * 1024
     parsed_body_bytes: PositiveInt = 1024 * 1024
     """Bodies larger than this are not parsed into `input.parsed_body`."""
 
 
-class KeyFetchConfig(_Strict):
+class KeyFetchConfig(Strict):
     """How keys at a URL (`jwks_url`, `spiffe_bundle_url`) are fetched and kept current."""
 
     ca_file: Path | None = None
@@ -301,7 +117,7 @@ def _key_url(value: str | None) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("expected an https:// URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError("http:// is only allowed to a loopback address: use https://")
     if parts.username is not None or parts.fragment:
         raise ValueError("no credentials or fragment in the URL")
@@ -315,7 +131,7 @@ def _key_url(value: str | None) -> str | None:
 _KEY_SOURCES = ("jwks_file", "jwks", "jwks_url", "spiffe_bundle_file", "spiffe_bundle_url")
 
 
-class KeySetConfig(_Strict):
+class KeySetConfig(Strict):
     """The keys one signer may use, and the algorithms it may use them with."""
 
     algorithms: list[str]
@@ -332,7 +148,7 @@ class KeySetConfig(_Strict):
     fetch: KeyFetchConfig = KeyFetchConfig()
     """For `jwks_url` and `spiffe_bundle_url` only."""
 
-    _check_algorithms = field_validator("algorithms")(_algorithms)
+    _check_algorithms = field_validator("algorithms")(check_algorithms)
     _check_urls = field_validator("jwks_url", "spiffe_bundle_url")(_key_url)
 
     @model_validator(mode="after")
@@ -364,7 +180,7 @@ def _wpt_only() -> list[ProofStyleName]:
     return ["wpt"]
 
 
-class ServiceConfig(_Strict):
+class ServiceConfig(Strict):
     id: str
     """The protected workload's own identifier."""
     origins: list[str] = Field(min_length=1)
@@ -424,12 +240,12 @@ class ServiceConfig(_Strict):
         return parse_workload_id(self.id)
 
 
-class WitConfig(_Strict):
+class WitConfig(Strict):
     max_lifetime_seconds: PositiveSeconds = 24 * 3600.0
     proof_algorithms: list[str] = Field(default_factory=lambda: list(SUPPORTED_ALGORITHMS))
     cache_entries: PositiveInt = 10_000
 
-    _check_algorithms = field_validator("proof_algorithms")(_algorithms)
+    _check_algorithms = field_validator("proof_algorithms")(check_algorithms)
 
 
 _REDIS_KEY_PREFIX = re.compile(r"[!-~]{1,64}")
@@ -437,7 +253,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REDIS_FILES = ("password_file", "ca_file", "cert_file", "key_file")
 
 
-class RedisReplayConfig(_Strict):
+class RedisReplayConfig(Strict):
     """A Redis every replica shares: a proof accepted by one replica is refused by the others."""
 
     url: str
@@ -511,7 +327,7 @@ class RedisReplayConfig(_Strict):
         return self
 
 
-class ReplayConfig(_Strict):
+class ReplayConfig(Strict):
     """Where single-use proofs (WPT `jti`) are remembered until they expire."""
 
     redis: RedisReplayConfig | None = None
@@ -519,7 +335,7 @@ class ReplayConfig(_Strict):
     `wpt.replay_cache_entries` (enough for a single replica)."""
 
 
-class WptConfig(_Strict):
+class WptConfig(Strict):
     max_lifetime_seconds: PositiveSeconds = 300.0
     legacy_header: bool = False
     """Accept the obsolete pre-02 `Workload-Proof-Token` header (with `ath`). Off by default."""
@@ -531,20 +347,20 @@ class WptConfig(_Strict):
     @classmethod
     def _check_headers(cls, values: list[str]) -> list[str]:
         for value in values:
-            _header_name(value)
+            check_header_name(value)
             if value in CREDENTIAL_HEADERS:
                 raise ValueError(f"{value!r} has its own binding and cannot be listed here")
         return values
 
 
-class HttpSignatureConfig(_Strict):
+class HttpSignatureConfig(Strict):
     """HTTP Message Signatures (draft-ietf-wimse-http-signature) as proof of possession."""
 
     max_lifetime_seconds: PositiveSeconds = 300.0
     """Upper bound for `expires - created`; the draft asks for a short window."""
 
 
-class TxnTokenConfig(_Strict):
+class TxnTokenConfig(Strict):
     required: bool = False
     """Default for services that set no `txn_token`: require a Txn-Token on every request."""
     max_lifetime_seconds: PositiveSeconds = 600.0
@@ -564,13 +380,13 @@ class UserIssuerConfig(KeySetConfig):
 
 
 def _context_header(value: str) -> str:
-    _header_name(value)
+    check_header_name(value)
     if value in CREDENTIAL_HEADERS:
         raise ValueError(f"{value!r} is a credential header, not a context token header")
     return value
 
 
-class UserTokenConfig(_Strict):
+class UserTokenConfig(Strict):
     header: str = "x-user-token"
     """Request header carrying the end-user token (a bare compact JWS), bound by WPT `oth`."""
     issuers: dict[str, UserIssuerConfig] = Field(min_length=1)
@@ -585,7 +401,7 @@ class UserTokenConfig(_Strict):
     _check_header = field_validator("header")(_context_header)
 
 
-class AttestationConfig(_Strict):
+class AttestationConfig(Strict):
     header: str | None = None
     """Request header carrying an EAR JWT, signed by a verifier and bound by WPT `oth`."""
     wit_claim: str | None = None
@@ -615,7 +431,7 @@ class AttestationConfig(_Strict):
         return self
 
 
-class MtlsConfig(_Strict):
+class MtlsConfig(Strict):
     authenticate: bool = False
     """Let the mTLS principal Envoy reports authenticate a caller that sends no WIT."""
     trust_domains: list[str] | None = None
@@ -642,7 +458,7 @@ class MtlsConfig(_Strict):
         return values
 
 
-class BundleSigningConfig(_Strict):
+class BundleSigningConfig(Strict):
     """Keys that sign policy bundles (OPA's `.signatures.json`); with this set, an unsigned
     bundle, or one whose signature or file digests do not verify, is refused."""
 
@@ -664,7 +480,7 @@ class BundleSigningConfig(_Strict):
         return values
 
 
-class BundleConfig(_Strict):
+class BundleConfig(Strict):
     """An OPA bundle (`.tar.gz` with `.manifest`, `*.rego`, `data.json`)."""
 
     url: str | None = None
@@ -691,7 +507,7 @@ class BundleConfig(_Strict):
         return self
 
 
-class RemoteOpaConfig(_Strict):
+class RemoteOpaConfig(Strict):
     """An OPA server evaluating the decision through its Data API."""
 
     url: str
@@ -710,7 +526,7 @@ class RemoteOpaConfig(_Strict):
         return value.rstrip("/")
 
 
-class ReloadConfig(_Strict):
+class ReloadConfig(Strict):
     watch: bool = True
     """Poll the configuration, policy and key files for changes (SIGHUP always reloads)."""
     poll_seconds: PositiveSeconds = 2.0
@@ -719,7 +535,7 @@ class ReloadConfig(_Strict):
     validation_timeout_seconds: PositiveSeconds = 60.0
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(Strict):
     directory: Path | None = None
     """A policy directory (OPA's layout: `*.rego`, `data.json` placed by its path)."""
     bundle: BundleConfig | None = None
@@ -752,14 +568,14 @@ class PolicyConfig(_Strict):
         return self
 
 
-class DenyListConfig(_Strict):
+class DenyListConfig(Strict):
     """The emergency deny-list: a file of workload ids, key ids and token ids to refuse."""
 
     file: Path
     poll_seconds: PositiveSeconds = 1.0
 
 
-class DecisionLogConfig(_Strict):
+class DecisionLogConfig(Strict):
     output: Literal["none", "stdout"] | Path = "none"
     """`stdout`, a file path (appended to), or `none`."""
     include_input: bool = False
@@ -778,7 +594,7 @@ class DecisionLogConfig(_Strict):
         return values
 
 
-class DecisionCacheConfig(_Strict):
+class DecisionCacheConfig(Strict):
     """Reuse a decision for an identical policy input (proof fields aside)."""
 
     entries: PositiveInt = 10_000
@@ -786,14 +602,14 @@ class DecisionCacheConfig(_Strict):
     """Upper bound for an entry's life; it never outlives the shortest token `exp`."""
 
 
-class DiagnosticsConfig(_Strict):
+class DiagnosticsConfig(Strict):
     address: str = "127.0.0.1:9102"
     """`host:port` for `/metrics`, `/healthz` and `/readyz` (plain HTTP: keep it private)."""
 
-    _check_address = field_validator("address")(_host_port)
+    _check_address = field_validator("address")(check_host_port)
 
 
-class IdentityHeadersConfig(_Strict):
+class IdentityHeadersConfig(Strict):
     """Headers the gateway sets upstream on allowed requests; null disables one."""
 
     caller: str | None = "x-wimse-caller"
@@ -805,7 +621,7 @@ class IdentityHeadersConfig(_Strict):
     def _check(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        _header_name(value)
+        check_header_name(value)
         if value in CREDENTIAL_HEADERS:
             raise ValueError(f"{value!r} is a credential header")
         return value
@@ -814,22 +630,22 @@ class IdentityHeadersConfig(_Strict):
         return tuple(n for n in (self.caller, self.trust_domain, self.authenticated_by) if n)
 
 
-class UpstreamConfig(_Strict):
+class UpstreamConfig(Strict):
     identity_headers: IdentityHeadersConfig = IdentityHeadersConfig()
     strip_proof_headers: bool = True
     """Remove `Authorization: WPT` / `Signature` / `Signature-Input` before the upstream."""
 
 
-class UnavailableConfig(_Strict):
+class UnavailableConfig(Strict):
     status: int = 503
     as_envoy_error: bool = False
     """Fail the Check RPC instead, so Envoy answers with its own `status_on_error` (and
     applies `failure_mode_allow` if it is set: only for operators who want that)."""
 
-    _check_status = field_validator("status")(_status)
+    _check_status = field_validator("status")(check_status)
 
 
-class ResponsesConfig(_Strict):
+class ResponsesConfig(Strict):
     reason_header: str = "x-wimse-authz-reason"
     invalid_credentials_status: int = 401
     invalid_signature_status: int = 400
@@ -839,7 +655,7 @@ class ResponsesConfig(_Strict):
     deny_list_status: int = 403
     unavailable: UnavailableConfig = UnavailableConfig()
 
-    _check_header = field_validator("reason_header")(_header_name)
+    _check_header = field_validator("reason_header")(check_header_name)
     _check_statuses = field_validator(
         "invalid_credentials_status",
         "invalid_signature_status",
@@ -847,10 +663,10 @@ class ResponsesConfig(_Strict):
         "unauthenticated_status",
         "policy_denied_status",
         "deny_list_status",
-    )(_status)
+    )(check_status)
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -859,7 +675,7 @@ RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
 warns when the file changes them)."""
 
 
-class Config(_Strict):
+class Config(Strict):
     server: ServerConfig
     trust_domains: dict[str, TrustDomainConfig] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(min_length=1)
