@@ -237,6 +237,52 @@ class Answers:
             },
         )
 
+    def egress_denied(self, decision_id: str, decision: PolicyDecision, workload: str) -> Denied:
+        """Egress policy refused the local workload's request: 403 to the app."""
+        reason = Reason.POLICY_DENIED
+        status = decision.http_status or self._responses.policy_denied_status
+        body = decision.body if decision.body is not None else self._deny_body(decision_id, reason)
+        return Denied(
+            decision_id=decision_id,
+            status=status,
+            reason=reason,
+            headers=(*self._deny_headers(reason), *decision.headers),
+            body=body,
+            dynamic_metadata={
+                **(decision.dynamic_metadata or {}),
+                "decision_id": decision_id,
+                "reason": reason.value,
+                "workload": workload,
+            },
+        )
+
+    def egress_allowed(
+        self,
+        decision_id: str,
+        decision: PolicyDecision,
+        workload: str,
+        credentials: HeaderList,
+        headers_to_remove: tuple[str, ...],
+    ) -> Allowed:
+        """The request leaves with `credentials` set (overwriting what the app sent) and
+        `headers_to_remove` removed; neither list names a header of the other."""
+        return Allowed(
+            decision_id=decision_id,
+            headers=(*credentials, *decision.headers),
+            headers_to_remove=tuple(
+                dict.fromkeys((*headers_to_remove, *decision.request_headers_to_remove))
+            ),
+            response_headers_to_add=decision.response_headers_to_add,
+            query_parameters_to_set=decision.query_parameters_to_set,
+            query_parameters_to_remove=decision.query_parameters_to_remove,
+            dynamic_metadata={
+                **(decision.dynamic_metadata or {}),
+                "decision_id": decision_id,
+                "reason": Reason.POLICY_ALLOWED.value,
+                "workload": workload,
+            },
+        )
+
     @staticmethod
     def _proof_headers(authentication: Authentication) -> list[str]:
         presented = authentication.presented

@@ -87,6 +87,27 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_check_egress(args: argparse.Namespace) -> int:
+    import yaml
+
+    from authz.config import load_config
+    from authz.outbound.envoy_routes import egress_envoy_problems
+
+    config = load_config(args.config)
+    try:
+        envoy = yaml.safe_load(args.envoy.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"wimse-authz: {args.envoy}: {exc}", file=sys.stderr)
+        return 2
+    problems = egress_envoy_problems(config, envoy if isinstance(envoy, dict) else {})
+    for problem in problems:
+        print(f"{args.envoy}: {problem}")
+    if problems:
+        return 1
+    print(f"{args.envoy}: OK — every egress route sends to its callee's origin")
+    return 0
+
+
 def _cmd_policy_test(args: argparse.Namespace) -> int:
     from authz.policy.testing import run_policy_tests
 
@@ -479,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="load a config, its keys and policies")
     check.add_argument("--config", type=Path, required=True)
     check.set_defaults(handler=_cmd_config_check)
+    check_egress = config_commands.add_parser(
+        "check-egress",
+        help="check an egress Envoy's routes for outbound mode (docs/outbound.md)",
+    )
+    check_egress.add_argument("--config", type=Path, required=True, help="the gateway's config")
+    check_egress.add_argument("envoy", type=Path, help="the egress Envoy's bootstrap (YAML)")
+    check_egress.set_defaults(handler=_cmd_config_check_egress)
 
     policy = commands.add_parser("policy", help="policy tools")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)

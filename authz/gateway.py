@@ -7,13 +7,14 @@ thread that built them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
 from authz.config import Config
+from authz.config.outbound import OutboundWorkloadConfig
 from authz.credentials.attestation import EarRules, EarVerifier
 from authz.credentials.authenticator import Authenticator, MtlsRules
 from authz.credentials.context import AttestationSources, ContextVerifier, UserTokenSource
@@ -25,7 +26,7 @@ from authz.credentials.wit import WitRules, WitVerifier
 from authz.credentials.wpt import WptRules, WptVerifier
 from authz.credentials.x509_svid import SvidRules, SvidVerifier
 from authz.deny_list import DenyListHolder, read_deny_list
-from authz.errors import ConfigError
+from authz.errors import ConfigError, UnavailableError
 from authz.observability.decision_log import (
     DecisionLog,
     InputRedaction,
@@ -33,6 +34,9 @@ from authz.observability.decision_log import (
     open_decision_log,
 )
 from authz.observability.metrics import Metrics
+from authz.outbound.callee import CalleeRouter
+from authz.outbound.credentials import CredentialFiles, CredentialSource, DevIssuer
+from authz.outbound.pipeline import OutboundPipeline, ProofSettings
 from authz.pipeline import Observers, Pipeline
 from authz.policy.decision_cache import DecisionCache
 from authz.policy.embedded import EmbeddedRegoEngine
@@ -54,6 +58,8 @@ class Gateway:
     pipeline: Pipeline
     trust_store: TrustStore
     runtime: Runtime
+    outbound: Mapping[str, OutboundPipeline] = field(default_factory=dict)
+    """Workload name → the pipeline of the outbound listeners that speak for it."""
 
     @property
     def metrics(self) -> Metrics:
@@ -66,11 +72,10 @@ def load_trust_store(config: Config, live_keys: LiveKeyRegistry) -> TrustStore:
     return live_keys.trust_store(config.trust_domains)
 
 
-def build_context_verifier(
+def build_txn_verifier(
     config: Config, clock: Clock, live_keys: LiveKeyRegistry
-) -> ContextVerifier:
-    """The Txn-Token, user-token and attestation verifiers, with their configured keys."""
-    skew = config.clock_skew_seconds
+) -> TxnTokenVerifier:
+    """The Txn-Token verifier, with each trust domain's Transaction Token Service keys."""
     tts = {
         name: domain.txn_token_service
         for name, domain in config.trust_domains.items()
@@ -78,10 +83,10 @@ def build_context_verifier(
     }
     tts_key_sets = live_keys.key_sets(tts, "trust_domains", ".txn_token_service")
     txn = config.txn_token
-    txn_verifier = TxnTokenVerifier(
+    return TxnTokenVerifier(
         tts_key_sets,
         TxnRules(
-            clock_skew=skew,
+            clock_skew=config.clock_skew_seconds,
             max_lifetime=txn.max_lifetime_seconds,
             legacy_names=txn.legacy_names,
             max_chain_hops=txn.max_chain_hops,
@@ -89,6 +94,13 @@ def build_context_verifier(
         clock,
         txn.cache_entries,
     )
+
+
+def build_context_verifier(
+    config: Config, clock: Clock, live_keys: LiveKeyRegistry, txn_verifier: TxnTokenVerifier
+) -> ContextVerifier:
+    """The Txn-Token, user-token and attestation verifiers, with their configured keys."""
+    skew = config.clock_skew_seconds
     user_tokens = None
     if (user := config.user_token) is not None:
         issuer_keys = live_keys.key_sets(user.issuers, "user_token.issuers")
@@ -153,6 +165,21 @@ class Runtime:
     deny_list: DenyListHolder
     decision_log: DecisionLog
     live_keys: LiveKeyRegistry = field(default_factory=LiveKeyRegistry)
+    credential_sources: dict[str, tuple[OutboundWorkloadConfig, CredentialSource]] = field(
+        default_factory=dict
+    )
+    """Outbound workload name → its configuration and credential source: a reload keeps the
+    source (and the pair it holds) while that workload's configuration is unchanged."""
+
+    def credential_source(
+        self, name: str, workload: OutboundWorkloadConfig, config: Config, clock: Clock
+    ) -> CredentialSource:
+        kept = self.credential_sources.get(name)
+        if kept is not None and kept[0] == workload:
+            return kept[1]
+        source = open_credential_source(workload, config, clock)
+        self.credential_sources[name] = (workload, source)
+        return source
 
     @classmethod
     def create(
@@ -318,22 +345,67 @@ def build_gateway(
         max_age = config.attestation.max_age_seconds if config.attestation else 0.0
         decision_cache = DecisionCache(cache.entries, cache.max_ttl_seconds, clock, max_age)
         metrics.watch_decision_cache(decision_cache.__len__)
+    txn_verifier = build_txn_verifier(config, clock, runtime.live_keys)
+    engine = build_engine_for(config, policy_set, metrics)
+    answers = Answers(config.responses, config.upstream)
+    observers = Observers(
+        metrics=metrics,
+        decision_log=runtime.decision_log,
+        trust_revision=trust_store.revision,
+        logged_credential_headers=logged_credential_headers(config),
+        live_trust_revision=lambda: trust_store.revision,
+    )
     pipeline = Pipeline(
         router=ServiceRouter.from_config(config),
         authenticator=authenticator,
-        context_verifier=build_context_verifier(config, clock, runtime.live_keys),
-        engine=build_engine_for(config, policy_set, metrics),
-        answers=Answers(config.responses, config.upstream),
+        context_verifier=build_context_verifier(config, clock, runtime.live_keys, txn_verifier),
+        engine=engine,
+        answers=answers,
         parsed_body_bytes=config.limits.parsed_body_bytes,
-        observers=Observers(
-            metrics=metrics,
-            decision_log=runtime.decision_log,
-            trust_revision=trust_store.revision,
-            logged_credential_headers=logged_credential_headers(config),
-            live_trust_revision=lambda: trust_store.revision,
-        ),
+        observers=observers,
         deny_list=runtime.deny_list,
         decision_cache=decision_cache,
         dry_run=config.dry_run,
     )
-    return Gateway(config=config, pipeline=pipeline, trust_store=trust_store, runtime=runtime)
+    outbound: dict[str, OutboundPipeline] = {}
+    if (egress := config.outbound) is not None:
+        callees = CalleeRouter(egress.callees)
+        settings = ProofSettings(egress.proof_lifetime_seconds, egress.user_token_header)
+        for name, workload in egress.workloads.items():
+            # Egress answers are never cached: each carries a fresh, single-use proof.
+            outbound[name] = OutboundPipeline(
+                workload=workload.workload_id,
+                credentials=runtime.credential_source(name, workload, config, clock),
+                callees=callees,
+                txn_verifier=txn_verifier,
+                engine=engine,
+                answers=answers,
+                settings=settings,
+                parsed_body_bytes=config.limits.parsed_body_bytes,
+                observers=observers,
+                clock=clock,
+            )
+    return Gateway(
+        config=config,
+        pipeline=pipeline,
+        trust_store=trust_store,
+        runtime=runtime,
+        outbound=outbound,
+    )
+
+
+def open_credential_source(
+    workload: OutboundWorkloadConfig, config: Config, clock: Clock
+) -> CredentialSource:
+    """Where an outbound workload's WIT and key come from: its files, or (`dev: true`) a
+    local issuer. `ConfigError` when a development issuer's key cannot be used."""
+    assert config.outbound is not None  # only called for configured outbound workloads
+    if workload.credentials is not None:
+        return CredentialFiles(workload.credentials, workload.id, clock)
+    assert workload.dev_issuer is not None  # by OutboundWorkloadConfig's validation
+    try:
+        return DevIssuer(
+            workload.dev_issuer, workload.id, clock, config.outbound.refresh_before_seconds
+        )
+    except UnavailableError as exc:
+        raise ConfigError(exc.message) from None

@@ -194,6 +194,13 @@ class Reason(StrEnum):
     DENYLIST_KEY = "denylist.key"
     DENYLIST_JTI = "denylist.jti"
 
+    # --- outbound: what the local app sent, and our own credentials ---------------------
+    OUTBOUND_AUTHORIZATION_UNSUPPORTED = "outbound.authorization_unsupported"
+    OUTBOUND_USER_TOKEN_AMBIGUOUS = "outbound.user_token_ambiguous"
+    OUTBOUND_CREDENTIALS_UNAVAILABLE = "outbound.credentials_unavailable"
+    OUTBOUND_CALLEE_UNKNOWN = "outbound.callee_unknown"
+    OUTBOUND_BODY_NOT_FORWARDED = "outbound.body_not_forwarded"
+
     # --- our own availability -----------------------------------------------------------
     GATEWAY_NOT_READY = "gateway.not_ready"
     TRUST_ANCHORS_UNAVAILABLE = "trust.anchors_unavailable"

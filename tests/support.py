@@ -25,6 +25,7 @@ from authz.devtools.check import build_check_request
 from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import Identities, Ports, checkout_txn_token, gateway_config
 from authz.gateway import Gateway, build_gateway
+from authz.outbound.pipeline import OutboundPipeline
 from authz.pipeline import Pipeline
 from authz.policy.engine import PolicyEngine
 
@@ -103,6 +104,8 @@ class GatewayHarness:
             self._gateway = build_gateway(self.config(), clock)
             # Every input any harness-driven test produces must match the published schema.
             hook_engine(self._gateway.pipeline, validate_input)
+            for outbound in self._gateway.outbound.values():
+                hook_engine(outbound, validate_input)
         return self._gateway
 
     def rebuild(self, **overrides: Any) -> GatewayHarness:
@@ -191,7 +194,9 @@ class HookedEngine:
         return await self._inner.evaluate(input_document)
 
 
-def hook_engine(pipeline: Pipeline, hook: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+def hook_engine(
+    pipeline: Pipeline | OutboundPipeline, hook: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
     pipeline.engine = HookedEngine(pipeline.engine, hook)
 
 

@@ -30,23 +30,18 @@ from authz.config.base import (
     check_algorithms,
     check_header_name,
     check_host_port,
+    check_origin,
     check_status,
     is_loopback_host,
 )
+
 # Listener types are re-exported: callers import every configuration type from here.
-from authz.config.listeners import (
-    MAX_WORKERS as MAX_WORKERS,
-)
-from authz.config.listeners import (
-    ListenerConfig,
-    ServerConfig,
-)
-from authz.config.listeners import (
-    ListenerTlsConfig as ListenerTlsConfig,
-)
-from authz.config.listeners import (
-    worker_address as worker_address,
-)
+from authz.config.listeners import MAX_WORKERS as MAX_WORKERS
+from authz.config.listeners import ListenerConfig as ListenerConfig
+from authz.config.listeners import ListenerTlsConfig as ListenerTlsConfig
+from authz.config.listeners import ServerConfig as ServerConfig
+from authz.config.listeners import worker_address as worker_address
+from authz.config.outbound import OutboundConfig, resolve_outbound_paths
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.identifiers import (
     InvalidIdentifier,
@@ -214,18 +209,7 @@ class ServiceConfig(Strict):
     @classmethod
     def _check_origins(cls, values: list[str]) -> list[str]:
         for value in values:
-            parts = urlsplit(value)
-            canonical = f"{parts.scheme}://{parts.netloc}"
-            if (
-                parts.scheme not in ("https", "http")
-                or not parts.hostname
-                or "@" in parts.netloc
-                or value != canonical
-                or value != value.lower()
-            ):
-                raise ValueError(
-                    f"{value!r} is not a lower-case origin like https://svc.example.com"
-                )
+            check_origin(value)
         return values
 
     @field_validator("proofs")
@@ -703,6 +687,8 @@ class Config(Strict):
     dry_run: bool = False
     """Answer policy denials of authenticated callers as allowed (logged and counted).
     Credential failures are denied regardless. A route may override it (`wimse.dry_run`)."""
+    outbound: OutboundConfig | None = None
+    """The workloads `mode: outbound` listeners speak for, and their callees."""
     deny_list: DenyListConfig | None = None
     decision_log: DecisionLogConfig = DecisionLogConfig()
     decision_cache: DecisionCacheConfig | None = None
@@ -741,6 +727,8 @@ class Config(Strict):
         if len(context) != len(set(context.values())):
             raise ValueError("user_token.header and attestation.header must differ")
         if (problem := _workers_problem(self, self.server.workers)) is not None:
+            raise ValueError(problem)
+        if (problem := _outbound_problem(self)) is not None:
             raise ValueError(problem)
         if self.mtls.verify_peer_certificate:
             for name in sorted(self.mtls_trust_domains):
@@ -804,6 +792,37 @@ def _service_selection_problem(config: Config) -> str | None:
         for origin in service.origins if service.select_by_host else ():
             if (other := hosts.setdefault(origin, name)) != name:
                 return f"services {other!r} and {name!r} both select_by_host {origin!r}"
+    return None
+
+
+def _outbound_problem(config: Config) -> str | None:
+    listeners = [item for item in config.server.listeners if item.mode == "outbound"]
+    outbound = config.outbound
+    if outbound is None:
+        return "outbound listeners need an 'outbound' section" if listeners else None
+    served = {listener.workload for listener in listeners}
+    for listener in listeners:
+        workload = outbound.workloads.get(listener.workload or "")
+        if workload is None:
+            return (
+                f"listener {listener.address}: workload {listener.workload!r} is not under "
+                "outbound.workloads"
+            )
+        if workload.dev_issuer is not None and not (
+            listener.is_unix or is_loopback_host(listener.address.rpartition(":")[0])
+        ):
+            return (
+                f"listener {listener.address}: a dev_issuer workload is served only on a unix "
+                "socket or loopback"
+            )
+    if unserved := sorted(set(outbound.workloads) - served):
+        return f"outbound.workloads {', '.join(unserved)}: no outbound listener serves them"
+    gateway_headers = (*config.upstream.identity_headers.names(), config.responses.reason_header)
+    if outbound.user_token_header in (*gateway_headers, *CREDENTIAL_HEADERS):
+        return (
+            f"outbound.user_token_header {outbound.user_token_header!r} is a header the "
+            "gateway sets itself"
+        )
     return None
 
 
@@ -881,6 +900,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     if (redis := config.replay.redis) is not None:
         files = {k: resolve(p) for k in _REDIS_FILES if (p := getattr(redis, k)) is not None}
         update["replay"] = ReplayConfig(redis=redis.model_copy(update=files))
+    if config.outbound is not None:
+        update["outbound"] = resolve_outbound_paths(config.outbound, resolve)
     return config.model_copy(update=update)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,3 +62,17 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+def check_origin(value: str) -> str:
+    """A lower-case `scheme://host[:port]` (http or https), nothing before or after."""
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or value != f"{parts.scheme}://{parts.netloc}"
+        or value != value.lower()
+    ):
+        raise ValueError(f"{value!r} is not a lower-case origin like https://svc.example.com")
+    return value

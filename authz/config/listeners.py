@@ -57,6 +57,12 @@ class ListenerConfig(Strict):
     allow_plaintext: bool = False
     """Plaintext TCP on an address other than loopback is refused unless this is set:
     anyone who can reach it could ask for decisions and spend WPTs."""
+    mode: Literal["inbound", "outbound"] = "inbound"
+    """What Checks on this listener do (`docs/outbound.md`): `inbound` verifies callers;
+    `outbound` attaches `workload`'s credentials to the requests it sends. Only the
+    listener decides, never the request."""
+    workload: str | None = None
+    """Outbound listeners: the one workload (a key of `outbound.workloads`) they speak for."""
 
     @field_validator("address")
     @classmethod
@@ -69,6 +75,26 @@ class ListenerConfig(Strict):
             return check_host_port(value)
         except ValueError:
             raise ValueError("expected host:port or unix:/path") from None
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> ListenerConfig:
+        if self.mode == "inbound":
+            if self.workload is not None:
+                raise ValueError("workload is for mode: outbound listeners")
+            return self
+        if self.workload is None:
+            raise ValueError("an outbound listener names the one workload it speaks for")
+        # Whoever can reach an outbound listener gets requests signed as the workload: only
+        # its own egress Envoy may, through a socket in a directory shared with it alone or
+        # through mutual TLS naming it.
+        if not self.is_unix and (
+            self.tls is None or self.tls.client_ca_file is None or not self.tls.allowed_clients
+        ):
+            raise ValueError(
+                "an outbound listener is a unix socket, or mutual TLS with allowed_clients "
+                "naming the workload's egress Envoy"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> ListenerConfig:
@@ -151,20 +177,25 @@ class ServerConfig(Strict):
     @model_validator(mode="after")
     def _one_client_allow_list(self) -> ServerConfig:
         # gRPC does not tell a call which listener it arrived on, so one list is enforced on
-        # every mutual-TLS connection: listeners may not disagree about it.
+        # every mutual-TLS connection of a server: the inbound listeners share one server and
+        # may not disagree. Each outbound listener has a server, and a list, of its own.
         lists = {
             frozenset(listener.tls.allowed_clients)
-            for listener in self.listeners
+            for listener in self.inbound_listeners
             if listener.tls is not None and listener.tls.client_ca_file is not None
         }
         if len(lists) > 1:
-            raise ValueError("every mutual-TLS listener must list the same allowed_clients")
+            raise ValueError("every mutual-TLS inbound listener must list the same allowed_clients")
         return self
 
     @property
+    def inbound_listeners(self) -> list[ListenerConfig]:
+        return [listener for listener in self.listeners if listener.mode == "inbound"]
+
+    @property
     def allowed_clients(self) -> frozenset[str]:
-        """The client certificate SANs allowed on mutual-TLS listeners; empty: any."""
-        for listener in self.listeners:
+        """The client certificate SANs allowed on mutual-TLS inbound listeners; empty: any."""
+        for listener in self.inbound_listeners:
             if listener.tls is not None and listener.tls.client_ca_file is not None:
                 return frozenset(listener.tls.allowed_clients)
         return frozenset()

@@ -50,6 +50,8 @@ class DecisionRecord:
     status: int = 0
     """HTTP status Envoy answers with; 200 for an allow."""
     reason: str = ""
+    direction: str = "inbound"
+    """`inbound` (a caller verified) or `outbound` (the local workload's request signed)."""
     method: str | None = None
     path: str | None = None
     """The request path without its query (a query may carry secrets)."""
@@ -252,6 +254,7 @@ def record_line(record: DecisionRecord, redaction: InputRedaction | None) -> str
         "result": record.result,
         "status": record.status,
         "reason": record.reason,
+        "direction": record.direction,
         "request": {"method": record.method, "path": record.path},
         "service": record.service,
         "route": dict(record.route),

@@ -8,12 +8,14 @@ does not know are null, never guessed. `docs/policy-input.md` documents every fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from authz.credentials.attestation import AttestationResult
 from authz.credentials.authenticator import Caller
 from authz.credentials.context import TransactionContext
 from authz.credentials.httpsig.verifier import VerifiedSignature
+from authz.credentials.identifiers import WorkloadId
 from authz.credentials.presentation import TXN_TOKEN_HEADER
 from authz.credentials.txn_token import VerifiedTxnToken
 from authz.credentials.user_token import VerifiedUserToken
@@ -184,6 +186,7 @@ def build_input(
         "truncated_body": parsed_body.truncated,
         "version": INPUT_VERSION,
         "wimse": {
+            "direction": "inbound",
             "caller": caller_document(caller) if caller is not None else None,
             "service": service_document(service),
             "txn": txn_document(context.txn, caller) if context.txn is not None else None,
@@ -205,4 +208,41 @@ def build_input(
     }
     if request.source_principal:
         document["source_principal"] = request.source_principal
+    return document
+
+
+def outbound_input(
+    request: RequestView,
+    parsed_body: ParsedBody,
+    workload: WorkloadId,
+    callee: Mapping[str, Any],
+    txn: VerifiedTxnToken | None,
+) -> dict[str, Any]:
+    """The input of an egress decision: may `workload` send this request to `callee`
+    (`name`, `origin`, `audience`, `proof`)? The request is the app's, as it reached its
+    egress Envoy; `txn` is its Txn-Token, verified."""
+    document: dict[str, Any] = {
+        "attributes": attributes_to_json(request.attributes),
+        "parsed_path": parse_path(request.path),
+        "parsed_query": parse_query(request.query),
+        "parsed_body": parsed_body.value,
+        "truncated_body": parsed_body.truncated,
+        "version": INPUT_VERSION,
+        "wimse": {
+            "direction": "outbound",
+            "workload": {
+                "id": workload.uri,
+                "trust_domain": workload.trust_domain,
+                "path": workload.path,
+                "scheme": workload.scheme,
+            },
+            "callee": dict(callee),
+            "caller": None,
+            "service": None,
+            "txn": txn_document(txn, None) if txn is not None else None,
+            "chain": [],
+            "user": None,
+            "attestation": None,
+        },
+    }
     return document

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,7 +25,7 @@ from prometheus_client import disable_created_metrics
 
 from authz.answers import Answers
 from authz.clock import Clock, system_clock
-from authz.config import Config
+from authz.config import Config, ListenerConfig, ServerConfig
 from authz.errors import ConfigError
 from authz.gateway import Gateway, Runtime
 from authz.observability.diagnostics import DiagnosticsServer, Readiness
@@ -32,8 +33,11 @@ from authz.server.authorization import AuthorizationService
 from authz.server.listeners import (
     SERVER_OPTIONS,
     BoundListener,
+    ClientAllowList,
     bind_listeners,
     client_interceptors,
+    load_credentials,
+    restrict_outbound_sockets,
 )
 from authz.server.reloader import Reloader, ReloadStatus
 from authz.server.workers import WorkerRole
@@ -60,13 +64,24 @@ class GatewayServer:
         shared_table = worker.replay_table if worker and config.replay.redis is None else None
         self.runtime = Runtime.create(config, clock, shared_replay_table=shared_table)
         self.metrics = self.runtime.metrics
-        self._server = grpc.aio.server(
-            options=SERVER_OPTIONS, interceptors=client_interceptors(config.server)
-        )
         self._health = health_aio.HealthServicer()
-        self._authorization = AuthorizationService(
-            Answers(config.responses, config.upstream), self.metrics
-        )
+        answers = Answers(config.responses, config.upstream)
+        listeners = config.server
+        if worker is not None:
+            listeners = listeners.for_worker(worker.index)
+        self._listeners = listeners
+        # gRPC does not tell a call which listener it came in on, so the listener's mode is
+        # kept by the server it is bound to: one for the inbound listeners, and one for each
+        # outbound listener (answering only for its workload, with its own client list).
+        self._served = [
+            _Served(
+                grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors),
+                AuthorizationService(answers, self.metrics),
+                group,
+                workload,
+            )
+            for workload, group, interceptors in _server_groups(listeners)
+        ]
         self.reloader = Reloader(config, config_path, clock, self.runtime, self._install)
         self.diagnostics: DiagnosticsServer | None = None
         self.listeners: list[BoundListener] = []
@@ -83,25 +98,34 @@ class GatewayServer:
 
     async def bind(self) -> None:
         """Listen and answer: health NOT_SERVING, checks unavailable until `load`."""
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            self._authorization, self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        if self._config.server.reflection:
-            reflection.enable_server_reflection(
-                (AUTHORIZATION_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME),
-                self._server,
-            )
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        listeners = self._config.server
-        if self._worker is not None:
-            listeners = listeners.for_worker(self._worker.index)
-        self.listeners = bind_listeners(self._server, listeners)
+        # Every certificate is read and checked before anything binds.
+        loaded = load_credentials(self._listeners)
+        credentials = {
+            id(listener): tls
+            for listener, tls in zip(self._listeners.listeners, loaded, strict=True)
+        }
+        for served in self._served:
+            server = served.server
+            external_auth_pb2_grpc.add_AuthorizationServicer_to_server(served.authorization, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            if self._config.server.reflection:
+                reflection.enable_server_reflection(
+                    (AUTHORIZATION_SERVICE, "grpc.health.v1.Health", reflection.SERVICE_NAME),
+                    server,
+                )
+            self.listeners += bind_listeners(
+                server,
+                served.listeners,
+                [credentials[id(listener)] for listener in served.listeners],
+            )
         self.metrics.watch_tls_listeners(
             {bound.address: bound.credentials for bound in self.listeners if bound.credentials}
         )
-        await self._server.start()
+        for served in self._served:
+            await served.server.start()
+            restrict_outbound_sockets(served.listeners)
         diagnostics = self._config.diagnostics
         if self._worker is not None:
             address: str | None = f"unix:{self._worker.diagnostics_socket}"
@@ -132,7 +156,10 @@ class GatewayServer:
         raise ConfigError(status.error if status is not None and status.error else "load failed")
 
     async def _install(self, gateway: Gateway) -> None:
-        self._authorization.pipeline = gateway.pipeline
+        for served in self._served:
+            served.authorization.pipeline = (
+                gateway.pipeline if served.workload is None else gateway.outbound[served.workload]
+            )
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on %s", ", ".join(map(str, self.listeners)))
@@ -158,15 +185,43 @@ class GatewayServer:
     async def stop(self) -> None:
         """Stop taking new checks; let in-flight ones finish within the grace period."""
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(self._config.server.shutdown_grace_seconds)
+        grace = self._config.server.shutdown_grace_seconds
+        await asyncio.gather(*(served.server.stop(grace) for served in self._served))
         await self.reloader.close()
         # The engine was built on this (the serving) thread and must be dropped here too:
         # regorus engines cannot be released from another thread.
-        self._authorization.pipeline = None
+        for served in self._served:
+            served.authorization.pipeline = None
         if self.diagnostics is not None:
             await self.diagnostics.stop()
         await self.runtime.aclose()
         log.info("stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """One gRPC server: the listeners it binds, and whose Checks it answers."""
+
+    server: grpc.aio.Server
+    authorization: AuthorizationService
+    listeners: list[ListenerConfig]
+    workload: str | None
+    """The outbound workload its one listener speaks for; None: the inbound listeners."""
+
+
+def _server_groups(
+    config: ServerConfig,
+) -> list[tuple[str | None, list[ListenerConfig], list[grpc.aio.ServerInterceptor]]]:
+    inbound = config.inbound_listeners
+    groups: list[tuple[str | None, list[ListenerConfig], list[grpc.aio.ServerInterceptor]]] = []
+    if inbound:
+        groups.append((None, inbound, client_interceptors(config)))
+    for listener in config.listeners:
+        if listener.mode == "outbound":
+            allowed = listener.tls.allowed_clients if listener.tls is not None else []
+            interceptors = [ClientAllowList(frozenset(allowed))] if allowed else []
+            groups.append((listener.workload, [listener], interceptors))
+    return groups
 
 
 def _status_detail(status: ReloadStatus | None) -> dict[str, object] | None:

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from authz.answers import Answers, Failed, Verdict, verdict_result
 from authz.observability.metrics import Metrics
-from authz.pipeline import Pipeline, new_decision_id
+from authz.pipeline import new_decision_id
 from authz.reasons import Reason
 from authz.server.envoy_response import check_response
 
 log = logging.getLogger("authz.server")
 
 
+class Checks(Protocol):
+    """A pipeline: the inbound one, or an outbound listener's."""
+
+    async def check(self, attributes: AttributeContext) -> Verdict: ...
+
+
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Answers every Check; until a pipeline is installed, answers unavailable."""
 
     def __init__(self, answers: Answers, metrics: Metrics) -> None:
-        self.pipeline: Pipeline | None = None
+        self.pipeline: Checks | None = None
         self._answers = answers
         self._metrics = metrics
 

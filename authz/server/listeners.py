@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 
 from authz.config import ListenerConfig, ServerConfig
+from authz.errors import ConfigError
 from authz.server.endpoints import refuse_live_socket, unix_socket_path
 from authz.server.tls import ReloadingCredentials
 
@@ -59,12 +63,19 @@ def load_credentials(config: ServerConfig) -> list[ReloadingCredentials | None]:
     ]
 
 
-def bind_listeners(server: grpc.aio.Server, config: ServerConfig) -> list[BoundListener]:
-    """Add every listener to `server` (not yet started). `ConfigError` for unusable
-    certificate files, `OSError` when an address cannot be listened on."""
-    credentials = load_credentials(config)
+def bind_listeners(
+    server: grpc.aio.Server,
+    listeners: Sequence[ListenerConfig],
+    credentials: Sequence[ReloadingCredentials | None],
+) -> list[BoundListener]:
+    """Add `listeners` to `server` (not yet started), each with its `credentials` (from
+    `load_credentials`, read before anything binds). `ConfigError` for an outbound socket
+    in a directory open to others, `OSError` when an address cannot be listened on."""
+    for listener in listeners:
+        if listener.mode == "outbound" and listener.is_unix:
+            check_outbound_socket_directory(unix_socket_path(listener))
     bound = []
-    for listener, tls in zip(config.listeners, credentials, strict=True):
+    for listener, tls in zip(listeners, credentials, strict=True):
         address = _grpc_address(listener)
         if listener.plaintext_beyond_loopback:
             log.warning(
@@ -88,6 +99,31 @@ def bind_listeners(server: grpc.aio.Server, config: ServerConfig) -> list[BoundL
         else:
             bound.append(BoundListener(address, "mtls" if tls.mutual else "tls", tls))
     return bound
+
+
+def check_outbound_socket_directory(path: Path) -> None:
+    """Whoever can connect to an outbound socket gets requests signed as its workload: its
+    directory must exist and grant nothing to others (it is shared with the workload's
+    egress Envoy alone, by owner or group). `ConfigError` otherwise."""
+    directory = path.parent
+    try:
+        mode = directory.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"outbound socket directory {directory}: {exc.strerror}") from None
+    if mode & stat.S_IRWXO:
+        raise ConfigError(
+            f"outbound socket directory {directory} is open to others "
+            f"(mode {stat.S_IMODE(mode):o}): share it with the egress Envoy alone, "
+            "e.g. chmod 750 and a group for both"
+        )
+
+
+def restrict_outbound_sockets(listeners: Sequence[ListenerConfig]) -> None:
+    """Narrow bound outbound Unix sockets to owner and group (gRPC creates them under the
+    process umask)."""
+    for listener in listeners:
+        if listener.mode == "outbound" and listener.is_unix:
+            os.chmod(unix_socket_path(listener), 0o660)
 
 
 def _grpc_address(listener: ListenerConfig) -> str:

@@ -16,6 +16,9 @@ import data.wimse.callers.admitted
 import data.wimse.callers.failures as caller_failures
 import data.wimse.chain.failures as chain_failures
 import data.wimse.domains.failures as domain_failures
+import data.wimse.egress.allowed as egress_allowed
+import data.wimse.egress.failures as egress_failures
+import data.wimse.egress.outbound
 import data.wimse.routes.applying
 import data.wimse.routes.failures as path_failures
 import data.wimse.txn.failures as txn_failures
@@ -23,11 +26,19 @@ import data.wimse.user.failures as user_failures
 
 default allow := false
 
-# Allowed when the caller is admitted (public path or a grant) AND no requirement of any
-# applying route rule failed. Each package reports one reason per failed requirement.
+# Inbound: allowed when the caller is admitted (public path or a grant) AND no requirement
+# of any applying route rule failed. Each package reports one reason per failed requirement.
 allow if {
+	not outbound
 	admitted
 	count(failures) == 0
+}
+
+# Outbound (the local workload calling out, docs/outbound.md): an egress grant, and a
+# canonical path.
+allow if {
+	egress_allowed
+	count(path_failures) == 0
 }
 
 # Requirements come from route rules: with none applying, only the cross-domain rule and
@@ -43,10 +54,19 @@ route_failures := chain_failures | txn_failures | user_failures | attestation_fa
 
 reasons contains reason if {
 	not allow
+	not outbound
 	some reason in caller_failures
 }
 
-reasons contains reason if some reason in failures
+reasons contains reason if {
+	not outbound
+	some reason in failures
+}
+
+reasons contains reason if {
+	outbound
+	some reason in egress_failures | path_failures
+}
 
 decision := {
 	"allowed": allow,

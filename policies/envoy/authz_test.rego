@@ -292,3 +292,23 @@ test_refund_path_variants_are_denied_even_with_everything_else_in_order if {
 test_dot_segment_out_of_a_granted_prefix_is_denied if {
 	denied_because(echo("GET", ["api", "..", "admin", "users"], f.frontend), "request path is not canonical")
 }
+
+# --- outbound: egress grants (data.mesh.egress) ------------------------------------------
+
+test_frontend_may_call_orders_on_egress if {
+	allowed(f.outbound(f.frontend, "orders", "GET", ["api", "orders", "7"]))
+}
+
+test_frontend_may_not_call_payments_on_egress if {
+	inp := f.outbound(f.frontend, "payments", "POST", ["api", "payments"])
+	denied_because(inp, sprintf("%s may not call payments: POST /api/payments", [f.frontend]))
+}
+
+test_a_public_path_is_not_an_egress_grant if {
+	not allowed(f.outbound(f.ops, "orders", "GET", ["healthz"]))
+}
+
+test_an_egress_denial_gives_no_inbound_reasons if {
+	d := decide(f.outbound(f.ops, "orders", "GET", ["api", "orders"]))
+	d.reasons == {sprintf("%s may not call orders: GET /api/orders", [f.ops])}
+}

@@ -41,6 +41,7 @@ request(service, method, segments, wimse) := {
 	"version": {"ext_authz": "v3", "encoding": "protojson"},
 	"wimse": object.union(
 		{
+			"direction": "inbound",
 			"caller": null,
 			"service": {"name": service, "id": id(service), "trust_domain": "demo.example"},
 			"txn": null,
@@ -50,6 +51,42 @@ request(service, method, segments, wimse) := {
 		},
 		wimse,
 	),
+}
+
+# outbound(workload, callee, method, segments): the app of `workload` calling `callee`
+# through its egress Envoy.
+outbound(workload_id, callee, method, segments) := {
+	"attributes": {"request": {"http": {
+		"method": method,
+		"path": concat("/", array.concat([""], segments)),
+		"headers": {},
+	}}},
+	"parsed_path": segments,
+	"parsed_query": {},
+	"parsed_body": null,
+	"truncated_body": false,
+	"version": {"ext_authz": "v3", "encoding": "protojson"},
+	"wimse": {
+		"direction": "outbound",
+		"workload": {
+			"id": workload_id,
+			"trust_domain": domain_of(workload_id),
+			"path": concat("/", array.concat([""], array.slice(split(workload_id, "/"), 3, 100))),
+			"scheme": "spiffe",
+		},
+		"callee": {
+			"name": callee,
+			"origin": sprintf("https://%s.demo.example", [callee]),
+			"audience": sprintf("https://%s.demo.example/%s", [callee, concat("/", segments)]),
+			"proof": "wpt",
+		},
+		"caller": null,
+		"service": null,
+		"txn": null,
+		"chain": [],
+		"user": null,
+		"attestation": null,
+	},
 }
 
 # A verified Txn-Token requested by `req_wl` for a checkout of 250.

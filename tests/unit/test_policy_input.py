@@ -93,6 +93,7 @@ def test_input_document_has_opa_envoy_fields_and_empty_wimse_members() -> None:
     assert document["source_principal"] == "spiffe://demo.example/frontend"
     assert document["attributes"]["request"]["http"]["path"] == "/admin/a%20b?q=1&q=2"
     assert document["wimse"] == {
+        "direction": "inbound",
         "caller": None,
         "service": {
             "name": "echo",

@@ -1,0 +1,1 @@
+"""Outbound mode: the caller's half of WIMSE on egress."""

@@ -1,0 +1,291 @@
+"""The stages of an egress check, in order: the caller's half of WIMSE, done for the app.
+
+request → callee and target URI (from route config) → the app's context tokens (a bearer
+token moved to the user-token header, the Txn-Token verified) → egress policy → the
+workload's credentials → a fresh proof → the headers the request leaves with → decision log.
+The same failure classes as inbound: the app's malformed input is a 400 with its reason,
+a policy denial 403, and anything that stops the gateway from attaching credentials —
+missing or expired credentials, a route it cannot serve, an unexpected error — 503. No
+request ever leaves without a proof because of an error, and nothing minted is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
+
+from authz.answers import Allowed, Answers, Verdict, verdict_result
+from authz.clock import Clock
+from authz.credentials.httpsig.verifier import CONTENT_DIGEST_HEADER
+from authz.credentials.identifiers import WorkloadId
+from authz.credentials.presentation import (
+    AUTHORIZATION_HEADER,
+    LEGACY_WPT_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_INPUT_HEADER,
+    TXN_TOKEN_HEADER,
+    WIT_HEADER,
+    ProofStyle,
+)
+from authz.credentials.txn_token import TxnTokenVerifier, VerifiedTxnToken
+from authz.errors import CredentialError, RequestError, UnavailableError, is_rust_panic
+from authz.issuing.http_signature import sign_request
+from authz.issuing.wpt import ProofRequest
+from authz.observability.decision_log import DecisionRecord
+from authz.outbound.callee import Callee, CalleeRouter, upstream_path
+from authz.outbound.credentials import CredentialSource, WorkloadCredentials
+from authz.pipeline import Observers, new_decision_id
+from authz.policy.decision import PolicyDecision, decision_from_result
+from authz.policy.engine import PolicyEngine
+from authz.policy.http_parsing import parse_body
+from authz.policy.input import outbound_input
+from authz.reasons import Reason
+from authz.request import RequestView, request_view, signed_message
+
+log = logging.getLogger("authz.outbound")
+
+_BEARER = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class ProofSettings:
+    lifetime_seconds: float
+    user_token_header: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """The app's context tokens as the request will carry them."""
+
+    txn_token: str | None
+    user_token: str | None
+    moved_bearer: bool
+    """The user token came as `Authorization: Bearer` and moves to the user-token header."""
+
+
+class OutboundPipeline:
+    """Checks for one outbound listener: its one workload, whatever the request says."""
+
+    def __init__(
+        self,
+        *,
+        workload: WorkloadId,
+        credentials: CredentialSource,
+        callees: CalleeRouter,
+        txn_verifier: TxnTokenVerifier,
+        engine: PolicyEngine,
+        answers: Answers,
+        settings: ProofSettings,
+        parsed_body_bytes: int,
+        observers: Observers,
+        clock: Clock,
+    ) -> None:
+        self._workload = workload
+        self._credentials = credentials
+        self._callees = callees
+        self._txn_verifier = txn_verifier
+        self.engine = engine
+        self._answers = answers
+        self._settings = settings
+        self._parsed_body_bytes = parsed_body_bytes
+        self._observers = observers
+        self._metrics = observers.metrics
+        self._decision_log = observers.decision_log
+        self._clock = clock
+        # Policy may add headers, but never one that carries the workload's credentials.
+        self._managed_headers = answers.managed_headers | {
+            WIT_HEADER,
+            AUTHORIZATION_HEADER,
+            SIGNATURE_HEADER,
+            SIGNATURE_INPUT_HEADER,
+            CONTENT_DIGEST_HEADER,
+            TXN_TOKEN_HEADER,
+            settings.user_token_header,
+        }
+
+    async def check(self, attributes: AttributeContext) -> Verdict:
+        started = time.perf_counter()
+        record = DecisionRecord(new_decision_id(), time.time(), direction="outbound")
+        record.caller = self._workload.uri
+        verdict = await self._check(attributes, record)
+        record.total_us = int((time.perf_counter() - started) * 1e6)
+        record.result = verdict_result(verdict)
+        record.status = verdict.status if not isinstance(verdict, Allowed) else 200
+        record.reason = verdict.reason.value
+        self._decision_log.write(record)
+        return verdict
+
+    async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:
+        decision_id = record.decision_id
+        try:
+            return await self._decide(request_view(attributes), record)
+        except (RequestError, CredentialError) as error:
+            # The app's own request is what is wrong (a malformed path, an unusable
+            # Authorization, an invalid Txn-Token): it is told so, and nothing leaves.
+            log.info("outbound deny %s %s: %s", decision_id, error.reason, error.message)
+            return self._answers.bad_request(decision_id, error.reason)
+        except UnavailableError as error:
+            log.warning("outbound unavailable %s %s: %s", decision_id, error.reason, error.message)
+            return self._answers.unavailable(decision_id, error.reason)
+        except Exception:
+            log.exception("outbound unavailable %s: unexpected error", decision_id)
+            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
+        except BaseException as error:
+            if not is_rust_panic(error):
+                raise
+            log.exception("outbound unavailable %s: panic in a native extension", decision_id)
+            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
+
+    async def _decide(self, request: RequestView, record: DecisionRecord) -> Verdict:
+        started = time.perf_counter()
+        record.method, record.path = request.method, request.path
+        record.policy_revision = self.engine.revision
+        if self._decision_log.enabled:
+            record.route = dict(request.context_extensions)
+        callee = self._callees.select(request.context_extensions)
+        record.service = callee.name
+        path = upstream_path(request.path, request.context_extensions)
+        audience = callee.audience(path)
+        outgoing = self._outgoing_tokens(request.headers)
+        txn = await self._verified_txn(outgoing.txn_token)
+        if txn is not None:
+            record.txn, record.txn_sub = txn.txn_id, txn.subject
+        record.verify_us = int((time.perf_counter() - started) * 1e6)
+
+        evaluating = time.perf_counter()
+        http = request.attributes.request.http
+        parsed_body = parse_body(request.headers, http.body, http.raw_body, self._parsed_body_bytes)
+        callee_document = {
+            "name": callee.name,
+            "origin": callee.origin,
+            "audience": audience,
+            "proof": callee.proof.value,
+        }
+        document = outbound_input(request, parsed_body, self._workload, callee_document, txn)
+        if self._decision_log.wants_input:
+            record.input = document
+        decision = decision_from_result(await self.engine.evaluate(document), self._managed_headers)
+        record.evaluate_us = int((time.perf_counter() - evaluating) * 1e6)
+        record.policy_reasons = decision.reasons
+        if not decision.allowed:
+            log.info(
+                "outbound deny %s policy: workload=%s callee=%s reasons=%s",
+                record.decision_id,
+                self._workload.uri,
+                callee.name,
+                ",".join(decision.reasons) or "-",
+            )
+            return self._answers.egress_denied(record.decision_id, decision, self._workload.uri)
+        credentials = self._credentials.current()
+        return self._attach(
+            request,
+            record.decision_id,
+            decision,
+            callee=callee,
+            path=path,
+            outgoing=outgoing,
+            credentials=credentials,
+        )
+
+    def _attach(
+        self,
+        request: RequestView,
+        decision_id: str,
+        decision: PolicyDecision,
+        *,
+        callee: Callee,
+        path: str,
+        outgoing: _Outgoing,
+        credentials: WorkloadCredentials,
+    ) -> Allowed:
+        """The verdict that sends the request on to `path` with the workload's WIT and a
+        fresh proof."""
+        audience = callee.audience(path)
+        user_header = self._settings.user_token_header
+        bound = {
+            name: value
+            for name in (*callee.bound_headers, user_header)
+            if (value := outgoing.user_token if name == user_header else request.headers.get(name))
+            is not None
+        }
+        now = self._clock()
+        lifetime = self._settings.lifetime_seconds
+        headers: list[tuple[str, str]] = [(WIT_HEADER, credentials.wit)]
+        if outgoing.moved_bearer and outgoing.user_token is not None:
+            headers.append((user_header, outgoing.user_token))
+        remove = [LEGACY_WPT_HEADER]
+        if callee.proof is ProofStyle.HTTP_SIGNATURE:
+            message = signed_message(request)
+            body = message.body
+            if body is None or message.body_partial:
+                raise UnavailableError(
+                    Reason.OUTBOUND_BODY_NOT_FORWARDED,
+                    "a signed request's body must be forwarded whole (wimse.body: forwarded)",
+                )
+            leaving = {**_context_headers(request.headers), **bound, WIT_HEADER: credentials.wit}
+            signed = sign_request(
+                credentials.key,
+                method=request.method,
+                path=path,
+                query=request.query,
+                headers=leaving,
+                body=body,
+                audience=audience,
+                now=now,
+                lifetime=int(lifetime),
+                also_cover=tuple(bound),
+            )
+            headers += [
+                (SIGNATURE_INPUT_HEADER, signed.signature_input),
+                (SIGNATURE_HEADER, signed.signature),
+            ]
+            if signed.content_digest is not None:
+                headers.append((CONTENT_DIGEST_HEADER, signed.content_digest))
+            else:
+                remove.append(CONTENT_DIGEST_HEADER)
+            remove.append(AUTHORIZATION_HEADER)
+        else:
+            wpt = credentials.wpt.mint(
+                ProofRequest(audience, outgoing.txn_token, bound), now=now, lifetime=lifetime
+            )
+            headers.append((AUTHORIZATION_HEADER, f"WPT {wpt}"))
+            remove += [SIGNATURE_HEADER, SIGNATURE_INPUT_HEADER]
+        return self._answers.egress_allowed(
+            decision_id, decision, self._workload.uri, tuple(headers), tuple(remove)
+        )
+
+    def _outgoing_tokens(self, headers: Mapping[str, str]) -> _Outgoing:
+        user_header = self._settings.user_token_header
+        user_token = headers.get(user_header)
+        authorization = headers.get(AUTHORIZATION_HEADER)
+        if authorization is None:
+            return _Outgoing(headers.get(TXN_TOKEN_HEADER), user_token, moved_bearer=False)
+        if authorization[: len(_BEARER)].lower() != _BEARER or "," in authorization:
+            raise RequestError(
+                Reason.OUTBOUND_AUTHORIZATION_UNSUPPORTED,
+                "the app's Authorization is not a single Bearer token; the proof takes that "
+                "header, and only a bearer token can move to the user-token header",
+            )
+        if user_token is not None:
+            raise RequestError(
+                Reason.OUTBOUND_USER_TOKEN_AMBIGUOUS,
+                f"the app sent both Authorization: Bearer and {user_header}",
+            )
+        bearer = authorization[len(_BEARER) :].strip()
+        if not bearer:
+            raise RequestError(Reason.OUTBOUND_AUTHORIZATION_UNSUPPORTED, "an empty bearer token")
+        return _Outgoing(headers.get(TXN_TOKEN_HEADER), bearer, moved_bearer=True)
+
+    async def _verified_txn(self, txn_token: str | None) -> VerifiedTxnToken | None:
+        if txn_token is None:
+            return None
+        return await self._txn_verifier.verify_refreshing(txn_token, self._workload.trust_domain)
+
+
+def _context_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The app's headers a signature covers whenever they are present (besides ours)."""
+    return {name: headers[name] for name in ("content-type", TXN_TOKEN_HEADER) if name in headers}
