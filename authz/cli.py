@@ -381,7 +381,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     _configure_logging("warning")
     return run_demo(
-        args.dir, args.envoy_port, args.gateway_port, args.upstream_port, args.diagnostics_port
+        args.dir,
+        args.envoy_port,
+        args.gateway_port,
+        args.upstream_port,
+        args.diagnostics_port,
+        egress_port=args.egress_port,
+        app_port=args.app_port,
     )
 
 
@@ -635,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gateway-port", type=int, default=9191)
     demo.add_argument("--upstream-port", type=int, default=8081)
     demo.add_argument("--diagnostics-port", type=int, default=9102)
+    demo.add_argument(
+        "--egress-port", type=int, default=15001, help="the frontend's egress Envoy (admin: +1)"
+    )
+    demo.add_argument("--app-port", type=int, default=8082, help="the frontend app")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

@@ -1,8 +1,12 @@
-"""`wimse-authz demo` (what `make run` starts): gateway + Envoy + echo upstream.
+"""`wimse-authz demo` (what `make run` starts): gateway + Envoy + echo upstream, and a
+caller: the frontend app, which calls the echo service through its own egress Envoy.
 
 On first run it creates a demo trust domain under `.demo/` (issuer key, workload keys);
 each run mints fresh tokens and prints one request the sample policy allows and one it
-denies. Ctrl-C stops Envoy, then the gateway (which drains), then the upstream.
+denies. The frontend app holds no key and has no WIMSE code: the gateway's outbound
+listener attaches the frontend's WIT (written to `.demo/credentials/frontend`, as SPIRE
+would, and rewritten every 20 minutes) and a fresh WPT to every request it sends.
+Ctrl-C stops the Envoys, then the gateway (which drains), then the apps.
 """
 
 from __future__ import annotations
@@ -12,6 +16,14 @@ import signal
 import time
 from pathlib import Path
 
+from authz.devtools.caller_app import CallerApp
+from authz.devtools.egress import (
+    egress_envoy_config,
+    outbound_listener,
+    outbound_section,
+    socket_directory,
+    write_workload_credentials,
+)
 from authz.devtools.mint import mint_wit, mint_wpt
 from authz.devtools.stack import (
     POLICY_DIR,
@@ -29,6 +41,8 @@ from authz.devtools.stack import (
 from authz.devtools.upstream import EchoServer
 
 WPT_TTL = 290  # the gateway's default WPT limit is 300 s
+CREDENTIAL_TTL = 3600
+CREDENTIAL_REFRESH = 1200  # as an issuer would: well before the WIT expires
 
 
 def _curl(origin: str, path: str, wit: str, wpt: str) -> str:
@@ -52,9 +66,10 @@ def _signed_request(identities: Identities, ports: Ports, workload: str, path: s
 
 
 def _print_banner(
-    directory: Path, ports: Ports, identities: Identities, diagnostics_port: int
+    directory: Path, ports: Ports, identities: Identities, diagnostics_port: int, app_port: int
 ) -> None:
     frontend = identities.workload_id("frontend")
+    app = f"http://127.0.0.1:{app_port}"
     print(
         f"""
 wimse-authz demo is running
@@ -77,6 +92,14 @@ DENIED (403, x-wimse-authz-reason: policy.denied): the same workload calls GET /
 
 {_signed_request(identities, ports, "frontend", "/admin/users")}
 
+OUTBOUND: the frontend app ({app}, plain HTTP, no key, no WIMSE code) calls the echo
+service through its egress Envoy; the gateway's outbound listener attaches the frontend's
+WIT and a fresh WPT on the way out (docs/outbound.md):
+
+curl -s {app}/api/hello            # the echo shows x-wimse-caller: {frontend}
+curl -s {app}/echo/hello           # a rewrite route: the WPT names /api/hello, the path sent
+curl -si -X DELETE {app}/api/hello # 403 at the caller's side: the egress policy grants GET, POST
+
 Each WPT works once and for {WPT_TTL} s. More requests:
   .venv/bin/wimse-authz token mint wit --issuer-key {directory}/keys/issuer.jwk.json \\
       --sub {frontend} --workload-key {directory}/keys/frontend.jwk.json > /tmp/wit
@@ -98,6 +121,9 @@ def run_demo(
     gateway_port: int,
     upstream_port: int,
     diagnostics_port: int,
+    *,
+    egress_port: int = 15001,
+    app_port: int = 8082,
 ) -> int:
     # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -107,7 +133,21 @@ def run_demo(
         envoy=envoy_port, admin=envoy_port + 1, gateway=gateway_port, upstream=upstream_port
     )
     identities = ensure_identities(directory)
+    egress_socket = socket_directory(directory / "egress") / "frontend.sock"
+    credentials = write_workload_credentials(
+        directory / "credentials" / "frontend", identities, "frontend", ttl=CREDENTIAL_TTL
+    )
     operations = {
+        "server": {
+            "listeners": [
+                {"address": f"127.0.0.1:{ports.gateway}"},
+                outbound_listener(egress_socket, "frontend"),
+            ]
+        },
+        "outbound": outbound_section(
+            {"frontend": (identities.workload_id("frontend"), credentials)},
+            {"echo": {"origin": ports.origin}},
+        ),
         "diagnostics": {"address": f"127.0.0.1:{diagnostics_port}"},
         "decision_log": {"output": str(directory / "logs" / "decisions.jsonl")},
     }
@@ -115,19 +155,34 @@ def run_demo(
         directory / "gateway.yaml", gateway_config(directory, ports, overrides=operations)
     )
     envoy_yaml = write_yaml(directory / "envoy.yaml", envoy_config(ports))
+    egress_yaml = write_yaml(
+        directory / "egress.yaml",
+        egress_envoy_config(
+            listener_port=egress_port,
+            admin_port=egress_port + 1,
+            gateway_socket=egress_socket,
+            callee_port=ports.envoy,
+        ),
+    )
 
     upstream = EchoServer("127.0.0.1", ports.upstream).start()
+    app = CallerApp("127.0.0.1", app_port, egress_port).start()
     processes: list[ManagedProcess] = []
+    logs = directory / "logs"
     try:
-        processes.append(gateway_process(gateway_yaml, directory / "logs" / "gateway.log").start())
-        processes.append(envoy_process(envoy_yaml, directory / "logs" / "envoy.log").start())
-        return _serve_until_interrupted(directory, ports, identities, processes, diagnostics_port)
+        processes.append(gateway_process(gateway_yaml, logs / "gateway.log").start())
+        processes.append(envoy_process(envoy_yaml, logs / "envoy.log").start())
+        processes.append(envoy_process(egress_yaml, logs / "egress-envoy.log").start())
+        return _serve_until_interrupted(
+            directory, ports, identities, processes, diagnostics_port, app_port=app_port
+        )
     except KeyboardInterrupt:
-        print("\nstopping: Envoy, then the gateway (draining), then the upstream")
+        print("\nstopping: the Envoys, then the gateway (draining), then the apps")
         return 0
     finally:
         for process in reversed(processes):
             process.stop()
+        app.stop()
         upstream.stop()
 
 
@@ -137,17 +192,27 @@ def _serve_until_interrupted(
     identities: Identities,
     processes: list[ManagedProcess],
     diagnostics_port: int,
+    *,
+    app_port: int,
 ) -> int:
     try:
         wait_for_http(f"{ports.origin}/healthz", timeout=30)
+        wait_for_http(f"http://127.0.0.1:{app_port}/api/hello", timeout=30)
     except TimeoutError as exc:
         print(f"demo did not come up: {exc}")
         for process in processes:
             print(f"--- {process.name} ({process.log_path}) ---\n{process.log_tail()}")
         return 1
-    _print_banner(directory, ports, identities, diagnostics_port)
+    _print_banner(directory, ports, identities, diagnostics_port, app_port)
+    rewritten = time.monotonic()
     while all(process.running() for process in processes):
         time.sleep(0.5)
+        if time.monotonic() - rewritten > CREDENTIAL_REFRESH:
+            # What SPIRE does for a workload: a new WIT well before the old one expires.
+            write_workload_credentials(
+                directory / "credentials" / "frontend", identities, "frontend", ttl=CREDENTIAL_TTL
+            )
+            rewritten = time.monotonic()
     for process in processes:
         if not process.running():
             print(f"{process.name} exited unexpectedly; see {process.log_path}")

@@ -1,8 +1,8 @@
 """The stages of an egress check, in order: the caller's half of WIMSE, done for the app.
 
 request → callee and target URI (from route config) → the app's context tokens (a bearer
-token moved to the user-token header, the Txn-Token verified) → egress policy → the
-workload's credentials → a fresh proof → the headers the request leaves with → decision log.
+token moved to the user-token header) → the workload's credentials → the Txn-Token verified
+→ egress policy → a fresh proof → the headers the request leaves with → decision log.
 The same failure classes as inbound: the app's malformed input is a 400 with its reason,
 a policy denial 403, and anything that stops the gateway from attaching credentials —
 missing or expired credentials, a route it cannot serve, an unexpected error — 503. No
@@ -41,7 +41,7 @@ from authz.outbound.credentials import CredentialSource, WorkloadCredentials
 from authz.pipeline import Observers, new_decision_id
 from authz.policy.decision import PolicyDecision, decision_from_result
 from authz.policy.engine import PolicyEngine
-from authz.policy.http_parsing import parse_body
+from authz.policy.http_parsing import parse_body, parse_path
 from authz.policy.input import outbound_input
 from authz.reasons import Reason
 from authz.request import RequestView, request_view, signed_message
@@ -151,6 +151,9 @@ class OutboundPipeline:
         path = upstream_path(request.path, request.context_extensions)
         audience = callee.audience(path)
         outgoing = self._outgoing_tokens(request.headers)
+        # Before policy: without credentials nothing could leave, and an outage must show
+        # as one (503), not hide behind a denial.
+        credentials = self._credentials.current()
         txn = await self._verified_txn(outgoing.txn_token)
         if txn is not None:
             record.txn, record.txn_sub = txn.txn_id, txn.subject
@@ -162,6 +165,8 @@ class OutboundPipeline:
         callee_document = {
             "name": callee.name,
             "origin": callee.origin,
+            "path": path,
+            "parsed_path": parse_path(path),
             "audience": audience,
             "proof": callee.proof.value,
         }
@@ -180,7 +185,6 @@ class OutboundPipeline:
                 ",".join(decision.reasons) or "-",
             )
             return self._answers.egress_denied(record.decision_id, decision, self._workload.uri)
-        credentials = self._credentials.current()
         return self._attach(
             request,
             record.decision_id,

@@ -219,7 +219,8 @@ def outbound_input(
     txn: VerifiedTxnToken | None,
 ) -> dict[str, Any]:
     """The input of an egress decision: may `workload` send this request to `callee`
-    (`name`, `origin`, `audience`, `proof`)? The request is the app's, as it reached its
+    (`name`, `origin`, `path` and `parsed_path` as Envoy will send them, `audience`,
+    `proof`)? The request is the app's, as it reached its
     egress Envoy; `txn` is its Txn-Token, verified."""
     document: dict[str, Any] = {
         "attributes": attributes_to_json(request.attributes),

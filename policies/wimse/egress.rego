@@ -2,8 +2,8 @@
 # gateway attaches the workload's credentials (docs/outbound.md).
 #
 # data.mesh.egress[<workload id>] is a list of grants {callee, methods, path_prefixes}: the
-# callee by its name in the gateway's outbound.callees, the path as the app sent it (before
-# any route rewrite). A workload with no entry may call nothing: egress is deny by default.
+# callee by its name in the gateway's outbound.callees, the path as the callee will see it
+# (after a declared route rewrite). A workload with no entry may call nothing.
 package wimse.egress
 
 import rego.v1
@@ -18,7 +18,7 @@ allowed if {
 	grant.callee == input.wimse.callee.name
 	input.attributes.request.http.method in grant.methods
 	some prefix in grant.path_prefixes
-	has_prefix(input.parsed_path, prefix)
+	has_prefix(input.wimse.callee.parsed_path, prefix)
 }
 
 failures contains sprintf("%s may not call %s: %s %s", [workload, callee, method, path]) if {
@@ -27,5 +27,5 @@ failures contains sprintf("%s may not call %s: %s %s", [workload, callee, method
 	workload := input.wimse.workload.id
 	callee := input.wimse.callee.name
 	method := input.attributes.request.http.method
-	path := object.get(input.attributes.request.http, "path", "this path")
+	path := input.wimse.callee.path
 }

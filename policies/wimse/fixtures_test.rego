@@ -77,6 +77,8 @@ outbound(workload_id, callee, method, segments) := {
 		"callee": {
 			"name": callee,
 			"origin": sprintf("https://%s.demo.example", [callee]),
+			"path": concat("/", array.concat([""], segments)),
+			"parsed_path": segments,
 			"audience": sprintf("https://%s.demo.example/%s", [callee, concat("/", segments)]),
 			"proof": "wpt",
 		},

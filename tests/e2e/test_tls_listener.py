@@ -24,6 +24,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authz.cli import main
 from authz.config import load_config, parse_config
 from authz.devtools.certs import CertificateAuthority, IssuedCertificate, write_pem
+from authz.devtools.egress import (
+    outbound_listener,
+    outbound_section,
+    socket_directory,
+    write_workload_credentials,
+)
 from authz.devtools.stack import Ports, free_port, gateway_config
 from authz.errors import ConfigError
 from authz.server.app import GatewayServer
@@ -479,3 +485,121 @@ def test_serve_exits_2_naming_the_file_when_a_key_does_not_match(
     assert result.returncode == 2, result.stderr
     assert "server.listeners.0.tls.key_file" in result.stderr
     assert "does not belong to the certificate" in result.stderr
+
+
+def test_an_outbound_mtls_listener_answers_only_its_egress_envoy(
+    harness: GatewayHarness, pki: Pki, tmp_path: Path
+) -> None:
+    """An outbound listener's own allow-list: the egress Envoy gets the workload's
+    credentials attached; another client of the same CA is refused before any Check runs,
+    and the inbound listener keeps its own list."""
+    inbound, outbound = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    egress_envoy = "spiffe://demo.example/ns/shop/sa/frontend-egress"
+    files = write_workload_credentials(tmp_path / "frontend", harness.identities, "frontend")
+    listeners = [
+        {"address": inbound, "tls": pki.tls(mutual=True, allowed=[ENVOY_ID])},
+        {
+            "address": outbound,
+            "tls": pki.tls(mutual=True, allowed=[egress_envoy]),
+            "mode": "outbound",
+            "workload": "frontend",
+        },
+    ]
+    document = gateway_config(
+        harness.directory,
+        Ports(443, 1, 2, 3),
+        origins=[ORIGIN],
+        overrides={
+            "server": {"listeners": listeners},
+            "outbound": outbound_section(
+                {"frontend": ("spiffe://demo.example/frontend", files)},
+                {"echo": {"origin": ORIGIN}},
+            ),
+        },
+    )
+    config = parse_config(document, "test", harness.directory)
+
+    async def scenario() -> None:
+        server = GatewayServer(config)  # the system clock: the WIT file is minted now
+        await server.start()
+        try:
+            envoy = pki.client_cert(uri=egress_envoy)
+            async with channel(outbound, pki.server_ca, envoy) as opened:
+                answer = await check(opened, {})
+                assert answer.status.code == code_pb2.OK
+                set_headers = {option.header.key for option in answer.ok_response.headers}
+                assert "workload-identity-token" in set_headers
+            for stranger in (pki.client_cert(), pki.client_cert(uri="spiffe://demo.example/x")):
+                async with channel(outbound, pki.server_ca, stranger) as opened:
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await check(opened, {})
+                    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            # The ingress Envoy's identity opens the inbound listener, where nothing is minted.
+            async with channel(inbound, pki.server_ca, pki.client_cert()) as opened:
+                answer = await check(opened, {})
+                assert answer.status.code != code_pb2.OK
+            async with channel(inbound, pki.server_ca, envoy) as opened:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await check(opened, {})
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            await server.stop()
+
+    run(scenario, timeout=60)
+
+
+def test_an_outbound_listener_is_refused_on_plaintext_tcp_or_tls_without_a_client_list(
+    harness: GatewayHarness, pki: Pki
+) -> None:
+    for listener in (
+        {"address": "127.0.0.1:9300"},
+        {"address": "127.0.0.1:9300", "tls": pki.tls(mutual=False)},
+        {"address": "127.0.0.1:9300", "tls": pki.tls(mutual=True)},
+    ):
+        document = {
+            "server": {"listeners": [{**listener, "mode": "outbound", "workload": "frontend"}]}
+        }
+        with pytest.raises(ConfigError, match="outbound listener is a unix socket"):
+            parse_config(
+                gateway_config(harness.directory, Ports(443, 1, 2, 3), overrides=document),
+                "test",
+                harness.directory,
+            )
+
+
+def test_an_outbound_socket_in_a_directory_open_to_others_is_refused_at_start(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    sockets = tmp_path / "open"
+    sockets.mkdir(mode=0o755)
+    sockets.chmod(0o755)
+    files = write_workload_credentials(tmp_path / "frontend", harness.identities, "frontend")
+    document = gateway_config(
+        harness.directory,
+        Ports(443, 1, 2, 3),
+        origins=[ORIGIN],
+        overrides={
+            "server": {"listeners": [outbound_listener(sockets / "egress.sock", "frontend")]},
+            "outbound": outbound_section(
+                {"frontend": ("spiffe://demo.example/frontend", files)},
+                {"echo": {"origin": ORIGIN}},
+            ),
+        },
+    )
+    config = parse_config(document, "test", harness.directory)
+
+    async def scenario() -> None:
+        server = GatewayServer(config, harness.clock)
+        with pytest.raises(ConfigError, match="open to others"):
+            await server.bind()
+        await server.stop()
+        socket_directory(sockets)
+        server = GatewayServer(config, harness.clock)
+        await server.start()
+        try:
+            mode = (sockets / "egress.sock").stat().st_mode & 0o777
+            assert mode == 0o660
+        finally:
+            await server.stop()
+
+    run(scenario, timeout=60)

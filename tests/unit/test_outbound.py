@@ -191,13 +191,14 @@ def test_a_route_naming_no_configured_callee_is_503(egress: GatewayHarness) -> N
 
 
 def test_a_rewrite_route_gets_a_wpt_for_the_path_envoy_sends(egress: GatewayHarness) -> None:
-    # Envoy's route: match prefix /api/ and prefix_rewrite /api/v2/, declared to the gateway.
-    rewrite = {"wimse.path_prefix": "/api/", "wimse.prefix_rewrite": "/api/v2/"}
-    allowed = expect_allowed(send(egress, "/api/orders/7", context=rewrite))
+    # Envoy's route: match prefix /orders/ and prefix_rewrite /api/orders/, declared to the
+    # gateway; the egress grant (frontend → orders, /api/orders) is for the path sent.
+    rewrite = {"wimse.path_prefix": "/orders/", "wimse.prefix_rewrite": "/api/orders/"}
+    allowed = expect_allowed(send(egress, "/orders/7", context=rewrite))
     wpt = (header(allowed, "authorization") or "").removeprefix("WPT ")
-    assert jwt_claims(wpt)["aud"] == ORIGIN + "/api/v2/orders/7"
-    expect_allowed(inbound(egress, "/api/v2/orders/7", as_received(allowed, {})))
-    expect_denied(inbound(egress, "/api/orders/7", as_received(allowed, {})), "wpt.aud_mismatch")
+    assert jwt_claims(wpt)["aud"] == ORIGIN + "/api/orders/7"
+    expect_allowed(inbound(egress, "/api/orders/7", as_received(allowed, {})))
+    expect_denied(inbound(egress, "/orders/7", as_received(allowed, {})), "wpt.aud_mismatch")
 
 
 @pytest.mark.parametrize(
