@@ -271,7 +271,11 @@ def open_configured_decision_log(config: Config, metrics: Metrics) -> DecisionLo
 
 def logged_credential_headers(config: Config) -> tuple[str, ...]:
     """Every header that can carry a token, proof or signature: never logged as is."""
-    return tuple(sorted({*CREDENTIAL_HEADERS, *config.bindable_headers}))
+    outbound: set[str] = set()
+    if (egress := config.outbound) is not None:
+        outbound.add(egress.user_token_header)
+        outbound.update(name for callee in egress.callees.values() for name in callee.bound_headers)
+    return tuple(sorted({*CREDENTIAL_HEADERS, *config.bindable_headers, *outbound}))
 
 
 def build_engine_for(

@@ -140,7 +140,7 @@ def measure(setup: Setup, load: Load, plan: RunPlan, round_number: int) -> Measu
         command = _command(setup, load, plan, plan.warmup_seconds, plan.pools[0])
         warmup = run_wrk(command, plan.warmup_seconds)
     command = _command(setup, load, plan, plan.seconds, plan.pools[1])
-    counters_before = probes.ext_authz_counters(setup.ports.admin) if setup.has_ext_authz else None
+    counters_before = _ext_authz_counters(setup)
     metrics_before = [probes.gateway_metrics(port) for port in setup.metrics_ports]
     started = time.monotonic()
     meter = CpuMeter(setup.pids())
@@ -171,10 +171,16 @@ def measure(setup: Setup, load: Load, plan: RunPlan, round_number: int) -> Measu
         checks_wait_for_io=setup.checks_wait_for_io,
     )
     if counters_before is not None:
-        after = probes.ext_authz_counters(setup.ports.admin)
+        after = probes.ext_authz_counters(setup.ports.admin, setup.stat_prefix)
         m.ext_authz = {k: after[k] - counters_before[k] for k in after}
     m.invalid_reasons = invalid_reasons(m, setup.decision_cache)
     return m
+
+
+def _ext_authz_counters(setup: Setup) -> dict[str, int] | None:
+    if not setup.has_ext_authz:
+        return None
+    return probes.ext_authz_counters(setup.ports.admin, setup.stat_prefix)
 
 
 def _command(

@@ -15,7 +15,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 EXT_AUTHZ_STATS = ("ok", "denied", "error", "invalid", "failure_mode_allowed")
-EXT_AUTHZ_STAT_PREFIX = "http.ingress.ext_authz."  # the HCM's stat_prefix is `ingress`
+INGRESS = "ingress"
+"""gateway.yaml's HCM `stat_prefix` (egress.yaml's is `egress`)."""
 CHECK_DURATION_METRIC = "wimse_authz_check_duration_seconds"
 CHECK_STAGE_METRIC = "wimse_authz_check_stage_seconds_total"
 CACHE_LOOKUPS_METRIC = "wimse_authz_decision_cache_lookups_total"
@@ -143,20 +144,22 @@ def children_cpu_seconds() -> float:
 # --- Envoy admin ---------------------------------------------------------------------------
 
 
-def ext_authz_counters_from_stats(text: str) -> dict[str, int]:
-    """Envoy's `ingress` ext_authz counters from its admin `/stats` text (0 if not created)."""
+def ext_authz_counters_from_stats(text: str, stat_prefix: str = INGRESS) -> dict[str, int]:
+    """Envoy's ext_authz counters of the HTTP connection manager with `stat_prefix`
+    (`http.<stat_prefix>.ext_authz.*`) from its admin `/stats` text (0 if not created)."""
+    prefix = f"http.{stat_prefix}.ext_authz."
     counters = dict.fromkeys(EXT_AUTHZ_STATS, 0)
     for line in text.splitlines():
         name, _, value = line.partition(": ")
-        short = name.removeprefix(EXT_AUTHZ_STAT_PREFIX)
-        if name.startswith(EXT_AUTHZ_STAT_PREFIX) and short in counters and value.isdigit():
+        short = name.removeprefix(prefix)
+        if name.startswith(prefix) and short in counters and value.isdigit():
             counters[short] = int(value)
     return counters
 
 
-def ext_authz_counters(admin_port: int) -> dict[str, int]:
-    url = f"http://127.0.0.1:{admin_port}/stats?filter=^http\\.ingress\\.ext_authz\\."
-    return ext_authz_counters_from_stats(_get(url))
+def ext_authz_counters(admin_port: int, stat_prefix: str = INGRESS) -> dict[str, int]:
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=^http\\.{stat_prefix}\\.ext_authz\\."
+    return ext_authz_counters_from_stats(_get(url), stat_prefix)
 
 
 def healthy_endpoints_from_clusters(text: str, cluster: str) -> set[str]:
@@ -215,17 +218,22 @@ class GatewayMetrics:
     def _per_check_us(self, seconds: float) -> float | None:
         return seconds / self.checks * 1e6 if self.checks else None
 
+    def _stage_us(self, seconds: float) -> float | None:
+        """None when the checks added no time to a stage: they do not record it (outbound
+        checks keep their stage times in their decision records only), which is not 0 µs."""
+        return self._per_check_us(seconds) if seconds > 0 else None
+
     @property
     def mean_check_us(self) -> float | None:
         return self._per_check_us(self.check_seconds)
 
     @property
     def mean_verify_us(self) -> float | None:
-        return self._per_check_us(self.verify_seconds)
+        return self._stage_us(self.verify_seconds)
 
     @property
     def mean_evaluate_us(self) -> float | None:
-        return self._per_check_us(self.evaluate_seconds)
+        return self._stage_us(self.evaluate_seconds)
 
 
 _WANTED = {

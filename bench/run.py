@@ -3,10 +3,11 @@ measured side by side in interleaved rounds.
 
 Setups (bench/setups.py), each its own Envoy (`--concurrency 1`) answering with a
 `direct_response`, so only the authorization step differs: envoy, jwt_authn, noop_grpc,
-noop_pyvoy, gateway, gateway_pyvoy, gateway_es256, gateway_2proc, gateway_cached (the
-pyvoy ones only where `.venv-pyvoy` exists; see bench/transport/). Every round measures
-each selected setup at saturation, then jwt_authn and the full-check gateways at a fixed
-offered rate (half the gateway's maximum in that round). The report gives medians and
+noop_pyvoy, gateway, gateway_pyvoy, gateway_outbound (a workload's egress Envoy asking the
+gateway's outbound listener), gateway_es256, gateway_2proc, gateway_cached (the pyvoy ones
+only where `.venv-pyvoy` exists; see bench/transport/). Every round measures each selected
+setup at saturation, then jwt_authn and the full-check gateways at a fixed offered rate
+(half the gateway's maximum in that round). The report gives medians and
 ranges over the rounds, and ratios computed within each round. See bench/README.md.
 
     .venv/bin/python bench/run.py [--rounds 3] [--duration 10] [--setups gateway,jwt_authn]
@@ -296,8 +297,8 @@ def _delete(pools: Sequence[WptPool | None]) -> None:
 
 
 def run(settings: Settings, workdir: Path, document: dict[str, Any]) -> int:
-    callers = make_callers(stack.ensure_identities(workdir))
-    workspace = Workspace(workdir, callers, settings.replay_capacity)
+    identities = stack.ensure_identities(workdir)
+    workspace = Workspace(workdir, make_callers(identities), settings.replay_capacity, identities)
     setups = [BUILDERS[name](workspace) for name in settings.setups]
     document["setups"] = {s.name: {"ports": asdict(s.ports), "url": s.url} for s in setups}
     bench = Bench(settings, workdir, setups)

@@ -9,11 +9,13 @@ itself with a `direct_response`, and whatever sits behind its ext_authz filter.
 | `noop_pyvoy` | ext_authz | the same do-nothing Check served by pyvoy inside an Envoy |
 | `gateway` | ext_authz | one `wimse-authz serve`; callers' WPTs signed Ed25519 |
 | `gateway_pyvoy` | ext_authz | the same gateway served by pyvoy inside an Envoy |
+| `gateway_outbound` | ext_authz, egress Envoy | an outbound listener: attaches WIT + fresh WPT |
 | `gateway_es256` | ext_authz | the same; WPTs signed ES256 |
 | `gateway_2proc` | ext_authz, 2 endpoints | `wimse-authz serve --workers 2` |
 | `gateway_cached` | ext_authz | one `wimse-authz serve` with the decision cache on |
 
-Everything is built from `deploy/envoy/gateway.yaml` and the demo gateway configuration of
+Everything is built from `deploy/envoy/gateway.yaml` (`gateway_outbound`: the workload's
+egress Envoy, `deploy/envoy/egress.yaml`) and the demo gateway configuration of
 `authz/devtools/stack.py` (the `policies/` `make run` ships). Another serving transport is
 one more builder in `BUILDERS`: a `Setup` whose `servers` start it.
 
@@ -43,6 +45,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import probes
 from authz.devtools import stack
+from authz.devtools.check import (
+    CheckError,
+    GatewayAddress,
+    answer_from_response,
+    build_check_request,
+    send_check,
+)
+from authz.devtools.egress import (
+    EGRESS_AUTHZ_CLUSTER,
+    egress_envoy_config,
+    outbound_listener,
+    outbound_section,
+    socket_directory,
+    write_workload_credentials,
+)
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit, mint_wpt, sign_jws
 from loadgen import BENCH_DIR, WptPool
@@ -54,6 +71,10 @@ WPT_TTL = 290
 """The gateway refuses a WPT whose `exp` is more than 300 s ahead."""
 DIRECT_RESPONSE: dict[str, Any] = {"status": 200, "body": {"inline_string": "ok\n"}}
 CHECK_CLUSTER = "wimse_authz"
+"""gateway.yaml's cluster leading to the gateway (egress.yaml's is EGRESS_AUTHZ_CLUSTER)."""
+OUTBOUND_WIT_TTL = 3600
+"""The outbound caller's WIT file lives this long: it is read once and reused for the
+whole run, as a workload's issuer-written WIT is until near its expiry."""
 JWT_ISSUER = "https://bench.example"
 JWT_AUDIENCE = "bench"
 DECISION_CACHE: dict[str, Any] = {"entries": 10_000, "max_ttl_seconds": 30}
@@ -78,12 +99,14 @@ SETUP_NAMES = (
     "noop_pyvoy",
     "gateway",
     "gateway_pyvoy",
+    "gateway_outbound",
     "gateway_es256",
     "gateway_2proc",
     "gateway_cached",
 )
 """Every setup, in the order each round measures them: each pyvoy setup right after its
-grpc.aio counterpart, so the pair is measured under (nearly) the same conditions."""
+grpc.aio counterpart, so the pair is measured under (nearly) the same conditions; the
+outbound gateway right after that pair, next to the inbound check it is compared with."""
 
 
 class SetupFailed(Exception):
@@ -171,16 +194,49 @@ def ext_authz_envoy_config(ports: stack.Ports, check_ports: Sequence[int]) -> di
     the gateway sees exactly what it sees in production; only the upstream hop is gone.
     With two endpoints Envoy opens one HTTP/2 connection to each and balances round robin.
     """
-    config = stack.envoy_config(ports)
-    for route in _routes(config):
-        route.pop("route", None)
-        route["direct_response"] = copy.deepcopy(DIRECT_RESPONSE)  # no YAML anchors
+    config = _answering_itself(stack.envoy_config(ports))
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] == CHECK_CLUSTER:
             locality = cluster["load_assignment"]["endpoints"][0]
             template = locality["lb_endpoints"][0]
             locality["lb_endpoints"] = [_endpoint_on(template, port) for port in check_ports]
     return config
+
+
+def _answering_itself(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with every route answering `DIRECT_RESPONSE` instead of proxying. Each
+    route's `typed_per_filter_config` stays: ext_authz runs before the router whatever the
+    route does, with the deploy file's per-route settings."""
+    for route in _routes(config):
+        route.pop("route", None)
+        route["direct_response"] = copy.deepcopy(DIRECT_RESPONSE)  # no YAML anchors
+    return config
+
+
+def stat_prefix(config: Mapping[str, Any]) -> str:
+    """The HTTP connection manager's `stat_prefix`: Envoy names its ext_authz counters
+    `http.<prefix>.ext_authz.*` (gateway.yaml: `ingress`, egress.yaml: `egress`)."""
+    listener = config["static_resources"]["listeners"][0]
+    prefix: str = listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"]
+    return prefix
+
+
+def egress_bench_config(ports: stack.Ports, gateway_socket: Path) -> dict[str, Any]:
+    """deploy/envoy/egress.yaml (the workload's egress Envoy) listening on `ports.envoy`,
+    asking the outbound listener at `gateway_socket`, each route answering itself.
+
+    The per-route `context_extensions` ({wimse.service: echo, wimse.body: forwarded}) stay,
+    so the outbound check runs exactly as deployed. The `echo` cluster stays too, pointing
+    at `ports.upstream` (the callee's origin in the gateway's configuration), but no
+    request reaches it.
+    """
+    config = egress_envoy_config(
+        listener_port=ports.envoy,
+        admin_port=ports.admin,
+        gateway_socket=gateway_socket,
+        callee_port=ports.upstream,
+    )
+    return _answering_itself(config)
 
 
 def _endpoint_on(template: Mapping[str, Any], port: int) -> dict[str, Any]:
@@ -263,7 +319,28 @@ class Server:
     reports SERVING on each (none: `start` returns when the server is ready)."""
     metrics_port: int | None = None
     """Where a gateway serves its Prometheus `/metrics`."""
+    socket: Path | None = None
+    """The Unix socket Envoy sends it checks on instead of a port (an outbound listener);
+    waited for like a port."""
     process: stack.ManagedProcess | None = None
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Where Envoy sends it checks, as Envoy's admin `/clusters` names them:
+        `127.0.0.1:<port>` for each port, the path of its socket."""
+        names = [f"127.0.0.1:{port}" for port in self.ports]
+        return [*names, str(self.socket)] if self.socket is not None else names
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundProbe:
+    """What an outbound listener must answer a direct Check with: OK, setting the WIT of
+    `wit_file` (read once, reused) and a WPT (signed anew for every request)."""
+
+    socket: Path
+    context: Mapping[str, str]
+    """The `context_extensions` of the egress route the bench's requests take."""
+    wit_file: Path
 
 
 @dataclass
@@ -285,6 +362,13 @@ class Setup:
     checks_wait_for_io: bool = False
     """A check awaits I/O (the Redis replay store): while it waits, the gateway works on
     other checks, so check wall times overlap and add up to more than the time spent."""
+    check_cluster: str = CHECK_CLUSTER
+    """Envoy's cluster leading to the check servers."""
+    stat_prefix: str = probes.INGRESS
+    """Envoy's HTTP stat prefix: its ext_authz counters are `http.<prefix>.ext_authz.*`."""
+    outbound: OutboundProbe | None = None
+    """Set: the check server is an outbound listener, and the sanity check asks it directly
+    whether it attaches the workload's WIT and a fresh WPT."""
     envoy: stack.ManagedProcess | None = None
 
     @property
@@ -328,6 +412,8 @@ class Workspace:
     callers: Mapping[str, Caller]
     replay_capacity: int
     """`wpt.replay_cache_entries` for single-process gateways (see `gateway`)."""
+    identities: stack.Identities
+    """The demo trust domain's keys: the issuer writes the outbound workload's WIT file."""
 
     @property
     def logs(self) -> Path:
@@ -455,6 +541,75 @@ def gateway(
     )
 
 
+def gateway_outbound(ws: Workspace) -> Setup:
+    """The workload's egress Envoy (egress.yaml) in front of a gateway's outbound listener:
+    one `wimse-authz serve` with the demo configuration plus an outbound listener for
+    `frontend` on a Unix socket and an `outbound` section whose callee `echo` is the
+    egress Envoy's `echo` cluster (never reached: the routes answer themselves).
+
+    Requests are what the app sends: plain `GET /api/hello`, no credentials (the app holds
+    no key); the sample policy's egress grant lets frontend call echo's `/api/*`. Each check
+    is the caller's half of WIMSE: egress policy, then the workload's WIT (from the file,
+    reused) and a fresh WPT (one Ed25519 signature). No replay table, no verification.
+    The inbound listener stays in the configuration and carries no traffic.
+    """
+    name = "gateway_outbound"
+    ports = stack.Ports.free()
+    metrics_port = stack.free_port()
+    socket_path = socket_directory(ws.directory / "outbound") / f"{CALLER}.sock"
+    credentials = write_workload_credentials(
+        ws.directory / "credentials" / CALLER, ws.identities, CALLER, ttl=OUTBOUND_WIT_TTL
+    )
+    callee = {"origin": f"http://127.0.0.1:{ports.upstream}"}
+    overrides: dict[str, Any] = {
+        "logging": {"level": "warning"},
+        "diagnostics": {"address": f"127.0.0.1:{metrics_port}"},
+        "server": {
+            "listeners": [
+                {"address": f"127.0.0.1:{ports.gateway}"},
+                outbound_listener(socket_path, CALLER),
+            ]
+        },
+        "outbound": outbound_section(
+            {CALLER: (ws.identities.workload_id(CALLER), credentials)}, {"echo": callee}
+        ),
+    }
+    config = stack.gateway_config(ws.directory, ports, overrides=overrides)
+    config_path = stack.write_yaml(ws.directory / f"{name}.yaml", config)
+    process = stack.gateway_process(config_path, ws.logs / f"{name}.log")
+    server = Server(
+        process.name, process.start, True, metrics_port=metrics_port, socket=socket_path
+    )
+    envoy = egress_bench_config(ports, socket_path)
+    return Setup(
+        name,
+        ports,
+        stack.write_yaml(ws.directory / f"envoy-{name}.yaml", envoy),
+        servers=[server],
+        decision_cache=False,
+        full_check=True,
+        at_fixed_rate=True,
+        check_cluster=EGRESS_AUTHZ_CLUSTER,
+        stat_prefix=stat_prefix(envoy),
+        outbound=OutboundProbe(socket_path, route_context(envoy, PATH), credentials.wit_file),
+    )
+
+
+def route_context(config: Mapping[str, Any], path: str) -> dict[str, str]:
+    """The ext_authz `context_extensions` of the first prefix route matching `path`."""
+    for route in _routes(dict(config)):
+        prefix = route["match"].get("prefix")
+        if prefix is not None and path.startswith(prefix):
+            per_route = route.get("typed_per_filter_config", {}).get(
+                "envoy.filters.http.ext_authz", {}
+            )
+            context: dict[str, str] = per_route.get("check_settings", {}).get(
+                "context_extensions", {}
+            )
+            return dict(context)
+    raise SetupFailed(f"no prefix route of the Envoy configuration matches {path}")
+
+
 def consecutive_free_ports(count: int, after: int) -> tuple[int, ...]:
     """`count` ports following `after` (`serve --workers` listens on port+1, port+2...),
     each free now; SetupFailed when one is taken (rare: the first port was just free)."""
@@ -475,6 +630,7 @@ BUILDERS: dict[str, Callable[[Workspace], Setup]] = {
     "noop_pyvoy": noop_pyvoy,
     "gateway": functools.partial(gateway, name="gateway"),
     "gateway_pyvoy": functools.partial(gateway, name="gateway_pyvoy", transport="pyvoy"),
+    "gateway_outbound": gateway_outbound,
     "gateway_es256": functools.partial(gateway, name="gateway_es256", algorithm="ES256"),
     "gateway_2proc": functools.partial(gateway, name="gateway_2proc", processes=2),
     "gateway_cached": functools.partial(gateway, name="gateway_cached", decision_cache=True),
@@ -485,8 +641,14 @@ assert tuple(BUILDERS) == SETUP_NAMES
 # --- running them --------------------------------------------------------------------------
 
 
-def _wait_until_serving(process: stack.ManagedProcess, port: int, timeout: float) -> None:
-    """Until the gRPC health service on `port` reports the ext_authz service SERVING.
+def _grpc_target(endpoint: str) -> str:
+    """A `Server.endpoints` name as a gRPC target: a socket's path becomes `unix:<path>`."""
+    return f"unix:{endpoint}" if endpoint.startswith("/") else endpoint
+
+
+def _wait_until_serving(process: stack.ManagedProcess, endpoint: str, timeout: float) -> None:
+    """Until the gRPC health service at `endpoint` (a `Server.endpoints` name) reports the
+    ext_authz service SERVING.
 
     Envoy's first health check must find it serving: a cluster that has had no traffic
     yet is checked again only after `no_traffic_interval` (60 s by default).
@@ -494,7 +656,7 @@ def _wait_until_serving(process: stack.ManagedProcess, port: int, timeout: float
     request = health_pb2.HealthCheckRequest(service=AUTHORIZATION_SERVICE)
     deadline = time.monotonic() + timeout
     last = "no answer"
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(_grpc_target(endpoint)) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if not process.running():
@@ -513,11 +675,11 @@ def _wait_until_serving(process: stack.ManagedProcess, port: int, timeout: float
 def _wait_for_healthy_endpoints(setup: Setup, timeout: float) -> None:
     """Until Envoy's health checks found every check server serving: before that, Envoy
     would send all checks to the others (or, with none healthy, to all in panic mode)."""
-    wanted = {f"127.0.0.1:{port}" for s in setup.check_servers for port in s.ports}
+    wanted = {endpoint for s in setup.check_servers for endpoint in s.endpoints}
     deadline = time.monotonic() + timeout
     healthy: set[str] = set()
     while time.monotonic() < deadline:
-        healthy = probes.healthy_endpoints(setup.ports.admin, CHECK_CLUSTER)
+        healthy = probes.healthy_endpoints(setup.ports.admin, setup.check_cluster)
         if wanted <= healthy:
             return
         time.sleep(0.2)
@@ -529,8 +691,8 @@ def start(setup: Setup) -> None:
     try:
         for server in setup.servers:
             server.process = server.start()
-            for port in server.ports:
-                _wait_until_serving(server.process, port, START_TIMEOUT)
+            for endpoint in server.endpoints:
+                _wait_until_serving(server.process, endpoint, START_TIMEOUT)
         log = setup.envoy_yaml.parent / "logs" / f"envoy-{setup.name}.log"
         setup.envoy = stack.envoy_process(setup.envoy_yaml, log).start()
         stack.wait_for_http(f"http://127.0.0.1:{setup.ports.admin}/ready", timeout=START_TIMEOUT)
@@ -541,25 +703,83 @@ def start(setup: Setup) -> None:
 
 
 def sanity_check(setup: Setup) -> None:
-    """Requests through the setup (one per check server) must be answered 200 before it
-    is worth measuring; SetupFailed with the reason header and log tails otherwise."""
-    for _ in range(max(1, sum(len(server.ports) for server in setup.check_servers))):
-        headers = setup.caller.headers(setup.url) if setup.caller else setup.headers
-        request = urllib.request.Request(setup.url, headers=headers)  # noqa: S310 - loopback
+    """Before a setup is worth measuring: requests through it (one per check endpoint) must
+    be answered 200, each checked and allowed by ext_authz where it has one (Envoy's `ok`
+    counter grew by as many: the 200s are not a bypass), and an outbound listener must
+    answer as it should (`_check_outbound_answers`). SetupFailed with the reason and the
+    log tails otherwise."""
+    requests = max(1, sum(len(server.endpoints) for server in setup.check_servers))
+    before = _ext_authz_ok(setup)
+    for _ in range(requests):
+        _sanity_request(setup)
+    after = _ext_authz_ok(setup)
+    if before is not None and after is not None and after - before < requests:
+        raise SetupFailed(
+            f"{setup.name}: {requests} sanity request(s) answered 200, but Envoy's "
+            f"http.{setup.stat_prefix}.ext_authz.ok grew by {after - before}: not checked\n"
+            + setup.log_tails()
+        )
+    if setup.outbound is not None:
+        _check_outbound_answers(setup, setup.outbound)
+
+
+def _ext_authz_ok(setup: Setup) -> int | None:
+    if not setup.has_ext_authz:
+        return None
+    return probes.ext_authz_counters(setup.ports.admin, setup.stat_prefix)["ok"]
+
+
+def _sanity_request(setup: Setup) -> None:
+    headers = setup.caller.headers(setup.url) if setup.caller else setup.headers
+    request = urllib.request.Request(setup.url, headers=headers)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            status, reason = response.status, ""
+    except urllib.error.HTTPError as exc:
+        status, reason = exc.code, exc.headers.get("x-wimse-authz-reason", "")
+    except OSError as exc:
+        message = f"{setup.name}: sanity request failed: {exc}\n{setup.log_tails()}"
+        raise SetupFailed(message) from None
+    if status != 200:
+        detail = f" (x-wimse-authz-reason: {reason})" if reason else ""
+        raise SetupFailed(
+            f"{setup.name}: sanity request answered {status}{detail}, expected 200\n"
+            + setup.log_tails()
+        )
+
+
+def _check_outbound_answers(setup: Setup, probe: OutboundProbe) -> None:
+    """Two Checks sent straight to the outbound listener, as the egress Envoy asks for the
+    bench's request, must both be allowed and set the workload's WIT (the one in its file,
+    both times: reused) and a WPT (a different one each time: signed per request).
+    Otherwise the setup's 200s would not be measuring what an outbound check costs."""
+    request = build_check_request(
+        host=f"127.0.0.1:{setup.ports.envoy}", path=PATH, scheme="http", context=probe.context
+    )
+    wit = probe.wit_file.read_text(encoding="ascii").strip()
+    proofs = []
+    for _ in range(2):
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-                status, reason = response.status, ""
-        except urllib.error.HTTPError as exc:
-            status, reason = exc.code, exc.headers.get("x-wimse-authz-reason", "")
-        except OSError as exc:
-            message = f"{setup.name}: sanity request failed: {exc}\n{setup.log_tails()}"
-            raise SetupFailed(message) from None
-        if status != 200:
-            detail = f" (x-wimse-authz-reason: {reason})" if reason else ""
-            raise SetupFailed(
-                f"{setup.name}: sanity request answered {status}{detail}, expected 200\n"
-                + setup.log_tails()
+            answer = answer_from_response(
+                send_check(request, GatewayAddress(f"unix:{probe.socket}"))
             )
+        except CheckError as exc:
+            raise SetupFailed(f"{setup.name}: {exc}\n{setup.log_tails()}") from None
+        headers = {name.lower(): value for name, value in answer.headers}
+        proof = headers.get("authorization", "")
+        if (
+            not answer.allowed
+            or headers.get(WIT_HEADER.lower()) != wit
+            or not proof.startswith("WPT ")
+        ):
+            raise SetupFailed(
+                f"{setup.name}: the outbound listener answered allowed={answer.allowed} "
+                f"(reason {answer.reason}) setting {sorted(headers)}; expected the "
+                f"workload's WIT and a WPT\n{setup.log_tails()}"
+            )
+        proofs.append(proof)
+    if proofs[0] == proofs[1]:
+        raise SetupFailed(f"{setup.name}: the outbound listener attached the same WPT twice")
 
 
 def stop(setup: Setup) -> None:

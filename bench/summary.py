@@ -114,19 +114,23 @@ RATIOS = (
     Ratio("gateway_es256", "jwt_authn", "req_s"),
     Ratio("gateway_cached", "jwt_authn", "req_s"),
     Ratio("gateway_pyvoy", "jwt_authn", "req_s"),
+    Ratio("gateway_outbound", "jwt_authn", "req_s"),
     Ratio("noop_grpc", "jwt_authn", "req_s"),
     Ratio("noop_pyvoy", "jwt_authn", "req_s"),
     Ratio("gateway", "envoy", "req_s"),
+    Ratio("gateway_outbound", "envoy", "req_s"),
     Ratio("gateway_es256", "gateway", "req_s"),
     Ratio("gateway_2proc", "gateway", "req_s"),
     Ratio("gateway_cached", "gateway", "req_s"),
     Ratio("gateway_pyvoy", "gateway", "req_s"),
+    Ratio("gateway_outbound", "gateway", "req_s"),
     Ratio("noop_pyvoy", "noop_grpc", "req_s"),
     Ratio("gateway", "jwt_authn", "p99_ms"),
     Ratio("gateway", "jwt_authn", "p99_ms", "rate", target="≤ 3"),
     Ratio("gateway_es256", "jwt_authn", "p99_ms", "rate"),
     Ratio("gateway_2proc", "jwt_authn", "p99_ms", "rate"),
     Ratio("gateway_pyvoy", "jwt_authn", "p99_ms", "rate"),
+    Ratio("gateway_outbound", "jwt_authn", "p99_ms", "rate"),
 )
 
 

@@ -103,10 +103,12 @@ def bind_listeners(
 
 def check_outbound_socket_directory(path: Path) -> None:
     """Whoever can connect to an outbound socket gets requests signed as its workload: its
-    directory must exist and grant nothing to others (it is shared with the workload's
-    egress Envoy alone, by owner or group). `ConfigError` otherwise."""
+    directory must grant nothing to others (it is shared with the workload's egress Envoy
+    alone, by owner or group). A missing directory is created so (mode 0750) in an existing
+    parent. `ConfigError` otherwise."""
     directory = path.parent
     try:
+        directory.mkdir(mode=0o750, exist_ok=True)
         mode = directory.stat().st_mode
     except OSError as exc:
         raise ConfigError(f"outbound socket directory {directory}: {exc.strerror}") from None

@@ -23,9 +23,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
+from authz.config import parse_config
 from authz.devtools.certs import CertificateAuthority
+from authz.devtools.keys import generate_private_jwk, private_key_from_jwk
+from authz.devtools.mint import mint_wit
 from authz.devtools.stack import REPO_ROOT, envoy_binary
+from authz.outbound.envoy_routes import egress_envoy_problems
 from tests.e2e.k8s_manifests import (
     KUSTOMIZATIONS,
     SCHEMA_DIR,
@@ -94,7 +99,8 @@ def gateway_config(manifests: tuple[Manifest, ...]) -> dict[str, Any]:
 @cache
 def stand_in_secrets() -> dict[str, dict[str, str]]:
     """Stand-ins for the Secrets an operator creates (README): a CA, the gateway's
-    certificate from it, and a Redis password."""
+    certificate from it, a Redis password, and the sidecar workload's WIT and key (as its
+    issuer writes them)."""
     ca = CertificateAuthority.create("wimse-authz test ca")
     names = [
         "wimse-authz.wimse-authz.svc",
@@ -109,7 +115,22 @@ def stand_in_secrets() -> dict[str, dict[str, str]]:
             "ca.crt": ca.cert_pem.decode(),
         },
         "wimse-authz-redis": {"password": password, "redis-auth.conf": f"requirepass {password}"},
+        "orders-workload-credentials": workload_credentials(
+            "spiffe://prod.example.com/ns/shop/sa/orders"
+        ),
     }
+
+
+def workload_credentials(workload_id: str) -> dict[str, str]:
+    """A WIT for `workload_id` (from a throwaway issuer) and the PEM key it confirms."""
+    key = generate_private_jwk("ES256")
+    wit = mint_wit(generate_private_jwk("ES256"), workload_id, key)
+    pem = private_key_from_jwk(key).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return {"wit.jwt": wit, "key.pem": pem.decode()}
 
 
 def pod_files(
@@ -316,8 +337,12 @@ def test_every_path_the_configuration_reads_is_mounted(rendered: tuple[Manifest,
     for key, path in named:
         inside = [f for f in files if f == str(path) or f.startswith(f"{path}/")]
         assert inside, f"{key}: {path} is not in any volume the gateway mounts"
+    # An outbound socket's own directory is created by the gateway (closed to others)
+    # inside the mounted one.
     socket_dirs = [
-        PurePosixPath(listener["address"].removeprefix("unix:")).parent
+        PurePosixPath(listener["address"].removeprefix("unix:")).parents[
+            1 if listener.get("mode") == "outbound" else 0
+        ]
         for listener in config["server"]["listeners"]
         if listener["address"].startswith("unix:")
     ]
@@ -634,19 +659,25 @@ def test_only_the_gateway_and_envoy_share_the_socket_directory() -> None:
     rendered = render("sidecar")
     pod = gateway_pod(rendered)
     envoy, bootstrap = sidecar_envoy(rendered)
-    [listener] = gateway_config(rendered)["server"]["listeners"]
-    socket = PurePosixPath(listener["address"].removeprefix("unix:"))
+    listeners = gateway_config(rendered)["server"]["listeners"]
+    [inbound] = [item for item in listeners if item.get("mode", "inbound") == "inbound"]
+    [outbound] = [item for item in listeners if item.get("mode") == "outbound"]
     clusters = bootstrap["static_resources"]["clusters"]
-    cluster = next(c for c in clusters if c["name"] == "wimse_authz")
-    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["pipe"]["path"] == str(socket)
-    sharing = {
-        container["name"]
-        for container in containers(pod.spec)
-        for mount in container.get("volumeMounts", [])
-        if mount["mountPath"] == str(socket.parent)
-    }
-    assert sharing == {"wimse-authz", "envoy"}
+    for listener, cluster_name, mounted_at in (
+        (inbound, "wimse_authz", 0),
+        (outbound, "wimse_authz_egress", 1),  # egress/ is the gateway's, in the mount
+    ):
+        socket = PurePosixPath(listener["address"].removeprefix("unix:"))
+        cluster = next(c for c in clusters if c["name"] == cluster_name)
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert endpoint["address"]["pipe"]["path"] == str(socket)
+        sharing = {
+            container["name"]
+            for container in containers(pod.spec)
+            for mount in container.get("volumeMounts", [])
+            if mount["mountPath"] == str(socket.parents[mounted_at])
+        }
+        assert sharing == {"wimse-authz", "envoy"}
     # The socket is created with the process's umask: Envoy connects as the same user.
     assert envoy["securityContext"]["runAsUser"] == pod.container["securityContext"]["runAsUser"]
     assert pod.container.get("restartPolicy") == "Always", "a sidecar: up before Envoy"
@@ -656,12 +687,41 @@ def test_only_the_gateway_and_envoy_share_the_socket_directory() -> None:
 
 
 def test_the_sidecar_envoy_names_a_configured_service() -> None:
+    """Its ingress routes name protected services; its egress routes, callees."""
     rendered = render("sidecar")
     _, bootstrap = sidecar_envoy(rendered)
-    text = json.dumps(bootstrap)
-    named = set(re.findall(r'"wimse\.service": "([^"]+)"', text))
-    assert named
-    assert named <= set(gateway_config(rendered)["services"])
+    config = gateway_config(rendered)
+    listeners = {item["name"]: item for item in bootstrap["static_resources"]["listeners"]}
+    for listener, configured in (
+        ("ingress", config["services"]),
+        ("egress", config["outbound"]["callees"]),
+    ):
+        named = set(re.findall(r'"wimse\.service": "([^"]+)"', json.dumps(listeners[listener])))
+        assert named
+        assert named <= set(configured)
+
+
+def test_only_the_sidecar_deployment_has_outbound_listeners() -> None:
+    """A shared (multi-tenant) gateway never mints: only a workload's own sidecar speaks for
+    that workload, on a socket its Envoy alone reaches."""
+    for name in KUSTOMIZATIONS:
+        config = gateway_config(render(name))
+        outbound = [
+            item for item in config["server"]["listeners"] if item.get("mode") == "outbound"
+        ]
+        if name == "sidecar":
+            assert [item["workload"] for item in outbound] == ["orders"]
+            assert list(config["outbound"]["workloads"]) == ["orders"]
+        else:
+            assert outbound == [], name
+            assert "outbound" not in config, name
+
+
+def test_the_sidecar_egress_routes_send_each_proof_to_its_callee(tmp_path: Path) -> None:
+    rendered = render("sidecar")
+    _, bootstrap = sidecar_envoy(rendered)
+    config = parse_config(gateway_config(rendered), "sidecar gateway.yaml", tmp_path)
+    assert egress_envoy_problems(config, bootstrap) == []
 
 
 # The istio overlay

@@ -6,6 +6,8 @@ ratios. Nothing here starts Envoy, wrk or a gateway: the inputs are the texts th
 from __future__ import annotations
 
 import math
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,12 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from authz.config import parse_config
 from authz.devtools import stack
+from authz.devtools.egress import EGRESS_AUTHZ_CLUSTER
 from authz.observability.metrics import Metrics
 from authz.observability.worker_metrics import SupervisorMetrics
+from authz.outbound.envoy_routes import egress_envoy_problems
 from loadgen import (
     FIXED_RATE_SCRIPT,
     WPT_POOL_SCRIPT,
@@ -45,7 +50,10 @@ from setups import (
     BUILDERS,
     CHECK_CLUSTER,
     SETUP_NAMES,
+    WIT_HEADER,
+    Server,
     Workspace,
+    egress_bench_config,
     ext_authz_envoy_config,
     make_callers,
     runnable,
@@ -112,6 +120,11 @@ def gateway_numbers(checks: int = 10_000, **changes: Any) -> GatewayMetrics:
         "cache_misses": 0,
     }
     return GatewayMetrics(**{**fields, **changes})
+
+
+def workspace(directory: Path, replay_capacity: int = 1000) -> Workspace:
+    identities = stack.ensure_identities(directory)
+    return Workspace(directory, make_callers(identities), replay_capacity, identities)
 
 
 def measurement(
@@ -234,6 +247,8 @@ def test_ext_authz_counters_default_to_zero_and_ignore_other_stats() -> None:
         "invalid": 0,
         "failure_mode_allowed": 0,
     }
+    assert ext_authz_counters_from_stats(text, "egress")["error"] == 9
+    assert ext_authz_counters_from_stats(text, "egress")["ok"] == 0
 
 
 def test_only_endpoints_envoy_calls_healthy_count() -> None:
@@ -244,6 +259,18 @@ def test_only_endpoints_envoy_calls_healthy_count() -> None:
         "other::127.0.0.1:1003::health_flags::healthy\n"
     )
     assert healthy_endpoints_from_clusters(text, CHECK_CLUSTER) == {"127.0.0.1:1001"}
+    pipe = f"{EGRESS_AUTHZ_CLUSTER}::/run/bench/frontend.sock::health_flags::healthy\n"
+    assert healthy_endpoints_from_clusters(pipe, EGRESS_AUTHZ_CLUSTER) == {
+        "/run/bench/frontend.sock"
+    }
+
+
+def test_a_servers_endpoints_are_named_as_envoy_names_them(tmp_path: Path) -> None:
+    def server(**where: Any) -> Server:
+        return Server("gateway", lambda: stack.ManagedProcess("x", [], tmp_path), True, **where)
+
+    assert server(ports=(1001, 1002)).endpoints == ["127.0.0.1:1001", "127.0.0.1:1002"]
+    assert server(socket=tmp_path / "a.sock").endpoints == [str(tmp_path / "a.sock")]
 
 
 def test_gateway_metrics_are_read_from_what_the_gateway_exports() -> None:
@@ -276,6 +303,18 @@ def test_a_supervisors_metrics_are_read_per_worker() -> None:
     read = gateway_metrics_from_text(generate_latest(supervisor.registry).decode())
     assert {worker: m.checks for worker, m in read.items()} == {"0": 3, "1": 5}
     assert read["1"].mean_evaluate_us == pytest.approx(300)
+
+
+def test_stage_times_no_check_recorded_are_unknown_not_zero() -> None:
+    """Outbound checks count in the check-duration histogram but keep their stage times in
+    their decision records only: their stages show as `-`, their check time as measured."""
+    outbound = gateway_numbers(verify_seconds=0.0, evaluate_seconds=0.0)
+    assert outbound.mean_verify_us is None
+    assert outbound.mean_evaluate_us is None
+    assert outbound.mean_check_us == pytest.approx(500)
+    summary = summarize([measurement(gateway=outbound)])
+    assert summary["verify_us"] is None
+    assert summary["in_gateway_us"] == Spread(500.0, 500.0, 500.0, 1)
 
 
 def test_a_missing_gateway_metric_is_an_error_not_a_zero() -> None:
@@ -543,8 +582,7 @@ def test_pyvoy_setups_are_compared_with_grpc_aio_and_with_jwt_authn() -> None:
 
 
 def test_the_two_process_gateway_is_serve_workers_2_behind_both_endpoints(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path, make_callers(stack.ensure_identities(tmp_path)), 123_456)
-    setup = BUILDERS["gateway_2proc"](ws)
+    setup = BUILDERS["gateway_2proc"](workspace(tmp_path, 123_456))
     (server,) = setup.servers
     assert server.ports == (setup.ports.gateway, setup.ports.gateway + 1)
     assert setup.envoy_yaml.read_text().count("port_value: ") >= 2
@@ -556,7 +594,7 @@ def test_the_two_process_gateway_is_serve_workers_2_behind_both_endpoints(tmp_pa
 def test_gateway_pyvoy_is_measured_like_gateway_with_the_same_gateway_configuration(
     tmp_path: Path,
 ) -> None:
-    ws = Workspace(tmp_path, make_callers(stack.ensure_identities(tmp_path)), 123_456)
+    ws = workspace(tmp_path, 123_456)
     plain, pyvoy = BUILDERS["gateway"](ws), BUILDERS["gateway_pyvoy"](ws)
     for flag in ("caller", "decision_cache", "full_check", "at_fixed_rate", "checks_wait_for_io"):
         assert getattr(pyvoy, flag) == getattr(plain, flag), flag
@@ -586,9 +624,75 @@ def test_gateway_pyvoy_is_measured_like_gateway_with_the_same_gateway_configurat
 def test_every_setup_builds_without_starting_anything(tmp_path: Path) -> None:
     """Building a setup writes its configurations only; a builder that no longer fits the
     `Setup`/`Server` shapes fails here rather than in the middle of a bench run."""
-    ws = Workspace(tmp_path, make_callers(stack.ensure_identities(tmp_path)), 1000)
+    ws = workspace(tmp_path)
     for name, build in BUILDERS.items():
         setup = build(ws)
         assert setup.name == name
         assert setup.envoy_yaml.exists()
         assert all(server.process is None for server in setup.servers)
+
+
+# --- the outbound setup ----------------------------------------------------------------------
+
+
+def validate_envoy(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [stack.envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_outbound_setup_is_the_egress_envoy_asking_an_outbound_listener(
+    tmp_path: Path,
+) -> None:
+    setup = BUILDERS["gateway_outbound"](workspace(tmp_path))
+    # The app holds no key: its requests carry no credentials, fixed or pooled.
+    assert setup.caller is None
+    assert setup.headers == {}
+    assert not {WIT_HEADER.lower(), "authorization"} & {h.lower() for h in setup.headers}
+    assert (setup.decision_cache, setup.full_check, setup.at_fixed_rate) == (False, True, True)
+
+    front = yaml.safe_load(setup.envoy_yaml.read_text())
+    assert front == egress_bench_config(setup.ports, tmp_path / "outbound" / "frontend.sock")
+    result = validate_envoy(setup.envoy_yaml)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (setup.check_cluster, setup.stat_prefix) == (EGRESS_AUTHZ_CLUSTER, "egress")
+    listener = front["static_resources"]["listeners"][0]
+    routes = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "virtual_hosts"
+    ][0]["routes"]
+    assert all("direct_response" in r and "route" not in r for r in routes)
+    # The deploy file's per-route settings stay: the outbound check runs as deployed.
+    assert setup.outbound is not None
+    assert setup.outbound.context == {"wimse.service": "echo", "wimse.body": "forwarded"}
+
+    (server,) = setup.servers
+    assert server.answers_checks
+    assert server.endpoints == [str(setup.outbound.socket)]
+    assert stat.S_IMODE(setup.outbound.socket.parent.stat().st_mode) == 0o750
+    assert setup.outbound.wit_file.read_text().count(".") == 2  # a compact JWS
+
+    document = yaml.safe_load((tmp_path / "gateway_outbound.yaml").read_text())
+    config = parse_config(document, "gateway_outbound.yaml", tmp_path)
+    (outbound_listener,) = [x for x in config.server.listeners if x.mode == "outbound"]
+    assert outbound_listener.address == f"unix:{setup.outbound.socket}"
+    assert outbound_listener.workload == "frontend"
+    assert config.diagnostics is not None
+    assert config.diagnostics.address == f"127.0.0.1:{server.metrics_port}"
+    # Envoy's ext_authz cluster is that listener, and each route sends what the WPT says.
+    assert egress_envoy_problems(config, front) == []
+
+
+def test_the_outbound_setup_is_measured_after_the_inbound_gateway_and_compared_with_it() -> None:
+    settings = parse_settings(["--setups", "gateway_outbound,jwt_authn,gateway,envoy"])
+    assert settings.setups == ("envoy", "jwt_authn", "gateway", "gateway_outbound")
+    keys = {r.ratio.key for r in summarize_ratios([{}], settings.setups)}
+    assert {
+        "gateway_outbound/jwt_authn req_s",
+        "gateway_outbound/envoy req_s",
+        "gateway_outbound/gateway req_s",
+        "gateway_outbound/jwt_authn p99_ms at fixed rate",
+    } <= keys

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from authz.answers import Allowed, Verdict
+from authz.answers import Allowed, Answers, Verdict
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_wit
 from authz.outbound.credentials import CredentialFiles
 from authz.outbound.pipeline import OutboundPipeline
+from authz.policy.decision import PolicyDecision
 from tests.independent import wimse_checker as checker
 from tests.support import (
     ORIGIN,
@@ -391,3 +392,25 @@ def test_every_parameter_of_a_minted_signature_holds_by_the_drafts_text(
     )
     assert "x-user-token" in params["components"]
     assert "txn-token" in params["components"]
+
+
+def test_no_header_is_both_set_and_removed_even_when_policy_asks(egress: GatewayHarness) -> None:
+    """Envoy 1.40 removes after it sets (measured: a header on both lists leaves without
+    the gateway's value): a policy removing `authorization` must not strip the WPT."""
+    config = egress.config()
+    answers = Answers(config.responses, config.upstream)
+    decision = PolicyDecision(allowed=True, request_headers_to_remove=("authorization", "x-debug"))
+    allowed = answers.egress_allowed(
+        "d-1",
+        decision,
+        FRONTEND,
+        (("workload-identity-token", "wit"), ("authorization", "WPT wpt")),
+        ("signature", "authorization"),
+    )
+    assert allowed.headers_to_remove == ("signature", "x-debug")
+    for verdict in (
+        send(egress, "/api/orders/7"),
+        send(egress, "/api/orders/7", {"authorization": "Bearer u"}),
+    ):
+        allowed = expect_allowed(verdict)
+        assert not {name for name, _ in allowed.headers} & set(allowed.headers_to_remove)
