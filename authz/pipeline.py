@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
-from authz.answers import Allowed, Answers, Verdict, verdict_result
+from authz.answers import Allowed, Answers, Failed, Verdict, verdict_result
 from authz.credentials.authenticator import Authentication, Authenticator
 from authz.credentials.context import ContextVerifier, TransactionContext
 from authz.credentials.presentation import WIT_HEADER, ProofStyle, proof_style
@@ -42,6 +42,26 @@ log = logging.getLogger("authz.pipeline")
 def new_decision_id() -> str:
     """A correlation id: unique, not secret (so no system call for fresh randomness)."""
     return f"{random.getrandbits(128):032x}"
+
+
+def unavailable_answer(
+    error: BaseException, decision_id: str, answers: Answers, logger: logging.Logger
+) -> Failed:
+    """The answer when the gateway itself could not decide: unavailable with the reason of
+    an `UnavailableError`, or `internal.error` for anything unexpected — a Rust panic in a
+    native extension (cryptography, regorus) included: still our failure to answer, not a
+    gRPC error left to Envoy's `failure_mode_allow`. Any other `BaseException`
+    (cancellation, exit) is raised again."""
+    if isinstance(error, UnavailableError):
+        logger.warning("unavailable %s %s: %s", decision_id, error.reason, error.message)
+        return answers.unavailable(decision_id, error.reason)
+    if isinstance(error, Exception):
+        logger.error("unavailable %s: unexpected error", decision_id, exc_info=error)
+    elif is_rust_panic(error):
+        logger.error("unavailable %s: panic in a native extension", decision_id, exc_info=error)
+    else:
+        raise error
+    return answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
 
 
 def _us(seconds: float) -> int:
@@ -128,19 +148,8 @@ class Pipeline:
         except RequestError as error:
             log.info("deny %s %s: %s", decision_id, error.reason, error.message)
             return self._answers.bad_request(decision_id, error.reason)
-        except UnavailableError as error:
-            log.warning("unavailable %s %s: %s", decision_id, error.reason, error.message)
-            return self._answers.unavailable(decision_id, error.reason)
-        except Exception:
-            log.exception("unavailable %s: unexpected error", decision_id)
-            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
-        except BaseException as error:
-            # A Rust panic in an extension (cryptography, regorus) is still our failure to
-            # answer, not a gRPC error left to Envoy's failure_mode_allow.
-            if not is_rust_panic(error):
-                raise
-            log.exception("unavailable %s: panic in a native extension", decision_id)
-            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
+        except BaseException as error:  # noqa: BLE001 - answered; others re-raised there
+            return unavailable_answer(error, decision_id, self._answers, log)
 
     async def _decide(self, request: RequestView, record: DecisionRecord) -> Verdict:
         started = time.perf_counter()

@@ -32,6 +32,7 @@ from authz.config.base import (
     check_host_port,
     check_origin,
     check_status,
+    check_workload_id,
     is_loopback_host,
 )
 
@@ -44,7 +45,6 @@ from authz.config.listeners import worker_address as worker_address
 from authz.config.outbound import OutboundConfig, resolve_outbound_paths
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.identifiers import (
-    InvalidIdentifier,
     WorkloadId,
     is_valid_trust_domain,
     parse_workload_id,
@@ -196,14 +196,7 @@ class ServiceConfig(Strict):
     ext_authz provider sets no per-route context extensions (Istio with
     `includeRequestBodyInCheck`). A route's own `wimse.body` still applies where sent."""
 
-    @field_validator("id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        try:
-            parse_workload_id(value)
-        except InvalidIdentifier as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    _check_id = field_validator("id")(check_workload_id)
 
     @field_validator("origins")
     @classmethod

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
+from authz.credentials.identifiers import InvalidIdentifier, parse_workload_id
 from authz.http_names import ENVOY_STATUS_CODES, HEADER_NAME
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -75,4 +76,13 @@ def check_origin(value: str) -> str:
         or value != value.lower()
     ):
         raise ValueError(f"{value!r} is not a lower-case origin like https://svc.example.com")
+    return value
+
+
+def check_workload_id(value: str) -> str:
+    """A canonical workload identifier (`spiffe://` or `wimse://`)."""
+    try:
+        parse_workload_id(value)
+    except InvalidIdentifier as exc:
+        raise ValueError(str(exc)) from None
     return value

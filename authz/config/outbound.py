@@ -20,8 +20,9 @@ from authz.config.base import (
     Strict,
     check_header_name,
     check_origin,
+    check_workload_id,
 )
-from authz.credentials.identifiers import InvalidIdentifier, WorkloadId, parse_workload_id
+from authz.credentials.identifiers import WorkloadId, parse_workload_id
 from authz.credentials.presentation import CREDENTIAL_HEADERS
 
 
@@ -60,14 +61,7 @@ class OutboundWorkloadConfig(Strict):
     credentials: CredentialFilesConfig | None = None
     dev_issuer: DevIssuerConfig | None = None
 
-    @field_validator("id")
-    @classmethod
-    def _check_id(cls, value: str) -> str:
-        try:
-            parse_workload_id(value)
-        except InvalidIdentifier as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    _check_id = field_validator("id")(check_workload_id)
 
     @model_validator(mode="after")
     def _one_source(self) -> OutboundWorkloadConfig:

@@ -28,6 +28,7 @@ from authz.credentials.algorithms import (
 )
 
 PrivateKeyObject = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+_SIGNING_KEY_TYPES = (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)
 
 _EC_HASHES: dict[str, hashes.HashAlgorithm] = {
     "ES256": hashes.SHA256(),
@@ -113,9 +114,7 @@ def load_private_key(data: bytes) -> tuple[PrivateKeyObject, str | None]:
         key = serialization.load_pem_private_key(text, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise UnusableKey(f"not a private JWK or an unencrypted PEM private key ({exc})") from None
-    if not isinstance(
-        key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-    ):
+    if not isinstance(key, _SIGNING_KEY_TYPES):
         raise UnusableKey("the PEM holds a key type that cannot sign JWS here")
     return key, None
 
@@ -143,9 +142,7 @@ def _from_jwk(text: bytes) -> tuple[PrivateKeyObject, str | None]:
             raise UnusableKey(f"key type {kty!r} cannot sign here")
     except (ValueError, TypeError, KeyError) as exc:
         raise UnusableKey(f"the JWK's parameters are invalid ({type(exc).__name__})") from None
-    if not isinstance(
-        key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-    ):
+    if not isinstance(key, _SIGNING_KEY_TYPES):
         raise UnusableKey("the JWK holds no private key this gateway can sign with")
     return key, alg
 

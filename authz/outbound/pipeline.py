@@ -32,13 +32,13 @@ from authz.credentials.presentation import (
     ProofStyle,
 )
 from authz.credentials.txn_token import TxnTokenVerifier, VerifiedTxnToken
-from authz.errors import CredentialError, RequestError, UnavailableError, is_rust_panic
+from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.issuing.http_signature import sign_request
 from authz.issuing.wpt import ProofRequest
 from authz.observability.decision_log import DecisionRecord
 from authz.outbound.callee import Callee, CalleeRouter, upstream_path
 from authz.outbound.credentials import CredentialSource, WorkloadCredentials
-from authz.pipeline import Observers, new_decision_id
+from authz.pipeline import Observers, new_decision_id, unavailable_answer
 from authz.policy.decision import PolicyDecision, decision_from_result
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body, parse_path
@@ -116,6 +116,7 @@ class OutboundPipeline:
         record.result = verdict_result(verdict)
         record.status = verdict.status if not isinstance(verdict, Allowed) else 200
         record.reason = verdict.reason.value
+        self._metrics.count_stage_times(record.verify_us, record.evaluate_us)
         self._decision_log.write(record)
         return verdict
 
@@ -128,17 +129,8 @@ class OutboundPipeline:
             # Authorization, an invalid Txn-Token): it is told so, and nothing leaves.
             log.info("outbound deny %s %s: %s", decision_id, error.reason, error.message)
             return self._answers.bad_request(decision_id, error.reason)
-        except UnavailableError as error:
-            log.warning("outbound unavailable %s %s: %s", decision_id, error.reason, error.message)
-            return self._answers.unavailable(decision_id, error.reason)
-        except Exception:
-            log.exception("outbound unavailable %s: unexpected error", decision_id)
-            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
-        except BaseException as error:
-            if not is_rust_panic(error):
-                raise
-            log.exception("outbound unavailable %s: panic in a native extension", decision_id)
-            return self._answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
+        except BaseException as error:  # noqa: BLE001 - answered; others re-raised there
+            return unavailable_answer(error, decision_id, self._answers, log)
 
     async def _decide(self, request: RequestView, record: DecisionRecord) -> Verdict:
         started = time.perf_counter()

@@ -171,6 +171,18 @@ def service_document(service: ServiceTarget) -> dict[str, Any]:
     return {"name": service.name, "id": service.id.uri, "trust_domain": service.id.trust_domain}
 
 
+def _opa_envoy_members(request: RequestView, parsed_body: ParsedBody) -> dict[str, Any]:
+    """What OPA-Envoy policies read, under OPA-Envoy's names."""
+    return {
+        "attributes": attributes_to_json(request.attributes),
+        "parsed_path": parse_path(request.path),
+        "parsed_query": parse_query(request.query),
+        "parsed_body": parsed_body.value,
+        "truncated_body": parsed_body.truncated,
+        "version": INPUT_VERSION,
+    }
+
+
 def build_input(
     request: RequestView,
     parsed_body: ParsedBody,
@@ -179,12 +191,7 @@ def build_input(
     context: TransactionContext,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "attributes": attributes_to_json(request.attributes),
-        "parsed_path": parse_path(request.path),
-        "parsed_query": parse_query(request.query),
-        "parsed_body": parsed_body.value,
-        "truncated_body": parsed_body.truncated,
-        "version": INPUT_VERSION,
+        **_opa_envoy_members(request, parsed_body),
         "wimse": {
             "direction": "inbound",
             "caller": caller_document(caller) if caller is not None else None,
@@ -223,12 +230,7 @@ def outbound_input(
     `proof`)? The request is the app's, as it reached its
     egress Envoy; `txn` is its Txn-Token, verified."""
     document: dict[str, Any] = {
-        "attributes": attributes_to_json(request.attributes),
-        "parsed_path": parse_path(request.path),
-        "parsed_query": parse_query(request.query),
-        "parsed_body": parsed_body.value,
-        "truncated_body": parsed_body.truncated,
-        "version": INPUT_VERSION,
+        **_opa_envoy_members(request, parsed_body),
         "wimse": {
             "direction": "outbound",
             "workload": {
