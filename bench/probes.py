@@ -219,8 +219,8 @@ class GatewayMetrics:
         return seconds / self.checks * 1e6 if self.checks else None
 
     def _stage_us(self, seconds: float) -> float | None:
-        """None when the checks added no time to a stage: they do not record it (outbound
-        checks keep their stage times in their decision records only), which is not 0 µs."""
+        """None when the checks added no time to a stage: a pipeline that does not report
+        its stage times to the metric would otherwise read as 0 µs per stage."""
         return self._per_check_us(seconds) if seconds > 0 else None
 
     @property

@@ -306,8 +306,8 @@ def test_a_supervisors_metrics_are_read_per_worker() -> None:
 
 
 def test_stage_times_no_check_recorded_are_unknown_not_zero() -> None:
-    """Outbound checks count in the check-duration histogram but keep their stage times in
-    their decision records only: their stages show as `-`, their check time as measured."""
+    """Checks whose pipeline does not report stage times still count in the check-duration
+    histogram: their stages show as `-`, their check time as measured."""
     outbound = gateway_numbers(verify_seconds=0.0, evaluate_seconds=0.0)
     assert outbound.mean_verify_us is None
     assert outbound.mean_evaluate_us is None
