@@ -57,6 +57,8 @@ def envoy_certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_pem(directory / "ca.pem", ca.cert_pem)
     write_pem(directory / "envoy.pem", envoy.chain_pem)
     write_pem(directory / "envoy-key.pem", envoy.key_pem)
+    # The system's CA bundle, which the sidecar's egress cluster trusts for its callee.
+    write_pem(directory / "ca-certificates.crt", ca.cert_pem)
     return directory
 
 
