@@ -36,7 +36,11 @@ from authz.config.base import (
     is_loopback_host,
 )
 
-# Listener types are re-exported: callers import every configuration type from here.
+# Re-exported: callers import every configuration type from here.
+from authz.config.keys import KeyFetchConfig as KeyFetchConfig
+from authz.config.keys import KeySetConfig as KeySetConfig
+from authz.config.keys import TrustDomainConfig as TrustDomainConfig
+from authz.config.keys import UserIssuerConfig as UserIssuerConfig
 from authz.config.listeners import MAX_WORKERS as MAX_WORKERS
 from authz.config.listeners import ListenerConfig as ListenerConfig
 from authz.config.listeners import ListenerTlsConfig as ListenerTlsConfig
@@ -76,99 +80,6 @@ class LimitsConfig(Strict):
     credential_headers_bytes: PositiveInt = 64 * 1024
     parsed_body_bytes: PositiveInt = 1024 * 1024
     """Bodies larger than this are not parsed into `input.parsed_body`."""
-
-
-class KeyFetchConfig(Strict):
-    """How keys at a URL (`jwks_url`, `spiffe_bundle_url`) are fetched and kept current."""
-
-    ca_file: Path | None = None
-    """CA certificates for an `https` URL; default: the system's."""
-    timeout_seconds: PositiveSeconds = 5.0
-    """For one whole fetch: connecting, sending, reading the answer."""
-    max_bytes: PositiveInt = 1024 * 1024
-    """Largest document accepted."""
-    refresh_seconds: PositiveSeconds = 300.0
-    """Longest wait between refreshes. A server's `Cache-Control: max-age` or a bundle's
-    `spiffe_refresh_hint` may shorten it, never below `min_refresh_interval_seconds`."""
-    min_refresh_interval_seconds: PositiveSeconds = 30.0
-    """Fetches never start more often than this: bounds hint-driven refreshes and those a
-    token naming an unknown `kid` triggers."""
-    max_stale_seconds: PositiveSeconds = 24 * 3600.0
-    """How long the last good keys keep verifying while refreshes fail; beyond it, tokens
-    that need them are answered 503 `trust.anchors_unavailable`."""
-
-    @model_validator(mode="after")
-    def _check_intervals(self) -> KeyFetchConfig:
-        if self.min_refresh_interval_seconds > self.refresh_seconds:
-            raise ValueError("min_refresh_interval_seconds is longer than refresh_seconds")
-        if self.max_stale_seconds <= self.refresh_seconds:
-            raise ValueError("max_stale_seconds must be longer than refresh_seconds")
-        return self
-
-
-def _key_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError("expected an https:// URL")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError("http:// is only allowed to a loopback address: use https://")
-    if parts.username is not None or parts.fragment:
-        raise ValueError("no credentials or fragment in the URL")
-    try:
-        parts.port  # noqa: B018 - raises on a port out of range
-    except ValueError:
-        raise ValueError("the port is not a number from 0 to 65535") from None
-    return value
-
-
-_KEY_SOURCES = ("jwks_file", "jwks", "jwks_url", "spiffe_bundle_file", "spiffe_bundle_url")
-
-
-class KeySetConfig(Strict):
-    """The keys one signer may use, and the algorithms it may use them with."""
-
-    algorithms: list[str]
-    jwks_file: Path | None = None
-    jwks: dict[str, Any] | None = None
-    jwks_url: str | None = None
-    """A JWKS fetched over HTTPS and refreshed (see `fetch`)."""
-    spiffe_bundle_file: Path | None = None
-    """A SPIFFE trust bundle on disk: its `wit-svid` keys verify a trust domain's WITs, its
-    `jwt-svid` keys any other signer's JWTs, its `x509-svid` certificates X.509-SVIDs;
-    reloaded when it changes."""
-    spiffe_bundle_url: str | None = None
-    """A SPIFFE bundle endpoint, fetched over HTTPS and refreshed (see `fetch`)."""
-    fetch: KeyFetchConfig = KeyFetchConfig()
-    """For `jwks_url` and `spiffe_bundle_url` only."""
-
-    _check_algorithms = field_validator("algorithms")(check_algorithms)
-    _check_urls = field_validator("jwks_url", "spiffe_bundle_url")(_key_url)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> KeySetConfig:
-        if sum(getattr(self, name) is not None for name in _KEY_SOURCES) != 1:
-            raise ValueError(f"set exactly one of {', '.join(map(repr, _KEY_SOURCES))}")
-        if self.url is None and self.fetch != KeyFetchConfig():
-            raise ValueError("'fetch' applies to jwks_url and spiffe_bundle_url only")
-        return self
-
-    @property
-    def url(self) -> str | None:
-        """The URL the keys are fetched from; None for configured keys."""
-        return self.jwks_url or self.spiffe_bundle_url
-
-    @property
-    def is_spiffe_bundle(self) -> bool:
-        return self.spiffe_bundle_file is not None or self.spiffe_bundle_url is not None
-
-
-class TrustDomainConfig(KeySetConfig):
-    """A trust domain's WIT issuer keys, and its Transaction Token Service's keys."""
-
-    txn_token_service: KeySetConfig | None = None
-    """Anchors for Txn-Tokens whose `aud` is this trust domain; none: no Txn-Token verifies."""
 
 
 def _wpt_only() -> list[ProofStyleName]:
@@ -349,11 +260,6 @@ class TxnTokenConfig(Strict):
     """Bound on nested `act` depth and on legacy `req_wl` list length."""
     cache_entries: PositiveInt = 10_000
     """Verified Txn-Tokens, by exact bytes and trust domain, until `exp`."""
-
-
-class UserIssuerConfig(KeySetConfig):
-    audiences: list[str] = Field(min_length=1)
-    """`aud` values naming this gateway's services (an ID token's is a client id)."""
 
 
 def _context_header(value: str) -> str:
