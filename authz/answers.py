@@ -29,6 +29,7 @@ from authz.credentials.presentation import (
     LEGACY_WPT_HEADER,
     SIGNATURE_HEADER,
     SIGNATURE_INPUT_HEADER,
+    TXN_TOKEN_HEADER,
     ProofStyle,
 )
 from authz.policy.decision import HeaderList, PolicyDecision
@@ -285,6 +286,55 @@ class Answers:
                 "decision_id": decision_id,
                 "reason": Reason.POLICY_ALLOWED.value,
                 "workload": workload,
+            },
+        )
+
+    def edge_unauthenticated(self, decision_id: str, reason: Reason, error: str | None) -> Denied:
+        """No usable external credential at the edge: 401 with RFC 6750's challenge
+        (`error` is `invalid_token` or `invalid_request`, or None for no credential)."""
+        challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+        return Denied(
+            decision_id=decision_id,
+            status=self._responses.unauthenticated_status,
+            reason=reason,
+            headers=self._deny_headers(reason, ("www-authenticate", challenge)),
+            body=self._deny_body(decision_id, reason),
+            dynamic_metadata=self._metadata(decision_id, reason, None),
+        )
+
+    def issuance_refused(
+        self, decision_id: str, reason: Reason, policy_reasons: tuple[str, ...]
+    ) -> Denied:
+        """No Txn-Token for this request (policy, or a scope wider than granted): 403."""
+        return Denied(
+            decision_id=decision_id,
+            status=self._responses.policy_denied_status,
+            reason=reason,
+            headers=self._deny_headers(reason),
+            body=self._deny_body(decision_id, reason),
+            dynamic_metadata={
+                **self._metadata(decision_id, reason, None),
+                "reasons": list(policy_reasons),
+            },
+        )
+
+    def edge_allowed(
+        self,
+        decision_id: str,
+        txn_token: str,
+        headers_to_remove: tuple[str, ...],
+        metadata: Mapping[str, Any],
+    ) -> Allowed:
+        """The request goes on with the Txn-Token just issued (any client-sent one
+        overwritten) and `headers_to_remove` removed."""
+        return Allowed(
+            decision_id=decision_id,
+            headers=((TXN_TOKEN_HEADER, txn_token),),
+            headers_to_remove=tuple(name for name in headers_to_remove if name != TXN_TOKEN_HEADER),
+            dynamic_metadata={
+                **metadata,
+                "decision_id": decision_id,
+                "reason": Reason.POLICY_ALLOWED.value,
             },
         )
 

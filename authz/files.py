@@ -1,8 +1,13 @@
-"""Reading operator-supplied files (keys, bundles, the deny-list) with a size bound."""
+"""Reading operator-supplied files (keys, bundles, the deny-list) with a size bound, and
+writing the few files the gateway publishes (public key sets) whole or not at all."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from authz.errors import ConfigError
 
@@ -20,3 +25,11 @@ def read_bounded(
     if len(data) > max_bytes:
         raise error(f"{where} {path}: larger than {max_bytes} bytes")
     return data
+
+
+def write_jwks(path: Path, keys: list[Mapping[str, Any]]) -> None:
+    """Publish public `keys` as a JWKS at `path`, replaced in one step: a reader sees the
+    old set or the new one, never half of either."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"keys": [dict(key) for key in keys]}, indent=2) + "\n")
+    temporary.replace(path)

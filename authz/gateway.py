@@ -50,6 +50,9 @@ from authz.replay.shared_memory import SharedMemoryReplayCache
 from authz.routing import ServiceRouter
 from authz.trust.key_sets import KeySet, TrustStore
 from authz.trust.live import LiveKeyRegistry
+from authz.tts.edge import EdgePipeline
+from authz.tts.endpoint import TokenExchange
+from authz.tts.keys import load_tts_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,19 @@ class Gateway:
     runtime: Runtime
     outbound: Mapping[str, OutboundPipeline] = field(default_factory=dict)
     """Workload name → the pipeline of the outbound listeners that speak for it."""
+    edge: EdgePipeline | None = None
+    """The pipeline of `mode: edge` listeners."""
+    token_exchange: TokenExchange | None = None
+    """What `mode: tts` listeners answer with."""
+
+    @property
+    def engines(self) -> tuple[PolicyEngine, ...]:
+        """Every policy engine this gateway evaluates with (closed when it is replaced)."""
+        engines: list[PolicyEngine] = [self.pipeline.engine]
+        for part in (self.edge, self.token_exchange):
+            if part is not None and all(part.engine is not e for e in engines):
+                engines.append(part.engine)
+        return tuple(engines)
 
     @property
     def metrics(self) -> Metrics:
@@ -279,17 +295,18 @@ def logged_credential_headers(config: Config) -> tuple[str, ...]:
 
 
 def build_engine_for(
-    config: Config, policy_set: PolicySet | None, metrics: Metrics
+    config: Config, policy_set: PolicySet | None, metrics: Metrics, rule: str | None = None
 ) -> PolicyEngine:
-    """The configured backend; `policy_set` is the validated set to serve (loaded from the
-    configured directory or bundle file when not given)."""
+    """The configured backend evaluating `rule` (default: `policy.decision`); `policy_set`
+    is the validated set to serve (loaded from the configured directory or bundle file when
+    not given)."""
     policy = config.policy
     if policy.backend == "opa":
         assert policy.opa is not None  # by PolicyConfig's validation
-        return RemoteOpaEngine(policy.opa, policy.decision)
+        return RemoteOpaEngine(policy.opa, rule or policy.decision)
     return EmbeddedRegoEngine(
         policy_set if policy_set is not None else load_configured_policy_set(policy),
-        policy.decision,
+        rule or policy.decision,
         on_rebuild=metrics.policy_engine_rebuilds.inc,
     )
 
@@ -389,13 +406,103 @@ def build_gateway(
                 observers=observers,
                 clock=clock,
             )
+    edge, token_exchange = build_tts(
+        config,
+        clock,
+        runtime,
+        policy_set if policy_set is not None else engine_policy_set(engine),
+        answers=answers,
+        observers=observers,
+        authenticator=authenticator,
+        txn_verifier=txn_verifier,
+    )
     return Gateway(
         config=config,
         pipeline=pipeline,
         trust_store=trust_store,
         runtime=runtime,
         outbound=outbound,
+        edge=edge,
+        token_exchange=token_exchange,
     )
+
+
+def engine_policy_set(engine: PolicyEngine) -> PolicySet | None:
+    """The policy set an embedded engine serves (so a second rule need not load it again)."""
+    return engine.policy_set if isinstance(engine, EmbeddedRegoEngine) else None
+
+
+def build_tts(
+    config: Config,
+    clock: Clock,
+    runtime: Runtime,
+    policy_set: PolicySet | None,
+    *,
+    answers: Answers,
+    observers: Observers,
+    authenticator: Authenticator,
+    txn_verifier: TxnTokenVerifier,
+) -> tuple[EdgePipeline | None, TokenExchange | None]:
+    """The Transaction Token Service's two shapes, when `tts` is configured: its keys read
+    (a `ConfigError` names an unusable one) and its issuance rule compiled."""
+    tts = config.tts
+    if tts is None:
+        return None, None
+    keys = load_tts_keys(tts.signing, tts.trust_domain)
+    engine = build_engine_for(config, policy_set, runtime.metrics, tts.issuance_decision)
+    issuers = runtime.live_keys.key_sets(tts.access_token_issuers, "tts.access_token_issuers")
+    rules = UserTokenRules(
+        config.clock_skew_seconds, tts.max_access_token_lifetime_seconds, id_tokens=False
+    )
+
+    def access_tokens(audiences: Iterable[str]) -> UserTokenVerifier:
+        return UserTokenVerifier(
+            {name: UserIssuer(issuers[name], frozenset(audiences)) for name in issuers},
+            rules,
+            clock,
+        )
+
+    edge = None
+    if (edge_config := tts.edge) is not None:
+        edge = EdgePipeline(
+            config=edge_config,
+            trust_domain=tts.trust_domain,
+            issuer=tts.issuer,
+            lifetime=tts.lifetime_seconds,
+            access_tokens=access_tokens(edge_config.resource),
+            keys=keys,
+            engine=engine,
+            answers=answers,
+            parsed_body_bytes=config.limits.parsed_body_bytes,
+            observers=observers,
+            clock=clock,
+        )
+    token_exchange = None
+    if (endpoint := tts.endpoint) is not None:
+        # Replacements are verified with the TTS's own published keys, under its rules.
+        own_tokens = TxnTokenVerifier(
+            {tts.trust_domain: keys.key_set},
+            txn_verifier.rules,
+            clock,
+            tts.cache_entries,
+        )
+        token_exchange = TokenExchange(
+            config=endpoint,
+            trust_domain=tts.trust_domain,
+            issuer=tts.issuer,
+            lifetime=tts.lifetime_seconds,
+            max_extension=tts.replacement_max_extension_seconds,
+            keys=keys,
+            authenticator=authenticator,
+            access_tokens=access_tokens([endpoint.url]),
+            txn_tokens=own_tokens,
+            engine=engine,
+            decision_log=runtime.decision_log,
+            metrics=runtime.metrics,
+            clock=clock,
+            clock_skew=config.clock_skew_seconds,
+        )
+    return edge, token_exchange
 
 
 def open_credential_source(

@@ -201,6 +201,20 @@ class Reason(StrEnum):
     OUTBOUND_CALLEE_UNKNOWN = "outbound.callee_unknown"
     OUTBOUND_BODY_NOT_FORWARDED = "outbound.body_not_forwarded"
 
+    # --- issuing Txn-Tokens: the edge and the token-exchange endpoint (docs/tts.md) -----
+    EDGE_CREDENTIALS_MISSING = "edge.credentials_missing"
+    EDGE_AUTHORIZATION_UNSUPPORTED = "edge.authorization_unsupported"
+    ISSUANCE_NO_GRANT = "issuance.no_grant"
+    ISSUANCE_DENIED = "issuance.denied"
+    ISSUANCE_SCOPE_EMPTY = "issuance.scope_empty"
+    ISSUANCE_SCOPE_TOO_WIDE = "issuance.scope_too_wide"
+    TTS_ISSUED = "tts.issued"
+    TTS_REQUEST_INVALID = "tts.request_invalid"
+    TTS_CLIENT_INVALID = "tts.client_invalid"
+    TTS_CLIENT_NOT_ALLOWED = "tts.client_not_allowed"
+    TTS_SUBJECT_INVALID = "tts.subject_invalid"
+    TTS_TARGET_INVALID = "tts.target_invalid"
+
     # --- our own availability -----------------------------------------------------------
     GATEWAY_NOT_READY = "gateway.not_ready"
     TRUST_ANCHORS_UNAVAILABLE = "trust.anchors_unavailable"

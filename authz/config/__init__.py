@@ -31,6 +31,7 @@ from authz.config.base import (
     check_header_name,
     check_host_port,
     check_origin,
+    check_rule_path,
     check_status,
     check_workload_id,
     is_loopback_host,
@@ -47,6 +48,7 @@ from authz.config.listeners import ListenerTlsConfig as ListenerTlsConfig
 from authz.config.listeners import ServerConfig as ServerConfig
 from authz.config.listeners import worker_address as worker_address
 from authz.config.outbound import OutboundConfig, resolve_outbound_paths
+from authz.config.tts import TtsConfig, resolve_tts_paths
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.identifiers import (
     WorkloadId,
@@ -430,14 +432,7 @@ class PolicyConfig(Strict):
     opa: RemoteOpaConfig | None = None
     reload: ReloadConfig = ReloadConfig()
 
-    @field_validator("decision")
-    @classmethod
-    def _check_decision(cls, value: str) -> str:
-        path = value.removeprefix("data.").replace("/", ".").strip(".")
-        segments = path.split(".")
-        if len(segments) < 2 or not all(_RULE_SEGMENT.fullmatch(s) for s in segments):
-            raise ValueError("expected a rule path such as envoy/authz/allow")
-        return "data." + path
+    _check_decision = field_validator("decision")(check_rule_path)
 
     @model_validator(mode="after")
     def _check_source(self) -> PolicyConfig:
@@ -588,6 +583,8 @@ class Config(Strict):
     Credential failures are denied regardless. A route may override it (`wimse.dry_run`)."""
     outbound: OutboundConfig | None = None
     """The workloads `mode: outbound` listeners speak for, and their callees."""
+    tts: TtsConfig | None = None
+    """The Transaction Token Service: `mode: edge` listeners and the `mode: tts` endpoint."""
     deny_list: DenyListConfig | None = None
     decision_log: DecisionLogConfig = DecisionLogConfig()
     decision_cache: DecisionCacheConfig | None = None
@@ -628,6 +625,8 @@ class Config(Strict):
         if (problem := _workers_problem(self, self.server.workers)) is not None:
             raise ValueError(problem)
         if (problem := _outbound_problem(self)) is not None:
+            raise ValueError(problem)
+        if (problem := _tts_problem(self)) is not None:
             raise ValueError(problem)
         if self.mtls.verify_peer_certificate:
             for name in sorted(self.mtls_trust_domains):
@@ -725,6 +724,25 @@ def _outbound_problem(config: Config) -> str | None:
     return None
 
 
+def _tts_problem(config: Config) -> str | None:
+    modes = {listener.mode for listener in config.server.listeners}
+    tts = config.tts
+    for mode, shape in (("edge", "edge"), ("tts", "endpoint")):
+        configured = tts is not None and getattr(tts, shape) is not None
+        if mode in modes and not configured:
+            return f"{mode} listeners need tts.{shape}"
+        if configured and mode not in modes:
+            return f"tts.{shape} is configured but no listener has mode: {mode}"
+    if tts is not None and not is_valid_trust_domain(tts.trust_domain):
+        return f"tts.trust_domain {tts.trust_domain!r} is not a canonical trust domain name"
+    if tts is not None and tts.lifetime_seconds > config.txn_token.max_lifetime_seconds:
+        return (
+            "tts.lifetime_seconds exceeds txn_token.max_lifetime_seconds: its own tokens "
+            "would be refused"
+        )
+    return None
+
+
 def _workers_problem(config: Config, workers: int) -> str | None:
     redis = config.replay.redis
     if workers > 1 and redis is not None and redis.on_unavailable == "local_fallback":
@@ -801,6 +819,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         update["replay"] = ReplayConfig(redis=redis.model_copy(update=files))
     if config.outbound is not None:
         update["outbound"] = resolve_outbound_paths(config.outbound, resolve)
+    if config.tts is not None:
+        update["tts"] = resolve_tts_paths(config.tts, resolve, resolve_keys)
     return config.model_copy(update=update)
 
 

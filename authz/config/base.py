@@ -86,3 +86,16 @@ def check_workload_id(value: str) -> str:
     except InvalidIdentifier as exc:
         raise ValueError(str(exc)) from None
     return value
+
+
+_RULE_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_rule_path(value: str) -> str:
+    """A Rego rule as an OPA path (`envoy/authz/allow`) or `data.envoy.authz.allow`,
+    normalised to the latter."""
+    path = value.removeprefix("data.").replace("/", ".").strip(".")
+    segments = path.split(".")
+    if len(segments) < 2 or not all(_RULE_SEGMENT.fullmatch(s) for s in segments):
+        raise ValueError("expected a rule path such as envoy/authz/allow")
+    return "data." + path

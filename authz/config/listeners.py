@@ -57,10 +57,11 @@ class ListenerConfig(Strict):
     allow_plaintext: bool = False
     """Plaintext TCP on an address other than loopback is refused unless this is set:
     anyone who can reach it could ask for decisions and spend WPTs."""
-    mode: Literal["inbound", "outbound"] = "inbound"
-    """What Checks on this listener do (`docs/outbound.md`): `inbound` verifies callers;
-    `outbound` attaches `workload`'s credentials to the requests it sends. Only the
-    listener decides, never the request."""
+    mode: Literal["inbound", "outbound", "edge", "tts"] = "inbound"
+    """What this listener does, decided here and never by a request: `inbound` verifies
+    callers; `outbound` attaches `workload`'s credentials to the requests it sends
+    (`docs/outbound.md`); `edge` turns an external credential into a Txn-Token; `tts` is
+    the token-exchange HTTP endpoint, not ext_authz (`docs/tts.md`)."""
     workload: str | None = None
     """Outbound listeners: the one workload (a key of `outbound.workloads`) they speak for."""
 
@@ -78,23 +79,34 @@ class ListenerConfig(Strict):
 
     @model_validator(mode="after")
     def _check_mode(self) -> ListenerConfig:
-        if self.mode == "inbound":
-            if self.workload is not None:
-                raise ValueError("workload is for mode: outbound listeners")
-            return self
-        if self.workload is None:
-            raise ValueError("an outbound listener names the one workload it speaks for")
-        # Whoever can reach an outbound listener gets requests signed as the workload: only
-        # its own egress Envoy may, through a socket in a directory shared with it alone or
-        # through mutual TLS naming it.
-        if not self.is_unix and (
-            self.tls is None or self.tls.client_ca_file is None or not self.tls.allowed_clients
-        ):
+        if (self.workload is not None) != (self.mode == "outbound"):
             raise ValueError(
-                "an outbound listener is a unix socket, or mutual TLS with allowed_clients "
-                "naming the workload's egress Envoy"
+                "an outbound listener names the one workload it speaks for"
+                if self.mode == "outbound"
+                else "workload is for mode: outbound listeners"
+            )
+        if self.mode == "tts":
+            if not self.is_unix and self.tls is None:
+                raise ValueError("a tts listener is a unix socket or TLS")
+            return self
+        # Whoever reaches an outbound or edge listener gets credentials minted: only its
+        # own Envoy may, through a socket in a directory shared with it alone or through
+        # mutual TLS naming it.
+        if self.mode in ("outbound", "edge") and not self.is_unix and not self.names_clients:
+            raise ValueError(
+                f"an {self.mode} listener is a unix socket, or mutual TLS with allowed_clients "
+                "naming its Envoy"
             )
         return self
+
+    @property
+    def names_clients(self) -> bool:
+        """Mutual TLS with an `allowed_clients` list."""
+        return (
+            self.tls is not None
+            and self.tls.client_ca_file is not None
+            and bool(self.tls.allowed_clients)
+        )
 
     @model_validator(mode="after")
     def _check_security(self) -> ListenerConfig:
@@ -191,6 +203,11 @@ class ServerConfig(Strict):
     @property
     def inbound_listeners(self) -> list[ListenerConfig]:
         return [listener for listener in self.listeners if listener.mode == "inbound"]
+
+    @property
+    def grpc_listeners(self) -> list[ListenerConfig]:
+        """Every ext_authz listener (all but the `tts` HTTP endpoint's)."""
+        return [listener for listener in self.listeners if listener.mode != "tts"]
 
     @property
     def allowed_clients(self) -> frozenset[str]:

@@ -110,6 +110,10 @@ class TxnTokenVerifier:
             VerifiedCache(cache_entries, clock, rules.clock_skew)
         )
 
+    @property
+    def rules(self) -> TxnRules:
+        return self._rules
+
     def verify(self, token: str, trust_domain: str) -> VerifiedTxnToken:
         """Verify `token` for a request into `trust_domain`, or raise `CredentialError`."""
         entry = self._cache.get((token, trust_domain))

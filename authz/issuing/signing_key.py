@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -157,3 +158,18 @@ def _public_jwk(public: PublicKeyObject) -> dict[str, Any]:
 
 def _describe(jwk: Mapping[str, Any]) -> str:
     return f"{jwk['kty']} {jwk['crv']}" if "crv" in jwk else str(jwk["kty"])
+
+
+def load_signing_jwk(path: Path) -> tuple[SigningKey, str]:
+    """A signing key and its `kid` from a private JWK file that names both `alg` and `kid`
+    (a token signer publishes its keys by kid). `UnusableKey` says what is wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnusableKey(f"{path}: {exc.strerror}") from None
+    private, alg = load_private_key(data)
+    document = json.loads(data)
+    kid = document.get("kid") if isinstance(document, dict) else None
+    if alg is None or not isinstance(kid, str) or not kid:
+        raise UnusableKey(f"{path}: a private JWK with 'alg' and 'kid' is needed")
+    return signing_key(private, alg), kid

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,7 +30,14 @@ from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, InvalidKey, publi
 from authz.credentials.claims import token_hash
 from authz.credentials.jose import b64url_decode, typ_matches
 from authz.errors import UnavailableError
-from authz.issuing.signing_key import SigningKey, UnusableKey, load_private_key, signing_key
+from authz.files import write_jwks
+from authz.issuing.signing_key import (
+    SigningKey,
+    UnusableKey,
+    load_private_key,
+    load_signing_jwk,
+    signing_key,
+)
 from authz.issuing.wit import WIT_TYP, mint_wit
 from authz.issuing.wpt import WptMinter
 from authz.reasons import Reason
@@ -199,7 +205,7 @@ class DevIssuer:
         self._refresh_before = min(refresh_before, config.wit_lifetime_seconds / 2)
         self._issuer, self.issuer_kid = _dev_issuer_key(config)
         if config.jwks_file is not None:
-            _write_jwks(config.jwks_file, {**self._issuer.public_jwk, "kid": self.issuer_kid})
+            write_jwks(config.jwks_file, [self.public_jwk])
         log.warning(
             "outbound %s: development issuer (dev: true) mints its WITs; no production "
             "callee trusts it",
@@ -248,20 +254,8 @@ def _dev_issuer_key(config: DevIssuerConfig) -> tuple[SigningKey, str]:
     if config.key_file is None:
         return _generate("ES256"), f"dev-{secrets.token_hex(4)}"
     try:
-        private, alg = load_private_key(config.key_file.read_bytes())
-        document = json.loads(config.key_file.read_bytes())
-        kid = document.get("kid") if isinstance(document, dict) else None
-        if alg is None or not isinstance(kid, str):
-            raise UnusableKey("the issuer key must be a private JWK with 'alg' and 'kid'")
-        return signing_key(private, alg), kid
-    except (OSError, ValueError) as exc:
+        return load_signing_jwk(config.key_file)
+    except UnusableKey as exc:
         raise UnavailableError(
-            Reason.OUTBOUND_CREDENTIALS_UNAVAILABLE,
-            f"dev_issuer.key_file {config.key_file}: {exc}",
+            Reason.OUTBOUND_CREDENTIALS_UNAVAILABLE, f"dev_issuer.key_file: {exc}"
         ) from None
-
-
-def _write_jwks(path: Path, jwk: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"keys": [jwk]}, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)

@@ -68,6 +68,10 @@ class EmbeddedRegoEngine:
     def revision(self) -> str:
         return self._policy_set.revision
 
+    @property
+    def policy_set(self) -> PolicySet:
+        return self._policy_set
+
     def _engine(self) -> Any:
         engine = getattr(self._local, "engine", None)
         if engine is None:

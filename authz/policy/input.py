@@ -171,7 +171,7 @@ def service_document(service: ServiceTarget) -> dict[str, Any]:
     return {"name": service.name, "id": service.id.uri, "trust_domain": service.id.trust_domain}
 
 
-def _opa_envoy_members(request: RequestView, parsed_body: ParsedBody) -> dict[str, Any]:
+def opa_envoy_members(request: RequestView, parsed_body: ParsedBody) -> dict[str, Any]:
     """What OPA-Envoy policies read, under OPA-Envoy's names."""
     return {
         "attributes": attributes_to_json(request.attributes),
@@ -191,7 +191,7 @@ def build_input(
     context: TransactionContext,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
-        **_opa_envoy_members(request, parsed_body),
+        **opa_envoy_members(request, parsed_body),
         "wimse": {
             "direction": "inbound",
             "caller": caller_document(caller) if caller is not None else None,
@@ -230,7 +230,7 @@ def outbound_input(
     `proof`)? The request is the app's, as it reached its
     egress Envoy; `txn` is its Txn-Token, verified."""
     document: dict[str, Any] = {
-        **_opa_envoy_members(request, parsed_body),
+        **opa_envoy_members(request, parsed_body),
         "wimse": {
             "direction": "outbound",
             "workload": {

@@ -29,7 +29,7 @@ from authz.config import Config, ListenerConfig, ServerConfig
 from authz.errors import ConfigError
 from authz.gateway import Gateway, Runtime
 from authz.observability.diagnostics import DiagnosticsServer, Readiness
-from authz.server.authorization import AuthorizationService
+from authz.server.authorization import AuthorizationService, Checks
 from authz.server.listeners import (
     SERVER_OPTIONS,
     BoundListener,
@@ -41,6 +41,7 @@ from authz.server.listeners import (
 )
 from authz.server.reloader import Reloader, ReloadStatus
 from authz.server.workers import WorkerRole
+from authz.tts.endpoint import TokenExchangeServer
 
 log = logging.getLogger("authz.server")
 
@@ -72,15 +73,21 @@ class GatewayServer:
         self._listeners = listeners
         # gRPC does not tell a call which listener it came in on, so the listener's mode is
         # kept by the server it is bound to: one for the inbound listeners, and one for each
-        # outbound listener (answering only for its workload, with its own client list).
+        # outbound or edge listener (answering only in its role, with its own client list).
         self._served = [
             _Served(
                 grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors),
                 AuthorizationService(answers, self.metrics),
                 group,
-                workload,
+                role,
             )
-            for workload, group, interceptors in _server_groups(listeners)
+            for role, group, interceptors in _server_groups(listeners)
+        ]
+        # The token-exchange endpoint is HTTP, not ext_authz: a server of its own each.
+        self._token_exchange = [
+            TokenExchangeServer(listener)
+            for listener in listeners.listeners
+            if listener.mode == "tts"
         ]
         self.reloader = Reloader(config, config_path, clock, self.runtime, self._install)
         self.diagnostics: DiagnosticsServer | None = None
@@ -126,6 +133,10 @@ class GatewayServer:
         for served in self._served:
             await served.server.start()
             restrict_outbound_sockets(served.listeners)
+        endpoint = self._config.tts.endpoint if self._config.tts is not None else None
+        for exchange in self._token_exchange:
+            assert endpoint is not None  # by Config's validation: tts listeners need it
+            await exchange.start(endpoint.max_body_bytes)
         diagnostics = self._config.diagnostics
         if self._worker is not None:
             address: str | None = f"unix:{self._worker.diagnostics_socket}"
@@ -157,9 +168,9 @@ class GatewayServer:
 
     async def _install(self, gateway: Gateway) -> None:
         for served in self._served:
-            served.authorization.pipeline = (
-                gateway.pipeline if served.workload is None else gateway.outbound[served.workload]
-            )
+            served.authorization.pipeline = _pipeline_for(gateway, served.role)
+        for exchange in self._token_exchange:
+            exchange.exchange = gateway.token_exchange
         for name in ("", AUTHORIZATION_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on %s", ", ".join(map(str, self.listeners)))
@@ -187,6 +198,9 @@ class GatewayServer:
         await self._health.enter_graceful_shutdown()
         grace = self._config.server.shutdown_grace_seconds
         await asyncio.gather(*(served.server.stop(grace) for served in self._served))
+        for exchange in self._token_exchange:
+            await exchange.stop()
+            exchange.exchange = None
         await self.reloader.close()
         # The engine was built on this (the serving) thread and must be dropped here too:
         # regorus engines cannot be released from another thread.
@@ -205,23 +219,34 @@ class _Served:
     server: grpc.aio.Server
     authorization: AuthorizationService
     listeners: list[ListenerConfig]
-    workload: str | None
-    """The outbound workload its one listener speaks for; None: the inbound listeners."""
+    role: str
+    """`inbound` (the inbound listeners), `edge`, or `outbound:<workload>`."""
 
 
 def _server_groups(
     config: ServerConfig,
-) -> list[tuple[str | None, list[ListenerConfig], list[grpc.aio.ServerInterceptor]]]:
+) -> list[tuple[str, list[ListenerConfig], list[grpc.aio.ServerInterceptor]]]:
+    """The ext_authz listeners by server: the inbound ones together, every outbound and
+    edge listener alone (each with its own client allow-list)."""
     inbound = config.inbound_listeners
-    groups: list[tuple[str | None, list[ListenerConfig], list[grpc.aio.ServerInterceptor]]] = []
+    groups: list[tuple[str, list[ListenerConfig], list[grpc.aio.ServerInterceptor]]] = []
     if inbound:
-        groups.append((None, inbound, client_interceptors(config)))
+        groups.append(("inbound", inbound, client_interceptors(config)))
     for listener in config.listeners:
-        if listener.mode == "outbound":
+        if listener.mode in ("outbound", "edge"):
             allowed = listener.tls.allowed_clients if listener.tls is not None else []
             interceptors = [ClientAllowList(frozenset(allowed))] if allowed else []
-            groups.append((listener.workload, [listener], interceptors))
+            role = f"outbound:{listener.workload}" if listener.mode == "outbound" else "edge"
+            groups.append((role, [listener], interceptors))
     return groups
+
+
+def _pipeline_for(gateway: Gateway, role: str) -> Checks | None:
+    if role == "inbound":
+        return gateway.pipeline
+    if role == "edge":
+        return gateway.edge
+    return gateway.outbound[role.removeprefix("outbound:")]
 
 
 def _status_detail(status: ReloadStatus | None) -> dict[str, object] | None:

@@ -72,7 +72,7 @@ def bind_listeners(
     `load_credentials`, read before anything binds). `ConfigError` for an outbound socket
     in a directory open to others, `OSError` when an address cannot be listened on."""
     for listener in listeners:
-        if listener.mode == "outbound" and listener.is_unix:
+        if listener.mode in ("outbound", "edge") and listener.is_unix:
             check_outbound_socket_directory(unix_socket_path(listener))
     bound = []
     for listener, tls in zip(listeners, credentials, strict=True):
@@ -102,7 +102,7 @@ def bind_listeners(
 
 
 def check_outbound_socket_directory(path: Path) -> None:
-    """Whoever can connect to an outbound socket gets requests signed as its workload: its
+    """Whoever can connect to an outbound (or edge) socket gets credentials minted: its
     directory must grant nothing to others (it is shared with the workload's egress Envoy
     alone, by owner or group). A missing directory is created so (mode 0750) in an existing
     parent. `ConfigError` otherwise."""
@@ -121,10 +121,10 @@ def check_outbound_socket_directory(path: Path) -> None:
 
 
 def restrict_outbound_sockets(listeners: Sequence[ListenerConfig]) -> None:
-    """Narrow bound outbound Unix sockets to owner and group (gRPC creates them under the
+    """Narrow bound outbound and edge Unix sockets to owner and group (gRPC creates them under the
     process umask)."""
     for listener in listeners:
-        if listener.mode == "outbound" and listener.is_unix:
+        if listener.mode in ("outbound", "edge") and listener.is_unix:
             os.chmod(unix_socket_path(listener), 0o660)
 
 

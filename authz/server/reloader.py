@@ -65,6 +65,8 @@ def _key_set_files(config: Config) -> Iterator[Path]:
         key_sets.extend(config.attestation.verifiers.values())
     if config.policy.bundle is not None and config.policy.bundle.signing is not None:
         key_sets.extend(config.policy.bundle.signing.keys.values())
+    if config.tts is not None:
+        key_sets.extend(config.tts.access_token_issuers.values())
     for key_set in key_sets:
         if key_set.jwks_file is not None:
             yield key_set.jwks_file
@@ -82,6 +84,12 @@ def watched_files(config: Config, config_path: Path | None) -> list[Path]:
         files.append(policy.directory)  # catches files added or removed
     if policy.bundle is not None and policy.bundle.file is not None:
         files.append(policy.bundle.file)
+    if (tts := config.tts) is not None:
+        # A rotation is a new key_file (and next_key_file): reloaded like any key file.
+        signing = tts.signing
+        files.append(signing.key_file)
+        files.extend(path for path in (signing.next_key_file,) if path is not None)
+        files.extend(signing.retired_key_files)
     return files
 
 
@@ -351,14 +359,15 @@ class Reloader:
 
 
 async def _close_engine(gateway: Gateway) -> None:
-    close = getattr(gateway.pipeline.engine, "close", None)
-    if close is not None:
-        await close()
+    for engine in gateway.engines:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            await close()
 
 
 async def _close_engine_later(gateway: Gateway, delay: float = 5.0) -> None:
     """A remote engine's connections close once in-flight checks on it are done."""
-    if getattr(gateway.pipeline.engine, "close", None) is None:
+    if not any(getattr(engine, "close", None) is not None for engine in gateway.engines):
         return
 
     async def later() -> None:
