@@ -154,6 +154,10 @@ class TokenExchange:
             record.result, record.reason = "allow", Reason.TTS_ISSUED.value
         except _Refused as refused:
             status, headers, body = error_response(refused.error)
+            if status == 401:
+                # RFC 6749 §5.2 / RFC 9110: a 401 names how to authenticate; here with the
+                # WIT and a WPT for this endpoint (wpt-02's challenge).
+                headers["WWW-Authenticate"] = "WPT"
             record.result, record.reason = "deny", refused.reason.value
             log.info(
                 "tts refused %s %s (%s): %s",
