@@ -48,11 +48,11 @@ from authz.replay.memory import InMemoryReplayCache
 from authz.replay.redis_store import RedisReplayCache, open_redis_replay_cache
 from authz.replay.shared_memory import SharedMemoryReplayCache
 from authz.routing import ServiceRouter
-from authz.trust.key_sets import KeySet, TrustStore
+from authz.trust.key_sets import KeyHolder, KeySet, TrustStore
 from authz.trust.live import LiveKeyRegistry
 from authz.tts.edge import EdgePipeline
 from authz.tts.endpoint import TokenExchange
-from authz.tts.keys import load_tts_keys
+from authz.tts.keys import TtsKeys, load_tts_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +89,21 @@ def load_trust_store(config: Config, live_keys: LiveKeyRegistry) -> TrustStore:
 
 
 def build_txn_verifier(
-    config: Config, clock: Clock, live_keys: LiveKeyRegistry
+    config: Config, clock: Clock, live_keys: LiveKeyRegistry, own: TtsKeys | None = None
 ) -> TxnTokenVerifier:
-    """The Txn-Token verifier, with each trust domain's Transaction Token Service keys."""
+    """The Txn-Token verifier, with each trust domain's Transaction Token Service keys. A
+    gateway that is itself the TTS of a trust domain (`own`) verifies that domain's tokens
+    with the keys it publishes: a rotation is known here the moment it is configured."""
     tts = {
         name: domain.txn_token_service
         for name, domain in config.trust_domains.items()
         if domain.txn_token_service is not None
     }
-    tts_key_sets = live_keys.key_sets(tts, "trust_domains", ".txn_token_service")
+    tts_key_sets: dict[str, KeyHolder] = dict(
+        live_keys.key_sets(tts, "trust_domains", ".txn_token_service")
+    )
+    if own is not None and config.tts is not None:
+        tts_key_sets[config.tts.trust_domain] = own.key_set
     txn = config.txn_token
     return TxnTokenVerifier(
         tts_key_sets,
@@ -366,7 +372,8 @@ def build_gateway(
         max_age = config.attestation.max_age_seconds if config.attestation else 0.0
         decision_cache = DecisionCache(cache.entries, cache.max_ttl_seconds, clock, max_age)
         metrics.watch_decision_cache(decision_cache.__len__)
-    txn_verifier = build_txn_verifier(config, clock, runtime.live_keys)
+    tts_keys = load_tts_keys(config.tts.signing, config.tts.trust_domain) if config.tts else None
+    txn_verifier = build_txn_verifier(config, clock, runtime.live_keys, tts_keys)
     engine = build_engine_for(config, policy_set, metrics)
     answers = Answers(config.responses, config.upstream)
     observers = Observers(
@@ -411,6 +418,7 @@ def build_gateway(
         clock,
         runtime,
         policy_set if policy_set is not None else engine_policy_set(engine),
+        keys=tts_keys,
         answers=answers,
         observers=observers,
         authenticator=authenticator,
@@ -438,17 +446,17 @@ def build_tts(
     runtime: Runtime,
     policy_set: PolicySet | None,
     *,
+    keys: TtsKeys | None,
     answers: Answers,
     observers: Observers,
     authenticator: Authenticator,
     txn_verifier: TxnTokenVerifier,
 ) -> tuple[EdgePipeline | None, TokenExchange | None]:
-    """The Transaction Token Service's two shapes, when `tts` is configured: its keys read
-    (a `ConfigError` names an unusable one) and its issuance rule compiled."""
+    """The Transaction Token Service's two shapes, when `tts` is configured (`keys`: its
+    keys, read by `load_tts_keys`), with its issuance rule compiled."""
     tts = config.tts
-    if tts is None:
+    if tts is None or keys is None:
         return None, None
-    keys = load_tts_keys(tts.signing, tts.trust_domain)
     engine = build_engine_for(config, policy_set, runtime.metrics, tts.issuance_decision)
     issuers = runtime.live_keys.key_sets(tts.access_token_issuers, "tts.access_token_issuers")
     rules = UserTokenRules(

@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from authz.devtools.mint import mint_user_token
 from authz.devtools.stack import (
+    REPO_ROOT,
     TRUST_DOMAIN,
     USER_TOKEN_AUDIENCE,
     USER_TOKEN_ISSUER,
@@ -59,3 +62,31 @@ def access_token(
         scope=scope,
         **kwargs,
     )
+
+
+EDGE_TEMPLATE = REPO_ROOT / "deploy" / "envoy" / "edge.yaml"
+
+
+def edge_envoy_config(
+    *,
+    listener_port: int,
+    admin_port: int,
+    edge_socket: Path,
+    egress_socket: Path,
+    first_hop_port: int,
+) -> dict[str, Any]:
+    """`deploy/envoy/edge.yaml` on loopback `listener_port`, asking the gateway's edge and
+    outbound listeners at those sockets, sending to the first hop's Envoy."""
+    config: dict[str, Any] = yaml.safe_load(EDGE_TEMPLATE.read_text(encoding="utf-8"))
+    config["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listener_port)
+    addresses = {
+        "wimse_authz_edge": {"pipe": {"path": str(edge_socket)}},
+        "wimse_authz_egress": {"pipe": {"path": str(egress_socket)}},
+        "orders": {"socket_address": {"address": "127.0.0.1", "port_value": first_hop_port}},
+    }
+    for cluster in config["static_resources"]["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"] = addresses[cluster["name"]]
+    return config

@@ -202,7 +202,7 @@ def test_validation_catches_a_broken_config(tmp_path: Path) -> None:
 def test_every_config_answers_503_when_the_gateway_fails(path: Path) -> None:
     """Envoy's default status_on_error is 403, which would make an outage look like a denial."""
     text = path.read_text()
-    if "envoy.filters.http.ext_authz" not in text:
+    if "ext_authz.v3.ExtAuthz" not in text:
         pytest.skip("no ext_authz filter")
     document = yaml.safe_load(text)
     filters = [
@@ -211,7 +211,7 @@ def test_every_config_answers_503_when_the_gateway_fails(path: Path) -> None:
         for chain in listener["filter_chains"]
         for network in chain["filters"]
         for f in network["typed_config"].get("http_filters", [])
-        if f["name"] == "envoy.filters.http.ext_authz"
+        if f.get("typed_config", {}).get("@type", "").endswith("ext_authz.v3.ExtAuthz")
     ]
     assert filters
     for ext_authz in filters:
@@ -232,6 +232,16 @@ def connection_managers(document: dict[str, Any]) -> list[dict[str, Any]]:
         for chain in listener.get("filter_chains", [])
         for network in chain.get("filters", [])
         if "http_filters" in network.get("typed_config", {})
+    ]
+
+
+def ext_authz_filter_names(manager: dict[str, Any]) -> list[str]:
+    """The names the ext_authz filters of a connection manager go by (per-route settings
+    are keyed by them)."""
+    return [
+        f["name"]
+        for f in manager["http_filters"]
+        if f.get("typed_config", {}).get("@type", "").endswith("ext_authz.v3.ExtAuthz")
     ]
 
 
@@ -398,5 +408,6 @@ def test_every_config_forwards_only_canonical_paths(path: Path) -> None:
             first = host["routes"][0]
             assert first["match"] == {"safe_regex": {"regex": ".*(;|%3[Bb]).*"}}
             assert first["direct_response"]["status"] == 400
-            per_filter = first["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
-            assert per_filter["disabled"] is True
+            # Every ext_authz filter of the chain (an edge has two) is off on that route.
+            for name in ext_authz_filter_names(manager):
+                assert first["typed_per_filter_config"][name]["disabled"] is True
