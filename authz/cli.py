@@ -388,6 +388,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args.diagnostics_port,
         egress_port=args.egress_port,
         app_port=args.app_port,
+        edge_port=args.edge_port,
     )
 
 
@@ -645,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--egress-port", type=int, default=15001, help="the frontend's egress Envoy (admin: +1)"
     )
     demo.add_argument("--app-port", type=int, default=8082, help="the frontend app")
+    demo.add_argument(
+        "--edge-port", type=int, default=8443, help="the frontend's public Envoy (admin: +1)"
+    )
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

@@ -38,6 +38,7 @@ from authz.devtools.stack import (
     wait_for_http,
     write_yaml,
 )
+from authz.devtools.tts import access_token, edge_envoy_config, tts_section
 from authz.devtools.upstream import EchoServer
 
 WPT_TTL = 290  # the gateway's default WPT limit is 300 s
@@ -66,8 +67,16 @@ def _signed_request(identities: Identities, ports: Ports, workload: str, path: s
 
 
 def _print_banner(
-    directory: Path, ports: Ports, identities: Identities, diagnostics_port: int, app_port: int
+    directory: Path,
+    ports: Ports,
+    identities: Identities,
+    diagnostics_port: int,
+    *,
+    app_port: int,
+    edge_port: int,
 ) -> None:
+    user = access_token(identities, scope="checkout read", ttl=3600)
+    edge = f"http://127.0.0.1:{edge_port}"
     frontend = identities.workload_id("frontend")
     app = f"http://127.0.0.1:{app_port}"
     print(
@@ -100,6 +109,12 @@ curl -s {app}/api/hello            # the echo shows x-wimse-caller: {frontend}
 curl -s {app}/echo/hello           # a rewrite route: the WPT names /api/hello, the path sent
 curl -si -X DELETE {app}/api/hello # 403 at the caller's side: the egress policy grants GET, POST
 
+EDGE: a user's access token at the edge (the frontend's public Envoy, {edge}) becomes the
+Txn-Token the next hop checks (docs/tts.md); the echo shows txn-token, and no Authorization:
+
+curl -s -X POST {edge}/api/orders -H 'content-type: application/json' -d '{{"amount": 250}}' \\
+    -H {shlex.quote("Authorization: Bearer " + user)}
+
 Each WPT works once and for {WPT_TTL} s. More requests:
   .venv/bin/wimse-authz token mint wit --issuer-key {directory}/keys/issuer.jwk.json \\
       --sub {frontend} --workload-key {directory}/keys/frontend.jwk.json > /tmp/wit
@@ -124,6 +139,7 @@ def run_demo(
     *,
     egress_port: int = 15001,
     app_port: int = 8082,
+    edge_port: int = 8443,
 ) -> int:
     # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -134,6 +150,7 @@ def run_demo(
     )
     identities = ensure_identities(directory)
     egress_socket = socket_directory(directory / "egress") / "frontend.sock"
+    edge_socket = socket_directory(directory / "edge") / "edge.sock"
     credentials = write_workload_credentials(
         directory / "credentials" / "frontend", identities, "frontend", ttl=CREDENTIAL_TTL
     )
@@ -142,12 +159,15 @@ def run_demo(
             "listeners": [
                 {"address": f"127.0.0.1:{ports.gateway}"},
                 outbound_listener(egress_socket, "frontend"),
+                {"address": f"unix:{edge_socket}", "mode": "edge"},
             ]
         },
         "outbound": outbound_section(
             {"frontend": (identities.workload_id("frontend"), credentials)},
-            {"echo": {"origin": ports.origin}},
+            # The edge's first hop is the same echo service, named as edge.yaml names it.
+            {"echo": {"origin": ports.origin}, "orders": {"origin": ports.origin}},
         ),
+        "tts": tts_section(directory, endpoint=False),
         "diagnostics": {"address": f"127.0.0.1:{diagnostics_port}"},
         "decision_log": {"output": str(directory / "logs" / "decisions.jsonl")},
     }
@@ -165,6 +185,17 @@ def run_demo(
         ),
     )
 
+    edge_yaml = write_yaml(
+        directory / "edge.yaml",
+        edge_envoy_config(
+            listener_port=edge_port,
+            admin_port=edge_port + 1,
+            edge_socket=edge_socket,
+            egress_socket=egress_socket,
+            first_hop_port=ports.envoy,
+        ),
+    )
+
     upstream = EchoServer("127.0.0.1", ports.upstream).start()
     app = CallerApp("127.0.0.1", app_port, egress_port).start()
     processes: list[ManagedProcess] = []
@@ -173,8 +204,15 @@ def run_demo(
         processes.append(gateway_process(gateway_yaml, logs / "gateway.log").start())
         processes.append(envoy_process(envoy_yaml, logs / "envoy.log").start())
         processes.append(envoy_process(egress_yaml, logs / "egress-envoy.log").start())
+        processes.append(envoy_process(edge_yaml, logs / "edge-envoy.log").start())
         return _serve_until_interrupted(
-            directory, ports, identities, processes, diagnostics_port, app_port=app_port
+            directory,
+            ports,
+            identities,
+            processes,
+            diagnostics_port,
+            app_port=app_port,
+            edge_port=edge_port,
         )
     except KeyboardInterrupt:
         print("\nstopping: the Envoys, then the gateway (draining), then the apps")
@@ -194,6 +232,7 @@ def _serve_until_interrupted(
     diagnostics_port: int,
     *,
     app_port: int,
+    edge_port: int,
 ) -> int:
     try:
         wait_for_http(f"{ports.origin}/healthz", timeout=30)
@@ -203,7 +242,9 @@ def _serve_until_interrupted(
         for process in processes:
             print(f"--- {process.name} ({process.log_path}) ---\n{process.log_tail()}")
         return 1
-    _print_banner(directory, ports, identities, diagnostics_port, app_port)
+    _print_banner(
+        directory, ports, identities, diagnostics_port, app_port=app_port, edge_port=edge_port
+    )
     rewritten = time.monotonic()
     while all(process.running() for process in processes):
         time.sleep(0.5)

@@ -32,11 +32,12 @@ def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
 def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("envoy", "gateway", "upstream", "diagnostics", "app")}
     egress = free_ports_in_a_row(2)  # the egress Envoy's admin listener is egress + 1
+    edge = free_ports_in_a_row(2)  # and the edge Envoy's edge + 1
     log = tmp_path / "demo.out"
     args = [sys.executable, "-m", "authz", "demo", "--dir", str(tmp_path / "demo")]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]
-    args += ["--egress-port", str(egress)]
+    args += ["--egress-port", str(egress), "--edge-port", str(edge)]
     with log.open("wb") as output:
         demo = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT)
         try:
@@ -58,6 +59,17 @@ def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path)
             assert (status, json.loads(body)["path"]) == (200, "/api/hello")
             status, _ = _get(f"{app}/api/hello", method="DELETE")
             assert status == 403
+            # The edge: the printed curl, run as printed.
+            lines = banner.splitlines()
+            first = next(i for i, text in enumerate(lines) if text.startswith("curl -s -X POST"))
+            command = "\n".join(lines[first : first + 2])  # a shell continuation line
+            answer = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=30, check=True
+            )
+            at_echo = json.loads(answer.stdout)["headers"]
+            assert at_echo["x-wimse-caller"] == "spiffe://demo.example/frontend"
+            assert "txn-token" in at_echo
+            assert "authorization" not in at_echo
         finally:
             demo.send_signal(signal.SIGINT)
             code = demo.wait(timeout=60)
