@@ -52,6 +52,7 @@ from setups import (
     SETUP_NAMES,
     WIT_HEADER,
     Server,
+    SetupFailed,
     Workspace,
     egress_bench_config,
     ext_authz_envoy_config,
@@ -582,7 +583,17 @@ def test_pyvoy_setups_are_compared_with_grpc_aio_and_with_jwt_authn() -> None:
 
 
 def test_the_two_process_gateway_is_serve_workers_2_behind_both_endpoints(tmp_path: Path) -> None:
-    setup = BUILDERS["gateway_2proc"](workspace(tmp_path, 123_456))
+    # The worker's port (the first free one + 1) can be taken by another test's server in
+    # the moment between: the bench then refuses the setup (SetupFailed), and so may this.
+    for attempt in range(5):
+        try:
+            setup = BUILDERS["gateway_2proc"](workspace(tmp_path / str(attempt), 123_456))
+            break
+        except SetupFailed:
+            continue
+    else:
+        pytest.fail("no two consecutive free ports in five attempts")
+    tmp_path = tmp_path / str(attempt)
     (server,) = setup.servers
     assert server.ports == (setup.ports.gateway, setup.ports.gateway + 1)
     assert setup.envoy_yaml.read_text().count("port_value: ") >= 2
