@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,20 @@ def optional_string(claims: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise ValueError(f"'{name}' is not a string")
     return value
+
+
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def scope_values(value: str) -> tuple[str, ...] | None:
+    """A `scope` claim's values (RFC 6749 §3.3, RFC 8693 §4.2: scope-tokens of printable
+    ASCII separated by spaces; runs of spaces are tolerated), or None when it holds any
+    other character. Splitting on any whitespace would read the one scope
+    `read\u00a0checkout` as two, granting `checkout`."""
+    values = tuple(item for item in value.split(" ") if item)
+    if not all(_SCOPE_TOKEN.fullmatch(item) for item in values):
+        return None
+    return values
 
 
 def token_hash(header_value: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.clock import Clock
-from authz.credentials.claims import LifetimeReasons, check_lifetime, token_hash
+from authz.credentials.claims import LifetimeReasons, check_lifetime, scope_values, token_hash
 from authz.credentials.identifiers import InvalidIdentifier, parse_workload_id
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.signature import (
@@ -160,7 +160,11 @@ class TxnTokenVerifier:
         reader = _ClaimReader(claims, self._rules.legacy_names)
         txn_id = reader.string("txn")
         subject = reader.string("sub")
-        scopes = tuple(reader.string("scope").split())
+        scopes = scope_values(reader.string("scope"))
+        if scopes is None:
+            raise CredentialError(
+                Reason.TXN_CLAIM_INVALID, "'scope' is not space-separated scope values"
+            )
         tctx = reader.optional_object("tctx")
         rctx = reader.optional_object("rctx")
         requesters = self._requesting_workloads(claims, rctx, reader)

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from authz.clock import Clock
-from authz.credentials.claims import LifetimeReasons, check_lifetime
+from authz.credentials.claims import LifetimeReasons, check_lifetime, scope_values
 from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
 from authz.credentials.signature import (
     SignatureReasons,
@@ -122,8 +122,11 @@ class UserTokenVerifier:
             if name in claims and not (isinstance(claims[name], str) and claims[name]):
                 raise CredentialError(Reason.USER_CLAIM_INVALID, f"'{name}' is not a string")
         scope = claims.get("scope", "")
-        if not isinstance(scope, str):
-            raise CredentialError(Reason.USER_CLAIM_INVALID, "'scope' is not a string")
+        scopes = scope_values(scope) if isinstance(scope, str) else None
+        if scopes is None:
+            raise CredentialError(
+                Reason.USER_CLAIM_INVALID, "'scope' is not space-separated scope values"
+            )
         roles, groups, entitlements = (
             _strings(claims.get(name, []), name, allow_single=False) for name in _LIST_CLAIMS
         )
@@ -133,7 +136,7 @@ class UserTokenVerifier:
             subject=claims["sub"],
             audiences=audiences,
             client_id=claims.get("client_id"),
-            scopes=tuple(scope.split()),
+            scopes=scopes,
             roles=roles,
             groups=groups,
             entitlements=entitlements,

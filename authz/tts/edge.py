@@ -93,7 +93,11 @@ class EdgePipeline:
         except CredentialError as error:
             self._metrics.count_verification_failure(error.reason.value)
             log.info("edge deny %s %s: %s", decision_id, error.reason, error.message)
-            return self._answers.edge_unauthenticated(decision_id, error.reason, "invalid_token")
+            # RFC 6750 §3.1: no error code for a client that used another method at all.
+            unsupported = error.reason is Reason.EDGE_AUTHORIZATION_UNSUPPORTED
+            return self._answers.edge_unauthenticated(
+                decision_id, error.reason, None if unsupported else "invalid_token"
+            )
         except RequestError as error:
             log.info("edge deny %s %s: %s", decision_id, error.reason, error.message)
             return self._answers.bad_request(decision_id, error.reason)

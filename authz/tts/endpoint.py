@@ -18,7 +18,6 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ from authz.clock import Clock
 from authz.config import ListenerConfig
 from authz.config.tts import TokenExchangeConfig
 from authz.credentials.authenticator import Authenticator, ProofTarget
-from authz.credentials.claims import LifetimeReasons, check_lifetime
+from authz.credentials.claims import LifetimeReasons, check_lifetime, scope_values
 from authz.credentials.httpsig.message import HttpRequest
 from authz.credentials.jose import JoseReasons, parse_compact_jws
 from authz.credentials.presentation import ProofStyle
@@ -43,7 +42,7 @@ from authz.pipeline import new_decision_id
 from authz.policy.engine import PolicyEngine
 from authz.reasons import Reason
 from authz.server.endpoints import unix_socket_path
-from authz.strict_json import loads as strict_loads
+from authz.strict_json import loads_object
 from authz.trust.key_sets import build_key_set
 from authz.tts.exchange import (
     ACCESS_TOKEN_TYPE,
@@ -186,6 +185,16 @@ class TokenExchange:
         self._decision_log.write(record)
         return status, headers, body
 
+    def refuse_oversized(self, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        """The answer to a body over `max_body_bytes` (read no further), logged like any."""
+        record = DecisionRecord(new_decision_id(), time.time(), direction="token_exchange")
+        record.method, record.path = method, path
+        record.result, record.reason, record.status = "deny", Reason.TTS_REQUEST_INVALID.value, 413
+        self._metrics.count_decision(record.result, Reason.TTS_REQUEST_INVALID)
+        self._decision_log.write(record)
+        log.info("tts refused %s invalid_request: the body is over the limit", record.decision_id)
+        return error_response(ExchangeError(INVALID_REQUEST, "the request body is too large", 413))
+
     async def _exchange(
         self,
         message: HttpRequest,
@@ -279,8 +288,8 @@ class TokenExchange:
         try:
             if kind in (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE):
                 verified = await self._access_tokens.verify_refreshing(token)
-                scope = verified.claims.get("scope")
-                granted = frozenset(verified.scopes) if isinstance(scope, str) else None
+                has_scope = isinstance(verified.claims.get("scope"), str)
+                granted = frozenset(verified.scopes) if has_scope else None
                 return Subject(verified.subject, "access_token", granted, verified.claims), None
             if kind == TXN_TOKEN_TYPE:
                 original = await self._replaceable(token)
@@ -335,9 +344,7 @@ class TokenExchange:
             raise CredentialError(Reason.TTS_SUBJECT_INVALID, "no sub")
         # A workload vouching for a subject grants nothing by itself: the requested scope is
         # bounded by what the self-signed token says it may carry.
-        scope = claims.get("scope")
-        granted = frozenset(scope.split()) if isinstance(scope, str) else None
-        return Subject(sub, "self_signed", granted, claims)
+        return Subject(sub, "self_signed", _grant(claims.get("scope")), claims)
 
     def _unsigned_json(self, token: str, requester: Requester) -> Subject:
         if requester.id not in self.config.unsigned_json_workloads:
@@ -346,15 +353,24 @@ class TokenExchange:
                 Reason.TTS_CLIENT_NOT_ALLOWED,
             )
         try:
-            document = strict_loads(token)
-        except ValueError:
+            # Duplicate members refused: two parsers must never read two subjects.
+            document = loads_object(token.encode("utf-8"))
+        except (ValueError, UnicodeEncodeError):
             raise CredentialError(Reason.TTS_SUBJECT_INVALID, "not a JSON object") from None
-        sub = document.get("sub") if isinstance(document, Mapping) else None
+        sub = document.get("sub")
         if not isinstance(sub, str) or not sub:
             raise CredentialError(Reason.TTS_SUBJECT_INVALID, "no sub")
-        scope = document.get("scope")
-        granted = frozenset(scope.split()) if isinstance(scope, str) else None
-        return Subject(sub, "unsigned_json", granted, dict(document))
+        return Subject(sub, "unsigned_json", _grant(document.get("scope")), document)
+
+
+def _grant(scope: object) -> frozenset[str] | None:
+    """What a `scope` claim grants; None when there is none (or none well formed)."""
+    if not isinstance(scope, str):
+        return None
+    values = scope_values(scope)
+    if values is None:
+        raise CredentialError(Reason.TTS_SUBJECT_INVALID, "'scope' is malformed")
+    return frozenset(values)
 
 
 class TokenExchangeServer:
@@ -423,12 +439,13 @@ class TokenExchangeServer:
         if request.path != config.path:
             return web.Response(status=404, text="not found\n")
         if request.method != "POST":
-            return web.Response(status=405, headers={"Allow": "POST"}, text="POST only\n")
+            status, headers, payload = error_response(
+                ExchangeError(INVALID_REQUEST, "the token endpoint takes POST", 405)
+            )
+            return web.Response(status=status, headers={**headers, "Allow": "POST"}, body=payload)
         received = await _bounded_body(request, config.max_body_bytes)
         if received is None:
-            status, headers, payload = error_response(
-                ExchangeError(INVALID_REQUEST, "the request body is too large", 413)
-            )
+            status, headers, payload = exchange.refuse_oversized(request.method, request.path)
             return web.Response(status=status, headers=headers, body=payload)
         headers_seen: dict[str, str] = {}
         for name, value in request.headers.items():

@@ -285,7 +285,7 @@ def test_token_for_another_trust_domain_verifies_with_that_domains_tts() -> None
         ("", ()),
     ],
 )
-def test_scope_is_split_on_whitespace_into_a_tuple(scope: str, expected: tuple[str, ...]) -> None:
+def test_scope_is_split_on_spaces_into_a_tuple(scope: str, expected: tuple[str, ...]) -> None:
     assert verify(token({"scope": scope})).scopes == expected
 
 
@@ -507,3 +507,8 @@ def test_a_cached_txn_token_is_not_accepted_for_another_trust_domain() -> None:
     with pytest.raises(CredentialError) as caught:
         checker.verify(presented, "other.example")
     assert caught.value.reason is Reason.TXN_AUD_MISMATCH
+
+
+@pytest.mark.parametrize("separator", ["\t", "\n", "\u00a0", "\u2003", "\x1f"])
+def test_a_scope_split_by_other_whitespace_is_invalid_not_two_scopes(separator: str) -> None:
+    assert reason(token({"scope": f"read{separator}checkout"})) is Reason.TXN_CLAIM_INVALID
