@@ -64,7 +64,15 @@ def _key_url(value: str | None) -> str | None:
     return value
 
 
-_KEY_SOURCES = ("jwks_file", "jwks", "jwks_url", "spiffe_bundle_file", "spiffe_bundle_url")
+_KEY_SOURCES = (
+    "jwks_file",
+    "jwks",
+    "jwks_url",
+    "openid_configuration_url",
+    "spiffe_bundle_file",
+    "spiffe_bundle_url",
+)
+_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 
 class KeySetConfig(Strict):
@@ -75,6 +83,9 @@ class KeySetConfig(Strict):
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
     """A JWKS fetched over HTTPS and refreshed (see `fetch`)."""
+    openid_configuration_url: str | None = None
+    """OpenID Connect discovery: the issuer's `.../.well-known/openid-configuration`, whose
+    `jwks_uri` is then fetched and refreshed like a `jwks_url` (see `fetch`)."""
     spiffe_bundle_file: Path | None = None
     """A SPIFFE trust bundle on disk: its `wit-svid` keys verify a trust domain's WITs, its
     `jwt-svid` keys any other signer's JWTs, its `x509-svid` certificates X.509-SVIDs;
@@ -85,20 +96,29 @@ class KeySetConfig(Strict):
     """For `jwks_url` and `spiffe_bundle_url` only."""
 
     _check_algorithms = field_validator("algorithms")(check_algorithms)
-    _check_urls = field_validator("jwks_url", "spiffe_bundle_url")(_key_url)
+    _check_urls = field_validator("jwks_url", "openid_configuration_url", "spiffe_bundle_url")(
+        _key_url
+    )
+
+    @field_validator("openid_configuration_url")
+    @classmethod
+    def _check_discovery(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(_DISCOVERY_SUFFIX):
+            raise ValueError(f"a discovery URL ends in {_DISCOVERY_SUFFIX}")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> KeySetConfig:
         if sum(getattr(self, name) is not None for name in _KEY_SOURCES) != 1:
             raise ValueError(f"set exactly one of {', '.join(map(repr, _KEY_SOURCES))}")
         if self.url is None and self.fetch != KeyFetchConfig():
-            raise ValueError("'fetch' applies to jwks_url and spiffe_bundle_url only")
+            raise ValueError("'fetch' applies to keys at a URL only")
         return self
 
     @property
     def url(self) -> str | None:
-        """The URL the keys are fetched from; None for configured keys."""
-        return self.jwks_url or self.spiffe_bundle_url
+        """The URL the keys are fetched from (or discovered at); None for configured keys."""
+        return self.jwks_url or self.openid_configuration_url or self.spiffe_bundle_url
 
     @property
     def is_spiffe_bundle(self) -> bool:

@@ -44,6 +44,7 @@ from authz import strict_json
 from authz.errors import ConfigError, UnavailableError
 from authz.http_fetch import BoundedFetcher, display_url
 from authz.reasons import Reason
+from authz.trust.discovery import DiscoveredJwksFetcher
 from authz.trust.key_sets import (
     KeyHolder,
     KeySet,
@@ -76,6 +77,8 @@ class LiveSourceSettings:
     url: str
     bundle_use: JwtKeyUse | None
     """Which keys of a SPIFFE bundle to keep; None: the URL serves a JWKS."""
+    discovery: bool
+    """The URL is an OpenID configuration document naming the JWKS."""
     algorithms: frozenset[str]
     ca_file: Path | None
     timeout: float
@@ -95,6 +98,7 @@ class LiveSourceSettings:
         return cls(
             url=url,
             bundle_use=bundle_use if key_set.spiffe_bundle_url is not None else None,
+            discovery=key_set.openid_configuration_url is not None,
             algorithms=frozenset(key_set.algorithms),
             ca_file=fetch.ca_file,
             timeout=fetch.timeout_seconds,
@@ -134,14 +138,24 @@ class LiveKeySource:
         self._metrics = metrics
         self._monotonic = monotonic
         self._on_update = on_update
-        self._fetcher = BoundedFetcher(
-            settings.url,
-            timeout=settings.timeout,
-            max_bytes=settings.max_bytes,
-            ca_file=settings.ca_file,
-            what="SPIFFE bundle" if settings.spiffe else "JWKS",
-            setting=f"{where}.fetch",
-        )
+        self._fetcher: BoundedFetcher | DiscoveredJwksFetcher
+        if settings.discovery:
+            self._fetcher = DiscoveredJwksFetcher(
+                settings.url,
+                timeout=settings.timeout,
+                max_bytes=settings.max_bytes,
+                ca_file=settings.ca_file,
+                setting=f"{where}.fetch",
+            )
+        else:
+            self._fetcher = BoundedFetcher(
+                settings.url,
+                timeout=settings.timeout,
+                max_bytes=settings.max_bytes,
+                ca_file=settings.ca_file,
+                what="SPIFFE bundle" if settings.spiffe else "JWKS",
+                setting=f"{where}.fetch",
+            )
         self.display = self._fetcher.where
         """`JWKS https://host/path` (no credentials or query): for logs and errors."""
         self._keys: KeySet | None = None
@@ -414,6 +428,10 @@ def live_key_set_configs(config: Config) -> Iterator[LiveKeySetConfig]:
     if config.attestation is not None:
         for name, verifier_keys in config.attestation.verifiers.items():
             candidates.append((f"attestation.verifiers.{name}", name, verifier_keys, jwt))
+    if config.tts is not None:
+        for issuer, access_keys in config.tts.access_token_issuers.items():
+            where = f"tts.access_token_issuers.{issuer}"
+            candidates.append((where, issuer, access_keys, jwt))
     return (candidate for candidate in candidates if candidate[2].url is not None)
 
 
