@@ -6,6 +6,7 @@ Issued tokens and answers are checked by the independent checker (tests/independ
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from authz.devtools.certs import CertificateAuthority, write_pem
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_user_token, mint_wpt
 from authz.devtools.stack import free_port
@@ -262,3 +264,76 @@ def test_the_published_keys_include_the_next_one_before_it_signs(
     kids = [key["kid"] for key in answers[0].json()["keys"]]
     assert kids == [harness.identities.tts["kid"], "tts-next"]
     assert all("d" not in key for key in answers[0].json()["keys"])
+
+
+def test_a_requester_may_authenticate_with_its_client_certificate(
+    harness: GatewayHarness, tmp_path: Path
+) -> None:
+    """`mtls_requesters` on a mutual-TLS tts listener: the certificate's SPIFFE id is the
+    requester (here the frontend, which the sample issuance policy lists); a client without
+    a certificate never completes the handshake."""
+    ca = CertificateAuthority.create("mesh ca", trust_domain_uri="spiffe://demo.example")
+    server_cert = ca.issue("tts", dns_names=["localhost"])
+    client_cert = ca.issue("frontend", uris=[FRONTEND], server=False, client=True)
+    write_pem(tmp_path / "ca.pem", ca.cert_pem)
+    write_pem(tmp_path / "tts.pem", server_cert.chain_pem)
+    write_pem(tmp_path / "tts-key.pem", server_cert.key_pem)
+    write_pem(tmp_path / "client.pem", client_cert.chain_pem)
+    write_pem(tmp_path / "client-key.pem", client_cert.key_pem)
+    port = free_port()
+    section = tts_section(harness.directory, edge=False)
+    section["endpoint"]["mtls_requesters"] = True
+    listeners = [
+        {"address": f"127.0.0.1:{free_port()}"},
+        {
+            "address": f"127.0.0.1:{port}",
+            "mode": "tts",
+            "tls": {
+                "cert_file": str(tmp_path / "tts.pem"),
+                "key_file": str(tmp_path / "tts-key.pem"),
+                "client_ca_file": str(tmp_path / "ca.pem"),
+            },
+        },
+    ]
+    egress = harness.rebuild(server={"listeners": listeners}, tts=section)
+    answers: list[Answer] = []
+    refused_handshakes: list[str] = []
+
+    async def scenario() -> None:
+        server = GatewayServer(egress.config(), egress.clock)
+        await server.start()
+        try:
+            context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+            context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client-key.pem")
+            token = access_token(egress.identities, audience=TTS_URL, now=egress.clock.now)
+            connector = aiohttp.TCPConnector(ssl=context)
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.post(
+                    f"https://localhost:{port}/token",
+                    data=form(subject_token=token),
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                ) as response,
+            ):
+                answers.append(
+                    Answer(response.status, dict(response.headers), await response.read())
+                )
+            anonymous = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=anonymous)
+            ) as session:
+                try:
+                    async with session.post(f"https://localhost:{port}/token", data=b"x"):
+                        pass
+                except aiohttp.ClientError as error:
+                    refused_handshakes.append(type(error).__name__)
+        finally:
+            await server.stop()
+
+    run(scenario, timeout=60)
+    token = checker.check_exchange_response(answers[0].status, answers[0].headers, answers[0].body)
+    claims = checker.check_txn_token(
+        token, tts_jwks(harness), now=harness.clock.now, trust_domain="demo.example"
+    )
+    assert claims["req_wl"] == FRONTEND
+    assert refused_handshakes, "a client without a certificate must not get an answer"
