@@ -64,6 +64,19 @@ def unavailable_answer(
     return answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
 
 
+def report_verdict(
+    observers: Observers, record: DecisionRecord, verdict: Verdict, started: float
+) -> None:
+    """Complete `record` with what `verdict` answered and how long since `started`
+    (`time.perf_counter`), count its stage times, and write it to the decision log."""
+    record.total_us = _us(time.perf_counter() - started)
+    record.result = verdict_result(verdict)
+    record.status = verdict.status if not isinstance(verdict, Allowed) else 200
+    record.reason = verdict.reason.value
+    observers.metrics.count_stage_times(record.verify_us, record.evaluate_us)
+    observers.decision_log.write(record)
+
+
 def _us(seconds: float) -> int:
     return int(seconds * 1e6)
 
@@ -117,12 +130,7 @@ class Pipeline:
         started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time())
         verdict = await self._check(attributes, record)
-        record.total_us = _us(time.perf_counter() - started)
-        record.result = verdict_result(verdict)
-        record.status = verdict.status if not isinstance(verdict, Allowed) else 200
-        record.reason = verdict.reason.value
-        self._metrics.count_stage_times(record.verify_us, record.evaluate_us)
-        self._decision_log.write(record)
+        report_verdict(self._observers, record, verdict, started)
         return verdict
 
     async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:

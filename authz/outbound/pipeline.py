@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
-from authz.answers import Allowed, Answers, Verdict, verdict_result
+from authz.answers import Allowed, Answers, Verdict
 from authz.clock import Clock
 from authz.credentials.httpsig.verifier import CONTENT_DIGEST_HEADER
 from authz.credentials.identifiers import WorkloadId
@@ -38,7 +38,7 @@ from authz.issuing.wpt import ProofRequest
 from authz.observability.decision_log import DecisionRecord
 from authz.outbound.callee import Callee, CalleeRouter, upstream_path
 from authz.outbound.credentials import CredentialSource, WorkloadCredentials
-from authz.pipeline import Observers, new_decision_id, unavailable_answer
+from authz.pipeline import Observers, new_decision_id, report_verdict, unavailable_answer
 from authz.policy.decision import PolicyDecision, decision_from_result
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body, parse_path
@@ -112,12 +112,7 @@ class OutboundPipeline:
         record = DecisionRecord(new_decision_id(), time.time(), direction="outbound")
         record.caller = self._workload.uri
         verdict = await self._check(attributes, record)
-        record.total_us = int((time.perf_counter() - started) * 1e6)
-        record.result = verdict_result(verdict)
-        record.status = verdict.status if not isinstance(verdict, Allowed) else 200
-        record.reason = verdict.reason.value
-        self._metrics.count_stage_times(record.verify_us, record.evaluate_us)
-        self._decision_log.write(record)
+        report_verdict(self._observers, record, verdict, started)
         return verdict
 
     async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:

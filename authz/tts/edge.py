@@ -17,14 +17,14 @@ from collections.abc import Mapping
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 
-from authz.answers import Allowed, Answers, Verdict, verdict_result
+from authz.answers import Answers, Verdict
 from authz.clock import Clock
 from authz.config.tts import EdgeConfig
 from authz.credentials.presentation import AUTHORIZATION_HEADER
 from authz.credentials.user_token import UserTokenVerifier
 from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.observability.decision_log import DecisionRecord
-from authz.pipeline import Observers, new_decision_id, unavailable_answer
+from authz.pipeline import Observers, new_decision_id, report_verdict, unavailable_answer
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
 from authz.policy.input import opa_envoy_members
@@ -67,6 +67,7 @@ class EdgePipeline:
         self.engine = engine
         self._answers = answers
         self._parsed_body_bytes = parsed_body_bytes
+        self._observers = observers
         self._metrics = observers.metrics
         self._decision_log = observers.decision_log
         self._clock = clock
@@ -78,12 +79,7 @@ class EdgePipeline:
         started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time(), direction="edge")
         verdict = await self._check(attributes, record)
-        record.total_us = int((time.perf_counter() - started) * 1e6)
-        record.result = verdict_result(verdict)
-        record.status = verdict.status if not isinstance(verdict, Allowed) else 200
-        record.reason = verdict.reason.value
-        self._metrics.count_stage_times(record.verify_us, record.evaluate_us)
-        self._decision_log.write(record)
+        report_verdict(self._observers, record, verdict, started)
         return verdict
 
     async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:
