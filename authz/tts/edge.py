@@ -63,7 +63,7 @@ class EdgePipeline:
         self._issuer = issuer
         self._lifetime = lifetime
         self._access_tokens = access_tokens
-        self._keys = keys
+        self.keys = keys
         self.engine = engine
         self._answers = answers
         self._parsed_body_bytes = parsed_body_bytes
@@ -138,7 +138,7 @@ class EdgePipeline:
         record.policy_reasons = issuance.policy_reasons
         now = self._clock()
         token = mint_txn_token(
-            self._keys,
+            self.keys,
             issuance.claims,
             trust_domain=self._trust_domain,
             issuer=self._issuer,

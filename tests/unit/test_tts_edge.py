@@ -254,3 +254,24 @@ def test_a_policy_that_sets_rctx_req_ip_cannot_choose_it(edge: GatewayHarness) -
     pipeline.engine = WrongPolicy(decision, pipeline.engine.revision)
     token = header(expect_allowed(send(edge, "/api/orders", bearer(edge))), "txn-token") or ""
     assert claims_of(token)["rctx"] == {"req_ip": "10.0.0.7", "authn": "x"}
+
+
+class BrokenSigner:
+    """A TTS key that cannot sign (an HSM gone, a key file unreadable): its use raises."""
+
+    alg = "ES256"
+
+    def sign(self, data: bytes) -> bytes:
+        raise OSError("the signing key is not available")
+
+
+def test_a_tts_key_that_cannot_sign_is_503_never_a_request_without_its_token(
+    edge: GatewayHarness,
+) -> None:
+    pipeline = edge.gateway.edge
+    assert pipeline is not None
+    keys = pipeline.keys
+    object.__setattr__(keys, "signer", BrokenSigner())
+    failed = expect_failed(send(edge, "/api/orders", bearer(edge)), "internal.error")
+    assert failed.status == 503
+    assert header(failed, "txn-token") is None
