@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from authz import __version__
+from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -484,8 +486,10 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wimse-authz", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # The docstring's first paragraph, whole: its first line alone stops mid-sentence.
+    description = " ".join(__doc__.split("\n\n", 1)[0].split())
+    parser = argparse.ArgumentParser(prog="wimse-authz", description=description)
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
@@ -576,7 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate = keys_commands.add_parser(
         "generate", help="generate a private JWK (dev keys, never for production issuers)"
     )
-    generate.add_argument("--alg", default="ES256")
+    generate.add_argument(
+        "--alg",
+        default="ES256",
+        choices=sorted(SUPPORTED_ALGORITHMS),
+        metavar="ALG",
+        help=f"the key's JWS algorithm: {', '.join(sorted(SUPPORTED_ALGORITHMS))} (default: ES256)",
+    )
     generate.add_argument("--kid")
     generate.add_argument("--out", type=Path, required=True, help="private JWK file to write")
     generate.add_argument("--jwks", type=Path, help="JWKS file to add the public key to")
@@ -657,9 +667,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that left is noticed here
     except ConfigError as exc:
         print(f"wimse-authz: {exc}", file=sys.stderr)
         return 2
+    except FileNotFoundError as exc:
+        # A file named on the command line: one line naming it, never a traceback.
+        print(f"wimse-authz: {exc.filename}: no such file", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Output piped into `head` and the like: the reader left; nothing is wrong here.
+        # Stdout is pointed at /dev/null so the interpreter's final flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
     return code

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.devtools.stack import free_port, free_ports_in_a_row
+from authz.devtools.stack import REPO_ROOT, free_port, free_ports_in_a_row
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +27,24 @@ def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
             return answer.status, answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def readme_check_command(ports: dict[str, int], demo: Path) -> str:
+    """The README's `wimse-authz check` example, with this demo's ports and directory."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("wimse-authz check --gateway", 1)[1]
+    lines = ["wimse-authz check --gateway" + block.split("\n", 1)[0]]
+    for line in block.split("\n")[1:]:
+        lines.append(line)
+        if not line.rstrip().endswith("\\"):
+            break
+    command = "\n".join(line.split("#")[0].rstrip() for line in lines)
+    return (
+        command.replace("127.0.0.1:9191", f"127.0.0.1:{ports['gateway']}")
+        .replace("127.0.0.1:10000", f"127.0.0.1:{ports['envoy']}")
+        .replace(".demo/", f"{demo}/")
+        .replace("wimse-authz ", f"{sys.executable} -m authz ", 1)
+    )
 
 
 def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -70,6 +88,16 @@ def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path)
             assert at_echo["x-wimse-caller"] == "spiffe://demo.example/frontend"
             assert "txn-token" in at_echo
             assert "authorization" not in at_echo
+            # The README's `check` example, against this demo (its ports and directory).
+            verdict = subprocess.run(
+                ["bash", "-c", readme_check_command(ports, tmp_path / "demo")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+            assert "allow" in verdict.stdout.lower()
         finally:
             demo.send_signal(signal.SIGINT)
             code = demo.wait(timeout=60)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from authz.cli import main
+from authz.devtools.stack import POLICY_DIR as POLICIES
 from authz.devtools.stack import Ports, ensure_identities, gateway_config
 from tests.support import GatewayHarness, expect_allowed, hook_engine
 
@@ -269,3 +270,58 @@ def test_keys_thumbprint_of_a_file_that_is_no_key_is_one_line_and_exit_2(
     assert error.startswith("wimse-authz: keys thumbprint:")
     assert error.count("\n") == 1
     assert main(["keys", "thumbprint", str(tmp_path / "missing.json")]) == 2
+
+
+def run_cli(*args: str, stdout_closed: bool = False) -> subprocess.CompletedProcess[str]:
+    """`wimse-authz args…` in a child process; `stdout_closed`: its output goes into a pipe
+    nobody reads any more (as `… | head -1` leaves it)."""
+    prelude = "import os, sys\n"
+    if stdout_closed:
+        prelude += "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+    code = prelude + f"from authz.cli import main\nsys.exit(main({list(args)!r}))\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("keys", "generate", "--alg", "HS256", "--out", "k.json"), "invalid choice: 'HS256'"),
+        (
+            (
+                "token",
+                "mint",
+                "wit",
+                "--issuer-key",
+                "/no/such/issuer.json",
+                "--sub",
+                "spiffe://a/b",
+                "--workload-key",
+                "/no/such/key.json",
+            ),
+            "/no/such/issuer.json: no such file",
+        ),
+    ],
+)
+def test_a_users_mistake_is_one_line_and_a_non_zero_exit(
+    args: tuple[str, ...], message: str
+) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # One line says what is wrong (argparse puts its usage line before it).
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_output_into_a_pipe_nobody_reads_is_not_an_error() -> None:
+    result = run_cli("policy", "test", str(POLICIES), stdout_closed=True)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipe" not in result.stderr
+
+
+def test_version_and_a_description_that_is_not_cut_off() -> None:
+    assert run_cli("-V").stdout.startswith("wimse-authz ")
+    help_text = " ".join(run_cli("--help").stdout.split())
+    assert "send a check to a running gateway, mint dev keys and tokens, demo." in help_text

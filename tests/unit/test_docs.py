@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -34,3 +35,16 @@ def test_readme_setup_is_the_two_make_targets() -> None:
     assert re.search(r"^run:", makefile, re.M)
     assert re.search(r"^test:", makefile, re.M)
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_license_file_is_the_license_pyproject_names() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text
+    assert "Version 2.0, January 2004" in text
+
+
+def test_the_changelog_has_an_entry_for_the_current_version() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert f"## {version}" in (REPO / "CHANGELOG.md").read_text()
