@@ -36,6 +36,7 @@ from authz.config.base import (
     check_workload_id,
     is_loopback_host,
 )
+from authz.config.errors import Location, format_validation_error, yaml_positions
 
 # Re-exported: callers import every configuration type from here.
 from authz.config.keys import KeyFetchConfig as KeyFetchConfig
@@ -838,23 +839,26 @@ def _resolve_server(server: ServerConfig, resolve: Callable[[Path], Path]) -> Se
     return server.model_copy(update={"listeners": listeners})
 
 
-def _format_validation_error(source: str, error: ValidationError) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {location}: {message}")
-    return "\n".join(lines)
+def _format_validation_error(
+    source: str, error: ValidationError, positions: dict[Location, tuple[int, int]] | None = None
+) -> str:
+    return format_validation_error(source, error, Config, positions)
 
 
-def parse_config(document: object, source: str, base_dir: Path) -> Config:
-    """Validate an already-parsed YAML document."""
+def parse_config(
+    document: object,
+    source: str,
+    base_dir: Path,
+    positions: dict[Location, tuple[int, int]] | None = None,
+) -> Config:
+    """Validate an already-parsed YAML document; `positions` (from `yaml_positions`) lets
+    errors name the line and column of each key."""
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: the configuration must be a YAML mapping")
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from None
+        raise ConfigError(_format_validation_error(source, exc, positions)) from None
     return _resolve_paths(config, base_dir)
 
 
@@ -868,4 +872,4 @@ def load_config(path: Path) -> Config:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(document, str(path), path.parent)
+    return parse_config(document, str(path), path.parent, yaml_positions(text))

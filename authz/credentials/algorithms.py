@@ -139,7 +139,7 @@ def public_key_from_jwk(jwk: object, allowed_algorithms: Iterable[str]) -> Publi
     jwk_alg = jwk.get("alg")
     if jwk_alg is not None:
         if not isinstance(jwk_alg, str) or jwk_alg not in fitting:
-            raise InvalidKey(f"key 'alg' {jwk_alg!r} does not fit a {kty} key")
+            raise InvalidKey(_misfit(jwk_alg, kty, crv))
         fitting = {jwk_alg}
     usable = frozenset(fitting & set(allowed_algorithms))
     if not usable:
@@ -161,6 +161,17 @@ def public_key_from_jwk(jwk: object, allowed_algorithms: Iterable[str]) -> Publi
         thumbprint=jwk_thumbprint(key),
         ed25519_raw=ed25519_raw,
     )
+
+
+def _misfit(alg: object, kty: str, crv: str | None) -> str:
+    """Why a key's own `alg` does not fit it, in the terms an operator fixes it in."""
+    algorithm = SUPPORTED_ALGORITHMS.get(alg) if isinstance(alg, str) else None
+    if algorithm is None:
+        return f"key 'alg' {alg!r} is not a supported algorithm"
+    if algorithm.kty != kty:
+        return f"key 'alg' {alg} is for {algorithm.kty} keys; this key is {kty}"
+    curves = " or ".join(sorted(algorithm.curves))
+    return f"key 'alg' {alg} needs curve {curves}; this {kty} key is on {crv}"
 
 
 # RFC 7638 section 3.2: the members each key type's thumbprint hashes.

@@ -226,8 +226,10 @@ def key_sources(
         document: object
         if key_set.jwks_file is not None:
             document = read_jwks_file(Path(key_set.jwks_file), f"{label}.jwks_file")
+            # A key the file holds is named with the file: that is what to open and fix.
+            label = f"{label} ({key_set.jwks_file})"
         elif key_set.spiffe_bundle_file is not None:
-            bundle_label = f"{label}.spiffe_bundle_file"
+            bundle_label = f"{label}.spiffe_bundle_file ({key_set.spiffe_bundle_file})"
             bundle = read_jwks_file(Path(key_set.spiffe_bundle_file), bundle_label)
             document = parse_spiffe_bundle(bundle, algorithms, bundle_label, bundle_use)
         elif key_set.jwks is not None:

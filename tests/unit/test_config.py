@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ def test_decision_rule_accepts_opa_paths_and_data_refs(decision: str, expected: 
         ({"clock_skew_seconds": 3600}, "clock_skew_seconds", "less than or equal"),
         ({"policy": {"directory": "p", "decision": "allow"}}, "policy.decision", "rule path"),
         ({"default_service": "billing"}, "(top level)", "not under 'services'"),
-        ({"unexpected": 1}, "unexpected", "Extra inputs are not permitted"),
+        ({"unexpected": 1}, "unexpected", "unknown key unexpected"),
         (
             {"mtls": {"authenticate": True, "trust_domains": ["Bad.Domain"]}},
             "mtls.trust_domains",
@@ -206,3 +207,63 @@ def test_non_mapping_documents_and_bad_yaml_are_refused(tmp_path: Path) -> None:
 def test_mtls_trust_domains_default_to_the_configured_ones() -> None:
     config = parse_config(minimal(mtls={"authenticate": True}), "g", Path("/"))
     assert config.mtls_trust_domains == {"example.org"}
+
+
+def test_a_misspelt_key_is_named_with_its_line_and_the_key_it_was_meant_to_be(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "server:\n"
+        "  listeners:\n"
+        "    - address: 127.0.0.1:9191\n"
+        "      allow_plaintxt: true\n"
+        "trust_domains:\n"
+        "  demo.example:\n"
+        "    algorithms: [ES256]\n"
+        "    jwks_flie: trust.json\n"
+        "services:\n"
+        "  echo: {id: 'spiffe://demo.example/echo', origins: ['https://echo.example']}\n"
+        "policy: {directory: policies}\n"
+        "outbund: {}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    lines = str(raised.value).splitlines()
+    assert lines[0] == f"{path}: invalid configuration"
+    assert (
+        "  server.listeners.0.allow_plaintxt (line 4, column 7): "
+        "unknown key allow_plaintxt (did you mean allow_plaintext?)"
+    ) in lines
+    assert (
+        "  trust_domains.demo.example.jwks_flie (line 8, column 5): "
+        "unknown key jwks_flie (did you mean jwks_file?)"
+    ) in lines
+    assert "  outbund (line 12, column 1): unknown key outbund (did you mean outbound?)" in lines
+
+
+def test_a_key_like_nothing_known_gets_no_guess(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"zzz_qqq": 1}, "test", tmp_path)
+    assert "  zzz_qqq: unknown key zzz_qqq" in str(raised.value).splitlines()
+
+
+def test_a_key_on_the_wrong_curve_for_its_alg_is_named_with_its_file(tmp_path: Path) -> None:
+    """The error says which file to open, which key, and what does not fit."""
+    from authz.devtools.keys import generate_private_jwk, public_jwk
+    from authz.gateway import build_gateway
+
+    key = public_jwk(generate_private_jwk("ES256", kid="k1")) | {"alg": "ES384"}
+    jwks = tmp_path / "trust.jwks.json"
+    jwks.write_text(json.dumps({"keys": [key]}))
+    document = {
+        "server": {"listeners": [{"address": "127.0.0.1:9191"}]},
+        "trust_domains": {"demo.example": {"algorithms": ["ES384"], "jwks_file": str(jwks)}},
+        "services": {"echo": {"id": "spiffe://demo.example/echo", "origins": ["https://e.x"]}},
+        "policy": {"directory": str(Path(__file__).parents[2] / "policies")},
+    }
+    with pytest.raises(ConfigError) as raised:
+        build_gateway(parse_config(document, "test", tmp_path))
+    message = str(raised.value)
+    assert str(jwks) in message
+    assert "key 'alg' ES384 needs curve P-384; this EC key is on P-256" in message

@@ -602,7 +602,7 @@ def redis_section(**settings: Any) -> dict[str, Any]:
         ({"connect_timeout_seconds": -1}, "replay.redis.connect_timeout_seconds", "greater than 0"),
         ({"max_connections": 0}, "replay.redis.max_connections", "greater than 0"),
         ({"on_unavailable": "accept"}, "replay.redis.on_unavailable", "fail_closed"),
-        ({"unknown": 1}, "replay.redis.unknown", "Extra inputs"),
+        ({"unknown": 1}, "replay.redis.unknown", "unknown key unknown"),
     ],
 )
 def test_invalid_redis_settings_name_the_key(
