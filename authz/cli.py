@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,12 +23,35 @@ if TYPE_CHECKING:
     from authz.config import Config
 
 
-def _configure_logging(level: str, tag: str = "") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s %(levelname)s {tag}%(name)s %(message)s",
-        stream=sys.stderr,
+LOG_LEVEL_ENV = "WIMSE_AUTHZ_LOG_LEVEL"
+LOG_FORMAT_ENV = "WIMSE_AUTHZ_LOG_FORMAT"
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
+
+
+def _configure_logging(level: str, tag: str = "", log_format: str = "text") -> None:
+    from authz.observability.logs import configure_logging
+
+    configure_logging(level, "json" if log_format == "json" else "text", tag)
+
+
+def _log_settings(args: argparse.Namespace, config: Config) -> tuple[str, str]:
+    """(level, format): the command line's, else the environment's, else the file's. The
+    choice is put in the environment, where the workers of `--workers N` find it."""
+    level = (
+        getattr(args, "log_level", None) or os.environ.get(LOG_LEVEL_ENV) or config.logging.level
     )
+    log_format = (
+        getattr(args, "log_format", None) or os.environ.get(LOG_FORMAT_ENV) or config.logging.format
+    )
+    for name, value, allowed in (
+        (LOG_LEVEL_ENV, level, _LOG_LEVELS),
+        (LOG_FORMAT_ENV, log_format, _LOG_FORMATS),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+        os.environ[name] = value
+    return level, log_format
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -41,7 +63,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _serve_as_worker(args, config)
     if args.workers is not None:
         config = config.with_workers(args.workers)
-    _configure_logging(config.logging.level)
+    level, log_format = _log_settings(args, config)
+    _configure_logging(level, log_format=log_format)
     try:
         if config.server.workers > 1:
             # The supervisor imports no gateway code: it never holds an engine or keys.
@@ -66,7 +89,8 @@ def _serve_as_worker(args: argparse.Namespace, config: Config) -> int:
     if args.worker_dir is None:
         raise ConfigError("--worker-index needs --worker-dir")
     role = WorkerRole(args.worker_index, args.worker_dir, args.lifeline_fd)
-    _configure_logging(config.logging.level, f"worker-{role.index} ")
+    level, log_format = _log_settings(args, config)
+    _configure_logging(level, f"worker-{role.index} ", log_format)
     config = role.apply(config)
     try:
         event_loop.run(serve(config, args.config, worker=role), config.server.event_loop)
@@ -499,6 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="gateway processes, each on its own endpoints (default: server.workers, 1)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=_LOG_LEVELS,
+        help=f"default: ${LOG_LEVEL_ENV}, else logging.level in the config (info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=_LOG_FORMATS,
+        help=f"text or json (one object a line, with decision_id); default: ${LOG_FORMAT_ENV}, "
+        "else logging.format in the config (text)",
     )
     # Set by the supervisor of `--workers N` for each worker it starts.
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)

@@ -26,6 +26,7 @@ from authz.credentials.presentation import WIT_HEADER, ProofStyle, proof_style
 from authz.deny_list import DenyListHolder
 from authz.errors import CredentialError, RequestError, UnavailableError, is_rust_panic
 from authz.observability.decision_log import DecisionLog, DecisionRecord, short_hash
+from authz.observability.logs import decision_scope
 from authz.observability.metrics import Metrics
 from authz.policy.decision import PolicyDecision, decision_from_result
 from authz.policy.decision_cache import DecisionCache, cache_key, proof_header
@@ -129,7 +130,8 @@ class Pipeline:
     async def check(self, attributes: AttributeContext) -> Verdict:
         started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time())
-        verdict = await self._check(attributes, record)
+        with decision_scope(record.decision_id):
+            verdict = await self._check(attributes, record)
         report_verdict(self._observers, record, verdict, started)
         return verdict
 

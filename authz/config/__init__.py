@@ -547,6 +547,8 @@ class ResponsesConfig(Strict):
 
 class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    """`json`: one object a line (`time`, `level`, `logger`, `message`, `decision_id`)."""
 
 
 RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")

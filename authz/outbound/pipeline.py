@@ -36,6 +36,7 @@ from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.issuing.http_signature import sign_request
 from authz.issuing.wpt import ProofRequest
 from authz.observability.decision_log import DecisionRecord
+from authz.observability.logs import decision_scope
 from authz.outbound.callee import Callee, CalleeRouter, upstream_path
 from authz.outbound.credentials import CredentialSource, WorkloadCredentials
 from authz.pipeline import Observers, new_decision_id, report_verdict, unavailable_answer
@@ -111,7 +112,8 @@ class OutboundPipeline:
         started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time(), direction="outbound")
         record.caller = self._workload.uri
-        verdict = await self._check(attributes, record)
+        with decision_scope(record.decision_id):
+            verdict = await self._check(attributes, record)
         report_verdict(self._observers, record, verdict, started)
         return verdict
 

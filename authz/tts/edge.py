@@ -24,6 +24,7 @@ from authz.credentials.presentation import AUTHORIZATION_HEADER
 from authz.credentials.user_token import UserTokenVerifier
 from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.observability.decision_log import DecisionRecord
+from authz.observability.logs import decision_scope
 from authz.pipeline import Observers, new_decision_id, report_verdict, unavailable_answer
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
@@ -78,7 +79,8 @@ class EdgePipeline:
     async def check(self, attributes: AttributeContext) -> Verdict:
         started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time(), direction="edge")
-        verdict = await self._check(attributes, record)
+        with decision_scope(record.decision_id):
+            verdict = await self._check(attributes, record)
         report_verdict(self._observers, record, verdict, started)
         return verdict
 

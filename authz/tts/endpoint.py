@@ -37,6 +37,7 @@ from authz.credentials.txn_token import TxnTokenVerifier, VerifiedTxnToken
 from authz.credentials.user_token import UserTokenVerifier
 from authz.errors import CredentialError, UnavailableError
 from authz.observability.decision_log import DecisionLog, DecisionRecord
+from authz.observability.logs import decision_scope
 from authz.observability.metrics import Metrics
 from authz.pipeline import new_decision_id
 from authz.policy.engine import PolicyEngine
@@ -147,9 +148,10 @@ class TokenExchange:
         record = DecisionRecord(new_decision_id(), time.time(), direction="token_exchange")
         record.method, record.path = message.method, message.path
         try:
-            status, headers, body = await self._exchange(
-                message, peer_principal, peer_address, record
-            )
+            with decision_scope(record.decision_id):
+                status, headers, body = await self._exchange(
+                    message, peer_principal, peer_address, record
+                )
             record.result, record.reason = "allow", Reason.TTS_ISSUED.value
         except _Refused as refused:
             status, headers, body = error_response(refused.error)
