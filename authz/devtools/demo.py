@@ -40,6 +40,7 @@ from authz.devtools.stack import (
 )
 from authz.devtools.tts import access_token, edge_envoy_config, tts_section
 from authz.devtools.upstream import EchoServer
+from authz.server.endpoints import refuse_listening_port
 
 WPT_TTL = 290  # the gateway's default WPT limit is 300 s
 CREDENTIAL_TTL = 3600
@@ -126,6 +127,19 @@ Press Ctrl-C to stop.""",
     )
 
 
+def _port_in_use(flags: dict[str, tuple[int, ...]]) -> str | None:
+    """Which flag names a port something already listens on (checked before anything
+    starts: a port found taken by Envoy would only show as the demo not coming up)."""
+    for flag, ports in flags.items():
+        for port in ports:
+            try:
+                refuse_listening_port(f"127.0.0.1:{port}")
+            except OSError:
+                what = "its port" if port == ports[0] else f"port {port} (the port after it)"
+                return f"{flag} {ports[0]}: {what} is in use; choose another with {flag}"
+    return None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -145,6 +159,20 @@ def run_demo(
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     directory = directory.resolve()
+    taken = _port_in_use(
+        {
+            "--envoy-port": (envoy_port, envoy_port + 1),
+            "--gateway-port": (gateway_port,),
+            "--upstream-port": (upstream_port,),
+            "--diagnostics-port": (diagnostics_port,),
+            "--egress-port": (egress_port, egress_port + 1),
+            "--app-port": (app_port,),
+            "--edge-port": (edge_port, edge_port + 1),
+        }
+    )
+    if taken is not None:
+        print(f"wimse-authz demo: {taken}")
+        return 2
     ports = Ports(
         envoy=envoy_port, admin=envoy_port + 1, gateway=gateway_port, upstream=upstream_port
     )

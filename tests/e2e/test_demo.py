@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,3 +104,24 @@ def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path)
             code = demo.wait(timeout=60)
     assert code == 0, log.read_text(errors="replace")
     assert "stopping" in log.read_text()
+
+
+def test_a_demo_port_in_use_is_named_with_the_flag_to_change(tmp_path: Path) -> None:
+    """Checked before anything starts, so the answer does not wait for the demo's own
+    start-up timeout."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        demo = [sys.executable, "-m", "authz", "demo", "--dir", str(tmp_path)]
+        result = subprocess.run(
+            [*demo, "--envoy-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"--envoy-port {port}: its port is in use; choose another with --envoy-port" in (
+        result.stdout + result.stderr
+    )
