@@ -3,6 +3,9 @@
 # Decision rule: data.envoy.authz.decision (an OPA-Envoy decision object). Everything that
 # varies per service lives in ../mesh/data.json (data.mesh): grants say who may call,
 # route rules say what each request must also carry, so a change of policy is a data change.
+# Teams add their own requirements without editing this file: a package under
+# data.extensions (policies/extensions/<team>.rego) whose `failures` set names what a
+# request lacks. Extensions only ever refuse; they cannot admit (docs/policies.md).
 #
 # Rules of other packages are imported one by one, never through their package
 # (`import data.wimse.callers`, then `callers.admitted`): regorus evaluates every rule of a
@@ -39,12 +42,19 @@ allow if {
 allow if {
 	egress_allowed
 	count(path_failures) == 0
+	count(extension_failures) == 0
 }
 
 # Requirements come from route rules: with none applying, only the cross-domain rule and
 # the path check can fail, so the requirement packages are not evaluated at all (regorus
 # pays per rule). A non-canonical path fails on every route, public ones included.
-failures := route_failures | domain_failures | path_failures
+failures := route_failures | domain_failures | path_failures | extension_failures
+
+# Every team package's failures (data.extensions.<team>.failures), inbound and outbound.
+extension_failures contains reason if {
+	some team
+	some reason in data.extensions[team].failures
+}
 
 default route_failures := set()
 
@@ -65,7 +75,7 @@ reasons contains reason if {
 
 reasons contains reason if {
 	outbound
-	some reason in egress_failures | path_failures
+	some reason in egress_failures | path_failures | extension_failures
 }
 
 decision := {

@@ -312,3 +312,24 @@ test_an_egress_denial_gives_no_inbound_reasons if {
 	d := decide(f.outbound(f.ops, "orders", "GET", ["api", "orders"]))
 	d.reasons == {sprintf("%s may not call orders: GET /api/orders", [f.ops])}
 }
+
+# --- extensions: a team's package refuses, never admits ---------------------------------
+
+team_rules := {"orders_team": {"failures": {"the orders team says no"}}}
+
+test_an_extension_failure_refuses_an_otherwise_allowed_request if {
+	d := authz.decision with input as echo("GET", ["api", "hello"], f.frontend)
+		with data.extensions as team_rules
+	d.allowed == false
+	"the orders team says no" in d.reasons
+}
+
+test_an_extension_without_failures_changes_nothing if {
+	allowed(echo("GET", ["api", "hello"], f.frontend)) with data.extensions as {"quiet": {"failures": set()}}
+}
+
+test_an_extension_failure_refuses_on_egress_too if {
+	d := authz.decision with input as f.outbound(f.frontend, "orders", "GET", ["api", "orders"])
+		with data.extensions as team_rules
+	d.allowed == false
+}

@@ -1,8 +1,8 @@
 # Route rules: what a service requires of a request beyond "who may call" (the grants).
 #
 # data.mesh.services[<service>].routes is a list of rules; a rule applies to a request when
-# the method is in its `methods` and the path is under one of its `path_prefixes` (either
-# key may be left out to mean "any"). EVERY applying rule's requirements must hold, so a
+# the method is in its `methods`, the path is under one of its `path_prefixes` and the
+# immediate caller is one of its `callers` (any key may be left out to mean "any"). EVERY applying rule's requirements must hold, so a
 # rule for ["api","payments","refunds"] only adds to the one for ["api","payments"].
 # The requirement packages (chain, txn, user, attestation, domains) each read their own
 # section of the applying rules and report `failures`; this one reports a path that prefix
@@ -17,12 +17,22 @@ applying contains rule if {
 	some rule in data.mesh.services[input.wimse.service.name].routes
 	not outside_methods(rule)
 	not outside_paths(rule)
+	not outside_callers(rule)
 }
 
 outside_methods(rule) if {
 	listed := rule.methods
 	method := input.attributes.request.http.method
 	not method in listed
+}
+
+# A caller is outside a rule's `callers` only when it is known: an unauthenticated request
+# gets the rule's requirements too (it is not admitted anyway).
+outside_callers(rule) if {
+	listed := rule.callers
+	caller := input.wimse.caller.id
+	is_string(caller)
+	not caller in listed
 }
 
 outside_paths(rule) if {

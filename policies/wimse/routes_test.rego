@@ -105,3 +105,23 @@ test_root_trailing_slash_and_dotted_names_are_canonical if {
 test_path_check_guards_a_non_array_path if {
 	count(routes.failures) == 0 with input as object.union(f.request("shop", "GET", [], {}), {"parsed_path": "api"})
 }
+
+frontend_rule := {"methods": ["GET"], "callers": [f.frontend], "txn": {"scope": "orders.read"}}
+
+applies_to(rule, caller) if {
+	applying := routes.applying with data.mesh as f.mesh(rule)
+		with input as f.request("shop", "GET", ["api", "orders"], {"caller": caller})
+	rule in applying
+}
+
+test_a_rule_naming_callers_applies_to_them if {
+	applies_to(frontend_rule, f.caller(f.frontend))
+}
+
+test_a_rule_naming_callers_leaves_other_callers_alone if {
+	not applies_to(frontend_rule, f.caller(f.ops))
+}
+
+test_a_rule_naming_callers_still_applies_to_an_unauthenticated_request if {
+	applies_to(frontend_rule, null)
+}
