@@ -52,8 +52,8 @@ failures := route_failures | domain_failures | path_failures | extension_failure
 
 # Every team package's failures (data.extensions.<team>.failures), inbound and outbound.
 extension_failures contains reason if {
-	some team
-	some reason in data.extensions[team].failures
+	some extension in data.extensions
+	some reason in extension.failures
 }
 
 default route_failures := set()
