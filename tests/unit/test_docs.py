@@ -48,3 +48,16 @@ def test_the_license_file_is_the_license_pyproject_names() -> None:
 def test_the_changelog_has_an_entry_for_the_current_version() -> None:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert f"## {version}" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_the_troubleshooting_guide_names_only_reason_codes_that_exist() -> None:
+    text = (REPO / "docs" / "troubleshooting.md").read_text()
+    named = re.findall(r"^\| (`[^|]+`) \|", text, re.M)
+    codes = {code for cell in named for code in re.findall(r"`([a-z_.*]+)`", cell)}
+    assert codes
+    known = {reason.value for reason in Reason}
+    for code in codes:
+        if code.endswith(".*"):
+            assert any(value.startswith(code[:-1]) for value in known), code
+        else:
+            assert code in known, code
