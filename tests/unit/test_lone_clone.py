@@ -1,0 +1,50 @@
+"""`make test` needs nothing beside the repository: a clone with no `../shared` next to it
+collects the whole suite (every test module imports and every fixture file it names at
+import time is in the repository), and no test reads the reference material."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from authz.devtools.stack import REPO_ROOT
+
+
+def test_a_lone_clone_collects_the_whole_suite(tmp_path: Path) -> None:
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "lone" / "main"
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True, timeout=120)
+    assert not (clone.parent / "shared").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"\d+ tests collected", result.stdout), result.stdout[-1000:]
+
+
+# A path into the reference material: `../shared`, `parent / "shared" / ...`, `shared/specs`.
+_READS_SHARED = re.compile(
+    r"""\.\./shared/|/\s*["']shared["']\s*/|["']shared/(?:vectors|specs|design)"""
+)
+
+
+def test_no_test_reads_the_reference_material() -> None:
+    """The published vectors the tests use live in tests/vectors/published (SOURCES.md)."""
+    readers = [
+        path.relative_to(REPO_ROOT)
+        for path in (REPO_ROOT / "tests").rglob("*.py")
+        if path.name != Path(__file__).name and _READS_SHARED.search(path.read_text())
+    ]
+    # The independent checker cites the digest in its docstring; it reads nothing there.
+    assert [str(path) for path in readers] in ([], ["tests/independent/wimse_checker.py"])
