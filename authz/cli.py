@@ -460,7 +460,7 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     request = parser.add_argument_group("request")
-    request.add_argument("--method", default="GET")
+    request.add_argument("--method", default="GET", help="default: GET")
     request.add_argument("--url", help="https://host[:port]/path?query (or --host and --path)")
     request.add_argument("--host", help="the :authority, with its port if any")
     request.add_argument("--path", help=":path, query included (default /)")
@@ -517,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
-    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument(
+        "--config", type=Path, required=True, help="the gateway's YAML configuration"
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -544,7 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="load a config, its keys and policies")
-    check.add_argument("--config", type=Path, required=True)
+    check.add_argument(
+        "--config", type=Path, required=True, help="the gateway's YAML configuration"
+    )
     check.set_defaults(handler=_cmd_config_check)
     check_egress = config_commands.add_parser(
         "check-egress",
@@ -557,8 +561,14 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="policy tools")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     test = policy_commands.add_parser("test", help="run Rego unit tests (test_* rules)")
-    test.add_argument("directory", type=Path, nargs="?", default=Path("policies"))
-    test.add_argument("-v", "--verbose", action="store_true")
+    test.add_argument(
+        "directory",
+        type=Path,
+        nargs="?",
+        default=Path("policies"),
+        help="the policy directory (default: policies)",
+    )
+    test.add_argument("-v", "--verbose", action="store_true", help="list every test, passed too")
     test.set_defaults(handler=_cmd_policy_test)
     evaluate = policy_commands.add_parser(
         "eval",
@@ -584,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle = policy_commands.add_parser(
         "bundle", help="build an OPA bundle (.tar.gz) from a policy directory, optionally signed"
     )
-    bundle.add_argument("directory", type=Path)
+    bundle.add_argument("directory", type=Path, help="the policy directory to bundle")
     bundle.add_argument("--out", type=Path, required=True, help="bundle file to write")
     bundle.add_argument("--revision", required=True, help="the manifest revision")
     bundle.add_argument("--root", action="append", help="a manifest root (repeatable)")
@@ -610,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     thumbprint = keys_commands.add_parser(
         "thumbprint", help="RFC 7638 thumbprints of the keys in a JWK or JWKS file"
     )
-    thumbprint.add_argument("file", type=Path)
+    thumbprint.add_argument("file", type=Path, help="a JWK or a JWKS (JSON)")
     thumbprint.set_defaults(handler=_cmd_keys_thumbprint)
     generate = keys_commands.add_parser(
         "generate", help="generate a private JWK (dev keys, never for production issuers)"
@@ -622,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ALG",
         help=f"the key's JWS algorithm: {', '.join(sorted(SUPPORTED_ALGORITHMS))} (default: ES256)",
     )
-    generate.add_argument("--kid")
+    generate.add_argument("--kid", help="the key's kid (default: a random one)")
     generate.add_argument("--out", type=Path, required=True, help="private JWK file to write")
     generate.add_argument("--jwks", type=Path, help="JWKS file to add the public key to")
     generate.set_defaults(handler=_cmd_keys_generate)
@@ -632,23 +642,29 @@ def build_parser() -> argparse.ArgumentParser:
     mint = token_commands.add_parser("mint", help="mint a token")
     kinds = mint.add_subparsers(dest="kind", required=True)
     wit = kinds.add_parser("wit", help="a Workload Identity Token")
-    wit.add_argument("--issuer-key", type=Path, required=True)
+    wit.add_argument(
+        "--issuer-key", type=Path, required=True, help="the issuer's private JWK (signs the WIT)"
+    )
     wit.add_argument("--sub", required=True, help="workload identifier")
     wit.add_argument("--workload-key", type=Path, required=True, help="key the WIT confirms")
-    wit.add_argument("--ttl", type=float, default=3600)
+    wit.add_argument("--ttl", type=float, default=3600, help="lifetime in seconds (default: 3600)")
     wit.set_defaults(handler=_cmd_mint_wit)
     wpt = kinds.add_parser("wpt", help="a Workload Proof Token for one request")
-    wpt.add_argument("--workload-key", type=Path, required=True)
+    wpt.add_argument(
+        "--workload-key", type=Path, required=True, help="the private JWK the WIT confirms"
+    )
     wpt.add_argument("--wit", required=True, help="the WIT, or @file")
     wpt.add_argument("--aud", required=True, help="target URI: origin + path, no query")
-    wpt.add_argument("--ttl", type=float, default=60)
+    wpt.add_argument("--ttl", type=float, default=60, help="lifetime in seconds (default: 60)")
     wpt.add_argument("--txn-token", help="Txn-Token to bind with tth (or @file)")
     wpt.add_argument(
         "--bind", action="append", default=[], metavar="HEADER=VALUE", help="bind with oth"
     )
     wpt.set_defaults(handler=_cmd_mint_wpt)
     txn = kinds.add_parser("txn", help="a Transaction Token, as a trust domain's TTS issues it")
-    txn.add_argument("--tts-key", type=Path, required=True)
+    txn.add_argument(
+        "--tts-key", type=Path, required=True, help="the Transaction Token Service's private JWK"
+    )
     txn.add_argument("--aud", required=True, help="the trust domain the token is for")
     txn.add_argument("--req-wl", required=True, help="the workload that asked for the token")
     txn.add_argument("--sub", required=True, help="the transaction's principal")
@@ -656,10 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
     txn.add_argument("--tctx", type=_json_object, help="transaction context (JSON or @file)")
     txn.add_argument("--rctx", type=_json_object, help="request context (JSON or @file)")
     txn.add_argument("--act", type=_json_object, help="RFC 8693 actor, e.g. '{\"sub\": ...}'")
-    txn.add_argument("--ttl", type=float, default=300)
+    txn.add_argument("--ttl", type=float, default=300, help="lifetime in seconds (default: 300)")
     txn.set_defaults(handler=_cmd_mint_txn)
     ear = kinds.add_parser("ear", help="an attestation result (EAR JWT) from a verifier")
-    ear.add_argument("--verifier-key", type=Path, required=True)
+    ear.add_argument(
+        "--verifier-key", type=Path, required=True, help="the attestation verifier's private JWK"
+    )
     ear.add_argument(
         "--submod",
         action="append",
@@ -670,29 +688,45 @@ def build_parser() -> argparse.ArgumentParser:
     ear.add_argument("--sub", help="the workload the result is about")
     ear.set_defaults(handler=_cmd_mint_ear)
     user = kinds.add_parser("user", help="an end-user access token (RFC 9068)")
-    user.add_argument("--issuer-key", type=Path, required=True)
-    user.add_argument("--iss", required=True)
-    user.add_argument("--sub", required=True)
-    user.add_argument("--aud", required=True)
-    user.add_argument("--client-id", default="demo-client")
-    user.add_argument("--scope", default="")
+    user.add_argument(
+        "--issuer-key", type=Path, required=True, help="the identity provider's private JWK"
+    )
+    user.add_argument("--iss", required=True, help="the issuer identifier (iss)")
+    user.add_argument("--sub", required=True, help="the end user (sub)")
+    user.add_argument("--aud", required=True, help="the resource server (aud)")
+    user.add_argument("--client-id", default="demo-client", help="default: demo-client")
+    user.add_argument("--scope", default="", help="space-separated scope (default: none)")
     user.add_argument("--role", action="append", help="repeat for several roles")
-    user.add_argument("--ttl", type=float, default=600)
+    user.add_argument("--ttl", type=float, default=600, help="lifetime in seconds (default: 600)")
     user.add_argument("--id-token", action="store_true", help="an OIDC ID token (no at+jwt typ)")
     user.set_defaults(handler=_cmd_mint_user)
 
     demo = commands.add_parser("demo", help="run gateway + Envoy + sample upstream locally")
-    demo.add_argument("--dir", type=Path, default=Path(".demo"))
-    demo.add_argument("--envoy-port", type=int, default=10000)
-    demo.add_argument("--gateway-port", type=int, default=9191)
-    demo.add_argument("--upstream-port", type=int, default=8081)
-    demo.add_argument("--diagnostics-port", type=int, default=9102)
     demo.add_argument(
-        "--egress-port", type=int, default=15001, help="the frontend's egress Envoy (admin: +1)"
+        "--dir", type=Path, default=Path(".demo"), help="keys, configs, logs (default: .demo)"
     )
-    demo.add_argument("--app-port", type=int, default=8082, help="the frontend app")
     demo.add_argument(
-        "--edge-port", type=int, default=8443, help="the frontend's public Envoy (admin: +1)"
+        "--envoy-port", type=int, default=10000, help="the ingress Envoy (admin: +1; default 10000)"
+    )
+    demo.add_argument("--gateway-port", type=int, default=9191, help="the gateway (default 9191)")
+    demo.add_argument(
+        "--upstream-port", type=int, default=8081, help="the echo service (default 8081)"
+    )
+    demo.add_argument(
+        "--diagnostics-port", type=int, default=9102, help="/metrics, /readyz (default 9102)"
+    )
+    demo.add_argument(
+        "--egress-port",
+        type=int,
+        default=15001,
+        help="the frontend's egress Envoy (admin: +1; default 15001)",
+    )
+    demo.add_argument("--app-port", type=int, default=8082, help="the frontend app (default 8082)")
+    demo.add_argument(
+        "--edge-port",
+        type=int,
+        default=8443,
+        help="the frontend's public Envoy (admin: +1; default 8443)",
     )
     demo.set_defaults(handler=_cmd_demo)
     return parser

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from authz.cli import main
+from authz.cli import build_parser, main
 from authz.devtools.stack import POLICY_DIR as POLICIES
 from authz.devtools.stack import Ports, ensure_identities, gateway_config
 from tests.support import GatewayHarness, expect_allowed, hook_engine
@@ -325,3 +326,34 @@ def test_version_and_a_description_that_is_not_cut_off() -> None:
     assert run_cli("-V").stdout.startswith("wimse-authz ")
     help_text = " ".join(run_cli("--help").stdout.split())
     assert "send a check to a running gateway, mint dev keys and tokens, demo." in help_text
+
+
+def every_option() -> list[tuple[str, argparse.Action]]:
+    """(command path, action) for every option and argument of every command."""
+    found: list[tuple[str, argparse.Action]] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.help != argparse.SUPPRESS and action.dest != "help":
+                found.append((path, action))
+
+    walk(build_parser(), "wimse-authz")
+    return found
+
+
+def test_every_option_has_help_and_says_its_default() -> None:
+    missing = [f"{path} {a.option_strings or a.dest}" for path, a in every_option() if not a.help]
+    assert missing == []
+    silent = [
+        f"{path} {action.option_strings}"
+        for path, action in every_option()
+        if action.default not in (None, False, argparse.SUPPRESS, [], "")
+        and action.option_strings
+        and "default" not in (action.help or "")
+        and str(action.default) not in (action.help or "")
+        and not isinstance(action, argparse._VersionAction)
+    ]
+    assert silent == []
