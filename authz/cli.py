@@ -162,6 +162,7 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
 def _cmd_policy_eval(args: argparse.Namespace) -> int:
     from authz.policy.evaluate import (
         EvalError,
+        check_input_shape,
         describe_outcome,
         eval_setup,
         evaluate_once,
@@ -171,10 +172,13 @@ def _cmd_policy_eval(args: argparse.Namespace) -> int:
     )
 
     try:
+        document = read_input(args.input, sys.stdin)
+        if not args.no_schema_check:
+            check_input_shape(document, args.input)
         setup = eval_setup(policy_dir=args.policy, config_path=args.config, decision=args.decision)
         outcome = evaluate_once(
             setup,
-            read_input(args.input, sys.stdin),
+            document,
             read_data(args.data) if args.data is not None else None,
         )
     except EvalError as exc:
@@ -590,6 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, metavar="FILE", help="JSON/YAML object merged over the policy data"
     )
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.add_argument(
+        "--no-schema-check",
+        action="store_true",
+        help="evaluate an input that is not the gateway's (no check against its schema)",
+    )
     evaluate.set_defaults(handler=_cmd_policy_eval)
     bundle = policy_commands.add_parser(
         "bundle", help="build an OPA bundle (.tar.gz) from a policy directory, optionally signed"

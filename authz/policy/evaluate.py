@@ -93,6 +93,27 @@ def read_input(source: str, stdin: IO[str]) -> Any:
         raise EvalError(f"--input {source}: not JSON: {exc}") from None
 
 
+INPUT_SCHEMA_PATH = Path(__file__).with_name("input.schema.json")
+
+
+def check_input_shape(document: Any, source: str) -> None:
+    """`EvalError` listing where `document` departs from the published input schema
+    (`input.schema.json`, docs/policy-input.md): a document of the wrong shape would only
+    be denied in silence, for a reason no rule states."""
+    from jsonschema import Draft202012Validator  # noqa: PLC0415 - policy eval only
+
+    schema = json.loads(INPUT_SCHEMA_PATH.read_text(encoding="utf-8"))
+    errors = sorted(Draft202012Validator(schema).iter_errors(document), key=lambda e: list(e.path))
+    if errors:
+        problems = "\n".join(
+            f"  /{'/'.join(map(str, error.path))}: {error.message}" for error in errors[:20]
+        )
+        raise EvalError(
+            f"--input {source} is not a policy input (docs/policy-input.md; "
+            f"--no-schema-check evaluates it anyway):\n{problems}"
+        )
+
+
 def read_data(path: Path) -> dict[str, Any]:
     """A JSON (or, by suffix, YAML) object to lay over the policy set's data."""
     try:

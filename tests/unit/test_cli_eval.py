@@ -61,7 +61,9 @@ def write_input(tmp_path: Path, document: Any) -> Path:
 
 
 def evaluate(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str, str]:
-    code = main(["policy", "eval", *arguments])
+    """`policy eval` of these tests' own policy (`gate`), whose inputs are not the
+    gateway's: no check against the gateway's input schema."""
+    code = main(["policy", "eval", "--no-schema-check", *arguments])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -279,3 +281,46 @@ def test_input_rule_and_policy_errors_exit_2_with_a_clear_message(
     assert code == 2
     assert out == ""
     assert message in err
+
+
+def test_an_input_of_the_wrong_shape_is_named_not_silently_denied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default an input is checked against the gateway's published schema first."""
+    document = {"attributes": {}, "parsed_path": "api/hello", "wimse": {"caller": "frontend"}}
+    path = write_input(tmp_path, document)
+    code = main(["policy", "eval", "--policy", "policies", "--input", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is not a policy input (docs/policy-input.md" in err
+    assert "  /parsed_path: 'api/hello' is not of type 'array'" in err
+    assert "Traceback" not in err
+
+
+def test_a_decision_log_input_replays_to_the_same_decision(
+    harness: GatewayHarness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The loop docs/operations.md describes: a logged input (include_input) evaluated again
+    with `policy eval` passes the schema check and decides as the gateway did."""
+    decisions = tmp_path / "decisions.jsonl"
+    logged = harness.rebuild(decision_log={"output": str(decisions), "include_input": True})
+    expect_allowed(logged.check_path("/api/hello", logged.signed_headers()))
+    denied = logged.check_path("/admin/users", logged.signed_headers("/admin/users"))
+    assert denied.status == 403
+    logged.gateway.runtime.close()
+    lines = [json.loads(line) for line in decisions.read_text().splitlines()]
+    for line, expected in zip(lines, (0, 1), strict=True):
+        path = write_input(tmp_path, line["input"])
+        code = main(
+            [
+                "policy",
+                "eval",
+                "--policy",
+                str(Path(__file__).parents[2] / "policies"),
+                "--decision",
+                "envoy/authz/decision",
+                "--input",
+                str(path),
+            ]
+        )
+        assert code == expected, capsys.readouterr()
