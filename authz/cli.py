@@ -135,9 +135,16 @@ def _cmd_config_check_egress(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy_test(args: argparse.Namespace) -> int:
+    import re
+
     from authz.policy.testing import run_policy_tests
 
-    outcomes = run_policy_tests(args.directory)
+    try:
+        select = re.compile(args.run) if args.run is not None else None
+    except re.error as exc:
+        print(f"wimse-authz policy test: --run {args.run!r}: {exc}", file=sys.stderr)
+        return 2
+    outcomes = run_policy_tests(args.directory, select)
     failed = [o for o in outcomes if not o.passed and not o.skipped]
     for outcome in outcomes:
         where = f"{outcome.rule.file}:{outcome.rule.line}"
@@ -150,7 +157,8 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
             print(f"PASS {outcome.rule.path} ({outcome.seconds * 1e3:.2f} ms)")
     ran = [o for o in outcomes if not o.skipped]
     if not ran:
-        print(f"no Rego tests found under {args.directory}")
+        selected = f" matching {args.run!r}" if args.run is not None else ""
+        print(f"no Rego tests{selected} found under {args.directory}")
         return 1
     print("--------------------------------------------------------------------------------")
     print(
@@ -573,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the policy directory (default: policies)",
     )
     test.add_argument("-v", "--verbose", action="store_true", help="list every test, passed too")
+    test.add_argument(
+        "--run",
+        metavar="REGEX",
+        help="only the tests whose path (data.pkg.test_name) matches; print() output of the "
+        "tests goes to stderr",
+    )
     test.set_defaults(handler=_cmd_policy_test)
     evaluate = policy_commands.add_parser(
         "eval",

@@ -7,6 +7,7 @@ against the same engine build (modules, data, builtin extensions) the gateway se
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,17 +37,23 @@ def discover_tests(heads: list[RuleHead]) -> list[RuleHead]:
     return tests
 
 
-def run_policy_tests(directory: Path) -> list[TestOutcome]:
-    """Run every test rule under `directory`; raises `ConfigError` if policies don't load."""
-    return run_set_tests(load_policy_set(directory))
+def run_policy_tests(directory: Path, select: re.Pattern[str] | None = None) -> list[TestOutcome]:
+    """Run every test rule under `directory` (only those whose path `select` finds, when
+    given); raises `ConfigError` if policies don't load."""
+    return run_set_tests(load_policy_set(directory), select)
 
 
-def run_set_tests(policy_set: PolicySet) -> list[TestOutcome]:
-    """Run every test rule of a set, compiled with its serving modules."""
+def run_set_tests(
+    policy_set: PolicySet, select: re.Pattern[str] | None = None
+) -> list[TestOutcome]:
+    """Run every test rule of a set (or those `select` finds), compiled with its serving
+    modules."""
     policy_set = replace(policy_set, modules=policy_set.with_tests(), tests=())
     engine = build_engine(policy_set)
     outcomes: list[TestOutcome] = []
     for head in discover_tests(rule_heads(engine.get_ast_as_json())):
+        if select is not None and select.search(head.path) is None:
+            continue
         if head.name.startswith("todo_"):
             outcomes.append(TestOutcome(head, passed=False, skipped=True, error=None, seconds=0))
             continue

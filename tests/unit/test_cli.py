@@ -357,3 +357,22 @@ def test_every_option_has_help_and_says_its_default() -> None:
         and not isinstance(action, argparse._VersionAction)
     ]
     assert silent == []
+
+
+def test_policy_test_runs_only_the_tests_run_selects(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "test", str(POLICIES), "--run", r"egress_test\.", "-v"]) == 0
+    out = capsys.readouterr().out
+    passed = [line for line in out.splitlines() if line.startswith("PASS data.")]
+    assert passed
+    assert all(".egress_test." in line for line in passed)
+    assert main(["policy", "test", str(POLICIES), "--run", "("]) == 2
+
+
+def test_print_in_a_rego_test_goes_to_stderr(tmp_path: Path) -> None:
+    (tmp_path / "p_test.rego").write_text(
+        'package p_test\n\nimport rego.v1\n\ntest_it if {\n\tprint("seen:", 42)\n}\n'
+    )
+    result = run_cli("policy", "test", str(tmp_path))
+    assert result.returncode == 0
+    assert "seen: 42" in result.stderr
+    assert "seen: 42" not in result.stdout
