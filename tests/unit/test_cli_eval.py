@@ -12,7 +12,7 @@ import yaml
 
 from authz.cli import main
 from authz.devtools.stack import Ports, gateway_config
-from tests.support import ORIGIN, GatewayHarness, expect_allowed, hook_engine
+from tests.support import ORIGIN, GatewayHarness, expect_allowed, expect_denied, hook_engine
 
 DECISION_POLICY = """
 package gate
@@ -305,8 +305,9 @@ def test_a_decision_log_input_replays_to_the_same_decision(
     decisions = tmp_path / "decisions.jsonl"
     logged = harness.rebuild(decision_log={"output": str(decisions), "include_input": True})
     expect_allowed(logged.check_path("/api/hello", logged.signed_headers()))
-    denied = logged.check_path("/admin/users", logged.signed_headers("/admin/users"))
-    assert denied.status == 403
+    expect_denied(
+        logged.check_path("/admin/users", logged.signed_headers("/admin/users")), "policy.denied"
+    )
     logged.gateway.runtime.close()
     lines = [json.loads(line) for line in decisions.read_text().splitlines()]
     for line, expected in zip(lines, (0, 1), strict=True):
