@@ -416,6 +416,7 @@ def _cmd_mint_user(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from authz.devtools.demo import run_demo
+    from authz.devtools.stack import POLICY_DIR
 
     _configure_logging("warning")
     return run_demo(
@@ -427,6 +428,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         egress_port=args.egress_port,
         app_port=args.app_port,
         edge_port=args.edge_port,
+        policy_dir=args.policy if args.policy is not None else POLICY_DIR,
     )
 
 
@@ -727,6 +729,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run gateway + Envoy + sample upstream locally")
     demo.add_argument(
         "--dir", type=Path, default=Path(".demo"), help="keys, configs, logs (default: .demo)"
+    )
+    demo.add_argument(
+        "--policy",
+        type=Path,
+        metavar="DIR",
+        help="the policy directory to serve, to try a policy without editing the repository "
+        "(default: the repository's policies/)",
     )
     demo.add_argument(
         "--envoy-port", type=int, default=10000, help="the ingress Envoy (admin: +1; default 10000)"

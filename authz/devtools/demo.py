@@ -24,12 +24,14 @@ from authz.devtools.egress import (
     socket_directory,
     write_workload_credentials,
 )
-from authz.devtools.mint import mint_wit, mint_wpt
+from authz.devtools.mint import ear_claims, mint_ear, mint_wit, mint_wpt
 from authz.devtools.stack import (
+    ATTESTATION_HEADER,
     POLICY_DIR,
     Identities,
     ManagedProcess,
     Ports,
+    checkout_txn_token,
     ensure_identities,
     envoy_config,
     envoy_process,
@@ -47,24 +49,54 @@ CREDENTIAL_TTL = 3600
 CREDENTIAL_REFRESH = 1200  # as an issuer would: well before the WIT expires
 
 
-def _curl(origin: str, path: str, wit: str, wpt: str) -> str:
-    return " ".join(
-        [
-            "curl -si",
-            shlex.quote(origin + path),
-            "-H",
-            shlex.quote(f"Workload-Identity-Token: {wit}"),
-            "-H",
-            shlex.quote(f"Authorization: WPT {wpt}"),
-        ]
-    )
+def _curl(origin: str, path: str, headers: dict[str, str]) -> str:
+    options = [f"-H {shlex.quote(f'{name}: {value}')}" for name, value in headers.items()]
+    return " \\\n    ".join([f"curl -si {shlex.quote(origin + path)}", *options])
 
 
-def _signed_request(identities: Identities, ports: Ports, workload: str, path: str) -> str:
+def _signed_request(
+    identities: Identities,
+    ports: Ports,
+    workload: str,
+    path: str,
+    context: dict[str, str] | None = None,
+) -> str:
+    """A curl for `workload` calling `path` with a fresh WIT and WPT; `context` headers
+    (a Txn-Token, an attestation result) are sent too, bound by the WPT."""
     key = identities.workloads[workload]
     wit = mint_wit(identities.issuer, identities.workload_id(workload), key, ttl=3600)
-    wpt = mint_wpt(key, wit, ports.origin + path, ttl=WPT_TTL)
-    return _curl(ports.origin, path, wit, wpt)
+    context = dict(context or {})
+    txn = context.pop("Txn-Token", None)
+    wpt = mint_wpt(
+        key,
+        wit,
+        ports.origin + path,
+        ttl=WPT_TTL,
+        txn_token=txn,
+        other_tokens={name.lower(): value for name, value in context.items()} or None,
+    )
+    headers = {"Workload-Identity-Token": wit, "Authorization": f"WPT {wpt}"}
+    if txn is not None:
+        headers["Txn-Token"] = txn
+    return _curl(ports.origin, path, headers | context)
+
+
+def _context_example(identities: Identities, ports: Ports) -> str:
+    """A request carrying a Txn-Token (bound by tth) and an attestation result (bound by
+    oth), as a checkout that entered at the frontend would."""
+    txn = checkout_txn_token(identities, ttl=590)  # txn_token.max_lifetime_seconds: 600
+    claims = ear_claims(
+        {"platform": ("affirming", {"hardware": 2, "instance-identity": 2})},
+        subject=identities.workload_id("frontend"),
+    )
+    ear = mint_ear(identities.attestation_verifier, claims)
+    return _signed_request(
+        identities,
+        ports,
+        "frontend",
+        "/api/hello",
+        {"Txn-Token": txn, ATTESTATION_HEADER: ear},
+    )
 
 
 def _print_banner(
@@ -75,6 +107,7 @@ def _print_banner(
     *,
     app_port: int,
     edge_port: int,
+    policy_dir: Path,
 ) -> None:
     user = access_token(identities, scope="checkout read", ttl=3600)
     edge = f"http://127.0.0.1:{edge_port}"
@@ -85,12 +118,12 @@ def _print_banner(
 wimse-authz demo is running
   Envoy     {ports.origin}  (admin http://127.0.0.1:{ports.admin})
   gateway   127.0.0.1:{ports.gateway}  config {directory / "gateway.yaml"}
-  policies  {POLICY_DIR}
+  policies  {policy_dir}
   upstream  http://127.0.0.1:{ports.upstream}  (echoes the request it receives)
   metrics   http://127.0.0.1:{diagnostics_port}/metrics  (and /healthz, /readyz)
   logs      {directory / "logs"}  (decisions.jsonl: one line per decision)
 
-Edit a policy under {POLICY_DIR}: the gateway validates and reloads it without a restart
+Edit a policy under {policy_dir}: the gateway validates and reloads it without a restart
 (a broken one is refused and the last good one keeps serving).
 
 ALLOWED: {frontend} calls GET /api/hello with a fresh WIT + WPT
@@ -116,11 +149,17 @@ Txn-Token the next hop checks (docs/tts.md); the echo shows txn-token, and no Au
 curl -s -X POST {edge}/api/orders -H 'content-type: application/json' -d '{{"amount": 250}}' \\
     -H {shlex.quote("Authorization: Bearer " + user)}
 
-Each WPT works once and for {WPT_TTL} s. More requests:
-  .venv/bin/wimse-authz token mint wit --issuer-key {directory}/keys/issuer.jwk.json \\
-      --sub {frontend} --workload-key {directory}/keys/frontend.jwk.json > /tmp/wit
-  .venv/bin/wimse-authz token mint wpt --workload-key {directory}/keys/frontend.jwk.json \\
-      --wit @/tmp/wit --aud {ports.origin}/api/hello
+CONTEXT: the same call with a Txn-Token (header Txn-Token, bound by the WPT's tth) and an
+attestation result (header {ATTESTATION_HEADER}, bound by its oth); policies read them as
+input.wimse.txn and input.wimse.attestation:
+
+{_context_example(identities, ports)}
+
+Each WPT works once and for {WPT_TTL} s. A check straight to the gateway, minting its own:
+
+.venv/bin/wimse-authz check --gateway 127.0.0.1:{ports.gateway} --url {ports.origin}/api/hello \\
+    --issuer-key {directory}/keys/issuer.jwk.json --sub {frontend} \\
+    --workload-key {directory}/keys/frontend.jwk.json
 
 Press Ctrl-C to stop.""",
         flush=True,
@@ -154,6 +193,7 @@ def run_demo(
     egress_port: int = 15001,
     app_port: int = 8082,
     edge_port: int = 8443,
+    policy_dir: Path = POLICY_DIR,
 ) -> int:
     # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -200,7 +240,8 @@ def run_demo(
         "decision_log": {"output": str(directory / "logs" / "decisions.jsonl")},
     }
     gateway_yaml = write_yaml(
-        directory / "gateway.yaml", gateway_config(directory, ports, overrides=operations)
+        directory / "gateway.yaml",
+        gateway_config(directory, ports, policy_dir=policy_dir.resolve(), overrides=operations),
     )
     envoy_yaml = write_yaml(directory / "envoy.yaml", envoy_config(ports))
     egress_yaml = write_yaml(
@@ -241,6 +282,7 @@ def run_demo(
             diagnostics_port,
             app_port=app_port,
             edge_port=edge_port,
+            policy_dir=policy_dir.resolve(),
         )
     except KeyboardInterrupt:
         print("\nstopping: the Envoys, then the gateway (draining), then the apps")
@@ -261,6 +303,7 @@ def _serve_until_interrupted(
     *,
     app_port: int,
     edge_port: int,
+    policy_dir: Path,
 ) -> int:
     try:
         wait_for_http(f"{ports.origin}/healthz", timeout=30)
@@ -271,7 +314,13 @@ def _serve_until_interrupted(
             print(f"--- {process.name} ({process.log_path}) ---\n{process.log_tail()}")
         return 1
     _print_banner(
-        directory, ports, identities, diagnostics_port, app_port=app_port, edge_port=edge_port
+        directory,
+        ports,
+        identities,
+        diagnostics_port,
+        app_port=app_port,
+        edge_port=edge_port,
+        policy_dir=policy_dir,
     )
     rewritten = time.monotonic()
     while all(process.running() for process in processes):

@@ -5,6 +5,7 @@ stops everything cleanly."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from authz.devtools.stack import REPO_ROOT, free_port, free_ports_in_a_row
 
@@ -28,6 +30,17 @@ def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
             return answer.status, answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def printed_command(banner: str, marker: str, nth: int = 0) -> str:
+    """The `nth` command of the banner starting with `marker`, with its continuation lines."""
+    lines = banner.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith(marker)]
+    first = starts[nth]
+    end = first
+    while lines[end].rstrip().endswith("\\"):
+        end += 1
+    return "\n".join(lines[first : end + 1])
 
 
 def readme_check_command(ports: dict[str, int], demo: Path) -> str:
@@ -53,7 +66,10 @@ def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path)
     egress = free_ports_in_a_row(2)  # the egress Envoy's admin listener is egress + 1
     edge = free_ports_in_a_row(2)  # and the edge Envoy's edge + 1
     log = tmp_path / "demo.out"
+    # A policy tried without editing the repository: a copy, served as is.
+    policies = shutil.copytree(REPO_ROOT / "policies", tmp_path / "my-policies")
     args = [sys.executable, "-m", "authz", "demo", "--dir", str(tmp_path / "demo")]
+    args += ["--policy", str(policies)]
     for name, port in ports.items():
         args += [f"--{name}-port", str(port)]
     args += ["--egress-port", str(egress), "--edge-port", str(edge)]
@@ -66,6 +82,9 @@ def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path)
                 assert time.monotonic() < deadline, log.read_text(errors="replace")
                 time.sleep(0.2)
             banner = log.read_text()
+            assert f"policies  {policies}" in banner
+            config = yaml.safe_load((tmp_path / "demo" / "gateway.yaml").read_text())
+            assert config["policy"]["directory"] == str(policies)
             app = f"http://127.0.0.1:{ports['app']}"
             assert f"curl -s {app}/api/hello" in banner
 
@@ -99,6 +118,16 @@ def test_the_demo_shows_inbound_and_outbound_and_stops_on_ctrl_c(tmp_path: Path)
             )
             assert verdict.returncode == 0, verdict.stdout + verdict.stderr
             assert "allow" in verdict.stdout.lower()
+            # The banner's own commands: the check straight to the gateway, and the call
+            # with a Txn-Token and an attestation result.
+            for marker in (".venv/bin/wimse-authz check", "curl -si"):
+                command = printed_command(banner, marker, nth=-1)
+                command = command.replace(".venv/bin/wimse-authz", f"{sys.executable} -m authz")
+                ran = subprocess.run(
+                    ["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False
+                )
+                assert ran.returncode == 0, ran.stdout + ran.stderr
+                assert "allow" in ran.stdout.lower() or " 200 " in ran.stdout, ran.stdout
         finally:
             demo.send_signal(signal.SIGINT)
             code = demo.wait(timeout=60)
