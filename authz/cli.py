@@ -188,6 +188,7 @@ def _cmd_policy_eval(args: argparse.Namespace) -> int:
             setup,
             document,
             read_data(args.data) if args.data is not None else None,
+            explain=args.explain,
         )
     except EvalError as exc:
         print(f"wimse-authz policy eval: {exc}", file=sys.stderr)
@@ -610,6 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, metavar="FILE", help="JSON/YAML object merged over the policy data"
     )
     evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.add_argument(
+        "--explain",
+        action="store_true",
+        help="also list every rule of the decision's package defined for this input, with "
+        "its value",
+    )
     evaluate.add_argument(
         "--no-schema-check",
         action="store_true",

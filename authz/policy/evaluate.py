@@ -23,6 +23,7 @@ from authz.errors import is_rust_panic
 from authz.policy.decision import InvalidDecision, PolicyDecision, decision_from_result
 from authz.policy.embedded import build_engine, check_rule_defined
 from authz.policy.loader import PolicySet, load_policy_set
+from authz.policy.rego_ast import rule_heads
 from authz.strict_json import reject_constant
 
 
@@ -152,10 +153,17 @@ class EvalOutcome:
     result: object
     """The rule's raw value; None when undefined."""
     decision: PolicyDecision
+    explained: tuple[tuple[str, object], ...] = ()
+    """With `explain`: every rule of the decision rule's package defined for this input,
+    with its value (regorus has no trace; this is what the decision was made from)."""
 
 
 def evaluate_once(
-    setup: EvalSetup, input_document: Any, extra_data: Mapping[str, Any] | None = None
+    setup: EvalSetup,
+    input_document: Any,
+    extra_data: Mapping[str, Any] | None = None,
+    *,
+    explain: bool = False,
 ) -> EvalOutcome:
     """Load, compile and evaluate; `ConfigError` if the policies do not load, `EvalError`
     with the engine's message if evaluation fails or the decision is malformed."""
@@ -180,7 +188,25 @@ def evaluate_once(
             f"{setup.decision_rule} returned a decision the gateway would refuse "
             f"(answered 503, {exc.reason}): {exc.message}"
         ) from None
-    return EvalOutcome(setup.decision_rule, policy_set.revision, result, decision)
+    explained = _package_values(engine, setup.decision_rule) if explain else ()
+    return EvalOutcome(setup.decision_rule, policy_set.revision, result, decision, explained)
+
+
+def _package_values(engine: Any, decision_rule: str) -> tuple[tuple[str, object], ...]:
+    """Each rule of the decision rule's package, evaluated: the defined ones, by name."""
+    package = decision_rule.removeprefix("data.").rpartition(".")[0]
+    names = sorted(
+        {head.name for head in rule_heads(engine.get_ast_as_json()) if head.package == package}
+    )
+    values: list[tuple[str, object]] = []
+    for name in names:
+        try:
+            value = engine.eval_rule(f"data.{package}.{name}")
+        except Exception as exc:  # noqa: BLE001 - shown as what the rule did
+            value = f"error: {exc}"
+        if value is not None:
+            values.append((name, value))
+    return tuple(values)
 
 
 def _plain(value: object) -> Any:
@@ -212,6 +238,11 @@ def outcome_json(outcome: EvalOutcome) -> dict[str, Any]:
         "body": decision.body,
         "dynamic_metadata": _plain(decision.dynamic_metadata),
         "result": _plain(outcome.result),
+        **(
+            {"explained": {name: _plain(value) for name, value in outcome.explained}}
+            if outcome.explained
+            else {}
+        ),
     }
 
 
@@ -248,4 +279,11 @@ def describe_outcome(outcome: EvalOutcome) -> str:
     if decision.dynamic_metadata:
         metadata = json.dumps(_plain(decision.dynamic_metadata), sort_keys=True)
         lines.append(f"dynamic_metadata: {metadata}")
+    if outcome.explained:
+        package = outcome.rule.rpartition(".")[0]
+        lines.append(f"rules of {package} defined for this input:")
+        lines.extend(
+            f"  {name} = {json.dumps(_plain(value), sort_keys=True)}"
+            for name, value in outcome.explained
+        )
     return "\n".join(lines)

@@ -325,3 +325,18 @@ def test_a_decision_log_input_replays_to_the_same_decision(
             ]
         )
         assert code == expected, capsys.readouterr()
+
+
+def test_explain_lists_the_rules_the_decision_was_made_from(
+    policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = evaluate(
+        capsys,
+        *("--policy", str(policy_dir), "--decision", "gate/decision", "--explain"),
+        *("--input", str(write_input(tmp_path, {"user": "mallory"}))),
+    )
+    assert code == 1
+    assert "rules of data.gate defined for this input:" in out
+    assert "  allowed = false" in out
+    assert '  reasons = ["not_listed"]' in out
+    assert "only_for_admins" not in out  # undefined for mallory: not listed
