@@ -241,6 +241,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"wimse-authz check: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(answer_json(answer), indent=2) if args.json else describe_answer(answer))
+    if args.explain is not None:
+        from authz.devtools.check import describe_logged_decision, logged_decision
+
+        record = (
+            logged_decision(args.explain, answer.decision_id)
+            if answer.decision_id is not None
+            else None
+        )
+        print(describe_logged_decision(record, args.explain))
     return 0 if answer.allowed else 1
 
 
@@ -463,6 +472,13 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     gateway.add_argument("--gateway", required=True, metavar="ADDR", help="host:port or unix:/path")
     gateway.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     gateway.add_argument("--json", action="store_true", help="machine-readable output")
+    gateway.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DECISION_LOG",
+        help="then show the policy's reasons and the input the gateway built, read from its "
+        "decision log file (decision_log.output; include_input: true for the input)",
+    )
     gateway.add_argument(
         "--ca-file", type=Path, metavar="FILE", help="TLS: CAs the gateway's certificate chains to"
     )

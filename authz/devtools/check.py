@@ -12,6 +12,7 @@ serving path.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -496,4 +497,40 @@ def describe_answer(answer: CheckAnswer) -> str:
         lines.append(f"body: {answer.body}")
     if answer.dynamic_metadata:
         lines.append(f"dynamic metadata: {json.dumps(answer.dynamic_metadata, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def logged_decision(path: Path, decision_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The decision log line (`decision_log.output`) of `decision_id`, waited for up to
+    `timeout` seconds (the gateway writes its log from a background thread); None if it
+    never appears."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with path.open(encoding="utf-8") as log:
+                for line in log:
+                    if decision_id in line:
+                        record: dict[str, Any] = json.loads(line)
+                        if record.get("decision_id") == decision_id:
+                            return record
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def describe_logged_decision(record: dict[str, Any] | None, path: Path) -> str:
+    """What `check --explain` adds: the policy's reasons and the input the gateway built."""
+    if record is None:
+        return f"explain: no line for this decision in {path} (is it decision_log.output?)"
+    lines = [f"explain (from {path}):"]
+    reasons = record.get("policy_reasons") or []
+    lines.append(f"  policy reasons: {', '.join(reasons) if reasons else '(none)'}")
+    if "input" in record:
+        lines.append("  input the gateway built (credentials hashed):")
+        text = json.dumps(record["input"], indent=2, sort_keys=True)
+        lines.extend(f"    {line}" for line in text.splitlines())
+    else:
+        lines.append("  (no input in the log: set decision_log.include_input: true)")
     return "\n".join(lines)

@@ -39,6 +39,8 @@ class RunningGateway:
     keys: Path
     inputs: list[dict[str, Any]]
     """Every policy input the gateway built, in order."""
+    decisions: Path
+    """Its decision log, with inputs."""
 
     def key(self, name: str) -> str:
         return str(self.keys / f"{name}.jwk.json")
@@ -49,8 +51,13 @@ def gateway(identity_dir: Path, identities: Identities, tmp_path: Path) -> Itera
     """The harness configuration served on its own event loop (the CLI under test blocks
     the test's thread), with the system clock, since the CLI mints at wall-clock time."""
     tcp, unix = f"127.0.0.1:{free_port()}", f"unix:{tmp_path / 'authz.sock'}"
+    decisions = tmp_path / "decisions.jsonl"
     document = gateway_config(
-        identity_dir, Ports(443, 1, 2, 3), listeners=[tcp, unix], origins=[ORIGIN]
+        identity_dir,
+        Ports(443, 1, 2, 3),
+        listeners=[tcp, unix],
+        origins=[ORIGIN],
+        overrides={"decision_log": {"output": str(decisions), "include_input": True}},
     )
     config = parse_config(document, "test", identity_dir)
     inputs: list[dict[str, Any]] = []
@@ -70,7 +77,7 @@ def gateway(identity_dir: Path, identities: Identities, tmp_path: Path) -> Itera
     thread.start()
     try:
         server = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
-        yield RunningGateway(tcp, unix, identity_dir / "keys", inputs)
+        yield RunningGateway(tcp, unix, identity_dir / "keys", inputs, decisions)
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
     finally:
         loop.call_soon_threadsafe(loop.stop)
@@ -276,3 +283,19 @@ def test_a_public_key_is_refused_as_a_signing_key(
     )
     assert (code, out) == (2, "")
     assert "is a public key" in err
+
+
+def test_explain_shows_the_policy_reasons_and_the_input_from_the_decision_log(
+    gateway: RunningGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = check(
+        capsys,
+        *("--gateway", gateway.tcp, "--url", URL, *minted(gateway, "batch")),
+        *("--explain", str(gateway.decisions)),
+    )
+    assert code == 1
+    assert f"explain (from {gateway.decisions}):" in out
+    reasons = next(line for line in out.splitlines() if "policy reasons:" in line)
+    assert "spiffe://demo.example/batch has no grant" in reasons
+    assert "input the gateway built (credentials hashed):" in out
+    assert '"parsed_path": [' in out
