@@ -137,14 +137,22 @@ def _cmd_config_check_egress(args: argparse.Namespace) -> int:
 def _cmd_policy_test(args: argparse.Namespace) -> int:
     import re
 
-    from authz.policy.testing import run_policy_tests
+    from authz.policy.testing import (
+        FileCoverage,
+        run_policy_tests,
+        run_policy_tests_with_coverage,
+    )
 
     try:
         select = re.compile(args.run) if args.run is not None else None
     except re.error as exc:
         print(f"wimse-authz policy test: --run {args.run!r}: {exc}", file=sys.stderr)
         return 2
-    outcomes = run_policy_tests(args.directory, select)
+    coverage: list[FileCoverage] = []
+    if args.coverage:
+        outcomes, coverage = run_policy_tests_with_coverage(args.directory, select)
+    else:
+        outcomes = run_policy_tests(args.directory, select)
     failed = [o for o in outcomes if not o.passed and not o.skipped]
     for outcome in outcomes:
         where = f"{outcome.rule.file}:{outcome.rule.line}"
@@ -164,6 +172,13 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
     print(
         f"PASS: {len(ran) - len(failed)}/{len(ran)}" + (f", FAIL: {len(failed)}" if failed else "")
     )
+    if coverage:
+        print("coverage (lines the tests ran, per policy file):")
+        for item in sorted(coverage, key=lambda c: c.path):
+            missing = (
+                f"  not run: {', '.join(map(str, item.not_covered))}" if item.not_covered else ""
+            )
+            print(f"  {item.percent:5.1f}%  {item.path}{missing}")
     return 1 if failed else 0
 
 
@@ -600,6 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the policy directory (default: policies)",
     )
     test.add_argument("-v", "--verbose", action="store_true", help="list every test, passed too")
+    test.add_argument(
+        "--coverage",
+        action="store_true",
+        help="after the results, each policy file's line coverage and the lines no test ran",
+    )
     test.add_argument(
         "--run",
         metavar="REGEX",

@@ -7,10 +7,12 @@ against the same engine build (modules, data, builtin extensions) the gateway se
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from authz.errors import is_rust_panic
 from authz.policy.embedded import build_engine, error_summary
@@ -37,19 +39,58 @@ def discover_tests(heads: list[RuleHead]) -> list[RuleHead]:
     return tests
 
 
+@dataclass(frozen=True, slots=True)
+class FileCoverage:
+    """How much of one policy file the tests ran (regorus's line coverage)."""
+
+    path: str
+    covered: tuple[int, ...]
+    not_covered: tuple[int, ...]
+
+    @property
+    def percent(self) -> float:
+        total = len(self.covered) + len(self.not_covered)
+        return 100.0 * len(self.covered) / total if total else 100.0
+
+
 def run_policy_tests(directory: Path, select: re.Pattern[str] | None = None) -> list[TestOutcome]:
     """Run every test rule under `directory` (only those whose path `select` finds, when
     given); raises `ConfigError` if policies don't load."""
     return run_set_tests(load_policy_set(directory), select)
 
 
+def run_policy_tests_with_coverage(
+    directory: Path, select: re.Pattern[str] | None = None
+) -> tuple[list[TestOutcome], list[FileCoverage]]:
+    """`run_policy_tests`, and the coverage of every policy file (tests excluded)."""
+    coverage: list[FileCoverage] = []
+    outcomes = run_set_tests(load_policy_set(directory), select, coverage)
+    return outcomes, coverage
+
+
 def run_set_tests(
-    policy_set: PolicySet, select: re.Pattern[str] | None = None
+    policy_set: PolicySet,
+    select: re.Pattern[str] | None = None,
+    coverage: list[FileCoverage] | None = None,
 ) -> list[TestOutcome]:
     """Run every test rule of a set (or those `select` finds), compiled with its serving
-    modules."""
+    modules; with a `coverage` list, fill it with each policy file's line coverage."""
     policy_set = replace(policy_set, modules=policy_set.with_tests(), tests=())
     engine = build_engine(policy_set)
+    if coverage is not None:
+        engine.set_enable_coverage(True)
+    outcomes = _run(engine, policy_set, select)
+    if coverage is not None:
+        report = json.loads(engine.get_coverage_report_as_json())
+        coverage.extend(
+            FileCoverage(item["path"], tuple(item["covered"]), tuple(item["not_covered"]))
+            for item in report["files"]
+            if not item["path"].endswith("_test.rego")
+        )
+    return outcomes
+
+
+def _run(engine: Any, policy_set: PolicySet, select: re.Pattern[str] | None) -> list[TestOutcome]:
     outcomes: list[TestOutcome] = []
     for head in discover_tests(rule_heads(engine.get_ast_as_json())):
         if select is not None and select.search(head.path) is None:

@@ -376,3 +376,20 @@ def test_print_in_a_rego_test_goes_to_stderr(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "seen: 42" in result.stderr
     assert "seen: 42" not in result.stdout
+
+
+def test_policy_test_coverage_names_the_lines_no_test_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.rego").write_text(
+        "package p\n\nimport rego.v1\n\nx if input.y == 1\n\nz if {\n\tinput.y == 2\n\ttrue\n}\n"
+    )
+    (tmp_path / "p_test.rego").write_text(
+        "package p_test\n\nimport rego.v1\n\nimport data.p\n\n"
+        'test_x if p.x with input as {"y": 1}\n'
+    )
+    assert main(["policy", "test", str(tmp_path), "--coverage"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.endswith("p.rego") or "p.rego " in line)
+    assert "not run: 9" in line
+    assert "p_test.rego" not in out.split("coverage")[1]
