@@ -45,6 +45,11 @@ $(VENV)/.run-installed: requirements/run.lock pyproject.toml
 $(VENV)/.dev-installed: requirements/dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements/dev.lock
+	# xds-protos ships an old opentelemetry/proto under opentelemetry-proto's file names;
+	# written last, opentelemetry-proto's own (with ScopeSpans) are the ones the tests read.
+	awk '/^opentelemetry-proto==/ {p = 1; print; next} p && /--hash/ {print; next} {p = 0}' \
+	  requirements/dev.lock > $(VENV)/otlp.lock
+	$(PIP) install --quiet --require-hashes --no-deps --force-reinstall -r $(VENV)/otlp.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.run-installed
 

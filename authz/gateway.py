@@ -34,6 +34,7 @@ from authz.observability.decision_log import (
     open_decision_log,
 )
 from authz.observability.metrics import Metrics
+from authz.observability.tracing import NO_TRACING, CheckTracing, open_tracing
 from authz.outbound.callee import CalleeRouter
 from authz.outbound.credentials import CredentialFiles, CredentialSource, DevIssuer
 from authz.outbound.pipeline import OutboundPipeline, ProofSettings
@@ -192,6 +193,8 @@ class Runtime:
     )
     """Outbound workload name → its configuration and credential source: a reload keeps the
     source (and the pair it holds) while that workload's configuration is unchanged."""
+    tracing: CheckTracing = NO_TRACING
+    """Spans for each check, when `tracing` is configured (a restart-only setting)."""
 
     def credential_source(
         self, name: str, workload: OutboundWorkloadConfig, config: Config, clock: Clock
@@ -222,7 +225,14 @@ class Runtime:
             deny_list.current = read_deny_list(config.deny_list.file)
         metrics.watch_deny_list(lambda: len(deny_list.current))
         decision_log = open_configured_decision_log(config, metrics)
-        return cls(metrics, replay_cache, deny_list, decision_log, LiveKeyRegistry(metrics))
+        return cls(
+            metrics,
+            replay_cache,
+            deny_list,
+            decision_log,
+            LiveKeyRegistry(metrics),
+            tracing=open_tracing(config.tracing, metrics.count_trace_drop),
+        )
 
     def close(self) -> None:
         """Close what needs no event loop (the decision log, a shared replay table's
@@ -231,7 +241,10 @@ class Runtime:
             if isinstance(self.replay_cache, SharedMemoryReplayCache):
                 self.replay_cache.close()
         finally:
-            self.decision_log.close()
+            try:
+                self.decision_log.close()
+            finally:
+                self.tracing.shutdown()
 
     async def aclose(self) -> None:
         """Close everything: the shared replay store's connections (on the loop that used
@@ -382,6 +395,7 @@ def build_gateway(
         trust_revision=trust_store.revision,
         logged_credential_headers=logged_credential_headers(config),
         live_trust_revision=lambda: trust_store.revision,
+        tracing=runtime.tracing,
     )
     pipeline = Pipeline(
         router=ServiceRouter.from_config(config),

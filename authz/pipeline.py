@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
@@ -28,6 +28,7 @@ from authz.errors import CredentialError, RequestError, UnavailableError, is_rus
 from authz.observability.decision_log import DecisionLog, DecisionRecord, short_hash
 from authz.observability.logs import decision_scope
 from authz.observability.metrics import Metrics
+from authz.observability.tracing import NO_TRACING, CheckTracing
 from authz.policy.decision import PolicyDecision, decision_from_result
 from authz.policy.decision_cache import DecisionCache, cache_key, proof_header
 from authz.policy.engine import PolicyEngine
@@ -65,6 +66,21 @@ def unavailable_answer(
     return answers.unavailable(decision_id, Reason.INTERNAL_ERROR)
 
 
+async def observed_check(
+    observers: Observers,
+    record: DecisionRecord,
+    attributes: AttributeContext,
+    check: Callable[[AttributeContext, DecisionRecord], Awaitable[Verdict]],
+) -> Verdict:
+    """Run `check` for the check `record` describes and report its verdict: log lines
+    carry its decision id, and its span (when tracing) covers deciding and reporting."""
+    started = time.perf_counter()
+    with decision_scope(record.decision_id), observers.tracing.check(attributes, record):
+        verdict = await check(attributes, record)
+        report_verdict(observers, record, verdict, started)
+    return verdict
+
+
 def report_verdict(
     observers: Observers, record: DecisionRecord, verdict: Verdict, started: float
 ) -> None:
@@ -93,6 +109,7 @@ class Observers:
     """Headers whose `sha256:` prefix a decision log line carries."""
     live_trust_revision: Callable[[], str] | None = None
     """Set when live key sets can change the trust revision under a built gateway."""
+    tracing: CheckTracing = NO_TRACING
 
     def current_trust_revision(self) -> str:
         live = self.live_trust_revision
@@ -128,12 +145,8 @@ class Pipeline:
         self._dry_run = dry_run
 
     async def check(self, attributes: AttributeContext) -> Verdict:
-        started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time())
-        with decision_scope(record.decision_id):
-            verdict = await self._check(attributes, record)
-        report_verdict(self._observers, record, verdict, started)
-        return verdict
+        return await observed_check(self._observers, record, attributes, self._check)
 
     async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:
         decision_id = record.decision_id
@@ -168,36 +181,43 @@ class Pipeline:
         record.service = service.name
         dry_run = route_dry_run(request.context_extensions, self._dry_run)
         body_forwarded = service.forwards_body(request.context_extensions)
-        authentication: Authentication = await self._authenticator.authenticate(
-            signed_message(request),
-            request.source_principal,
-            service.proof_target(request.path, body_forwarded=body_forwarded),
-            peer_certificate=request.attributes.source.certificate,
-        )
+        tracing = self._observers.tracing
+        with tracing.stage("authenticate"):
+            authentication: Authentication = await self._authenticator.authenticate(
+                signed_message(request),
+                request.source_principal,
+                service.proof_target(request.path, body_forwarded=body_forwarded),
+                peer_certificate=request.attributes.source.certificate,
+            )
         caller = authentication.caller
         if caller is not None:
             record.caller = caller.id.uri
             record.authenticated_by = caller.authenticated_by.value
-        context = await self._context_verifier.verify(
-            request.headers,
-            caller,
-            service.id.trust_domain,
-            txn_required=service.requires_txn_token(request.context_extensions),
-        )
-        _describe_context(context, record)
-        blocked = self.deny_list.current.match(caller, context)
+        with tracing.stage("verify context"):
+            context = await self._context_verifier.verify(
+                request.headers,
+                caller,
+                service.id.trust_domain,
+                txn_required=service.requires_txn_token(request.context_extensions),
+            )
+            _describe_context(context, record)
+            blocked = self.deny_list.current.match(caller, context)
         record.verify_us = _us(time.perf_counter() - started)
         if blocked is not None:
             log.warning("deny %s %s: caller=%s", record.decision_id, blocked, record.caller or "-")
             return self._answers.blocked(record.decision_id, blocked, caller)
 
         evaluating = time.perf_counter()
-        http = request.attributes.request.http
-        parsed_body = parse_body(request.headers, http.body, http.raw_body, self._parsed_body_bytes)
-        document = build_input(request, parsed_body, caller, service, context)
+        with tracing.stage("build input"):
+            http = request.attributes.request.http
+            parsed_body = parse_body(
+                request.headers, http.body, http.raw_body, self._parsed_body_bytes
+            )
+            document = build_input(request, parsed_body, caller, service, context)
         if self._decision_log.wants_input:
             record.input = document
-        decision = await self._decision(document, authentication, context, record)
+        with tracing.stage("evaluate policy"):
+            decision = await self._decision(document, authentication, context, record)
         record.evaluate_us = _us(time.perf_counter() - evaluating)
         record.policy_reasons = decision.reasons
 

@@ -13,6 +13,7 @@ itself with a `direct_response`, and whatever sits behind its ext_authz filter.
 | `gateway_es256` | ext_authz | the same; WPTs signed ES256 |
 | `gateway_2proc` | ext_authz, 2 endpoints | `wimse-authz serve --workers 2` |
 | `gateway_cached` | ext_authz | one `wimse-authz serve` with the decision cache on |
+| `gateway_traced` | ext_authz | the same with tracing on: spans sent to an OTLP receiver |
 
 Everything is built from `deploy/envoy/gateway.yaml` (`gateway_outbound`: the workload's
 egress Envoy, `deploy/envoy/egress.yaml`) and the demo gateway configuration of
@@ -103,6 +104,7 @@ SETUP_NAMES = (
     "gateway_es256",
     "gateway_2proc",
     "gateway_cached",
+    "gateway_traced",
 )
 """Every setup, in the order each round measures them: each pyvoy setup right after its
 grpc.aio counterpart, so the pair is measured under (nearly) the same conditions; the
@@ -491,6 +493,7 @@ def gateway(
     processes: int = 1,
     decision_cache: bool = False,
     transport: Transport = "grpc.aio",
+    traced: bool = False,
 ) -> Setup:
     """Envoy with ext_authz in front of a gateway: `wimse-authz serve` (`transport`
     grpc.aio) or the same configuration served by pyvoy (`pyvoy_process`). With `processes`
@@ -501,6 +504,9 @@ def gateway(
     Each setup's gateway accepts WPTs for its own origin only; each setup gets pools minted
     for it. The replay store is sized to hold every WPT the bench can send in a WPT's
     lifetime, so faster gateways never refuse a proof for want of room (`replay.capacity`).
+
+    `traced`: tracing on, every check sampled, spans sent to an OTLP receiver process
+    (`authz.devtools.otlp_receiver`), whose CPU the report shows apart from the gateway's.
     """
     ports = stack.Ports.free()
     check_ports = (ports.gateway, *consecutive_free_ports(processes - 1, after=ports.gateway))
@@ -512,6 +518,11 @@ def gateway(
     }
     if decision_cache:
         overrides["decision_cache"] = DECISION_CACHE
+    servers: list[Server] = []
+    if traced:
+        collector = otlp_receiver(ws, name)
+        overrides["tracing"] = {"otlp_endpoint": collector.endpoint, "sample_ratio": 1.0}
+        servers.append(collector.server)
     config = stack.gateway_config(
         ws.directory, ports, listeners=[f"127.0.0.1:{ports.gateway}"], overrides=overrides
     )
@@ -527,7 +538,7 @@ def gateway(
     else:
         process = stack.gateway_process(config_path, log_path, workers=processes)
         process.name = "gateway" if processes == 1 else f"gateway_x{processes}"
-    servers = [Server(process.name, process.start, True, check_ports, metrics_port)]
+    servers.insert(0, Server(process.name, process.start, True, check_ports, metrics_port))
     config = ext_authz_envoy_config(ports, check_ports)
     return Setup(
         name,
@@ -539,6 +550,47 @@ def gateway(
         full_check=not decision_cache,
         at_fixed_rate=not decision_cache,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpReceiverProcess:
+    endpoint: str
+    server: Server
+
+
+def otlp_receiver(ws: Workspace, name: str) -> OtlpReceiverProcess:
+    """An OTLP/gRPC receiver process counting the spans a traced gateway sends it."""
+    port = stack.free_port()
+    process = stack.ManagedProcess(
+        "otlp_receiver",
+        [
+            sys.executable,
+            "-m",
+            "authz.devtools.otlp_receiver",
+            "--port",
+            str(port),
+            "--count-only",
+        ],
+        ws.logs / f"{name}-otlp.log",
+    )
+
+    def start() -> stack.ManagedProcess:
+        process.start()
+        wait_for_port(port, process)
+        return process
+
+    return OtlpReceiverProcess(f"127.0.0.1:{port}", Server(process.name, start, False))
+
+
+def wait_for_port(port: int, process: stack.ManagedProcess, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if not process.running() or time.monotonic() > deadline:
+            raise SetupFailed(f"{process.name} is not listening on {port}: {process.log_tail()}")
+        time.sleep(0.05)
 
 
 def gateway_outbound(ws: Workspace) -> Setup:
@@ -634,6 +686,7 @@ BUILDERS: dict[str, Callable[[Workspace], Setup]] = {
     "gateway_es256": functools.partial(gateway, name="gateway_es256", algorithm="ES256"),
     "gateway_2proc": functools.partial(gateway, name="gateway_2proc", processes=2),
     "gateway_cached": functools.partial(gateway, name="gateway_cached", decision_cache=True),
+    "gateway_traced": functools.partial(gateway, name="gateway_traced", traced=True),
 }
 assert tuple(BUILDERS) == SETUP_NAMES
 

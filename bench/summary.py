@@ -124,6 +124,7 @@ RATIOS = (
     Ratio("gateway_cached", "gateway", "req_s"),
     Ratio("gateway_pyvoy", "gateway", "req_s"),
     Ratio("gateway_outbound", "gateway", "req_s"),
+    Ratio("gateway_traced", "gateway", "req_s"),
     Ratio("noop_pyvoy", "noop_grpc", "req_s"),
     Ratio("gateway", "jwt_authn", "p99_ms"),
     Ratio("gateway", "jwt_authn", "p99_ms", "rate", target="≤ 3"),

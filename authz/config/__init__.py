@@ -49,6 +49,8 @@ from authz.config.listeners import ListenerTlsConfig as ListenerTlsConfig
 from authz.config.listeners import ServerConfig as ServerConfig
 from authz.config.listeners import worker_address as worker_address
 from authz.config.outbound import OutboundConfig, resolve_outbound_paths
+from authz.config.tracing import TracingConfig as TracingConfig
+from authz.config.tracing import resolve_tracing_paths
 from authz.config.tts import TtsConfig, resolve_tts_paths
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS
 from authz.credentials.identifiers import (
@@ -551,7 +553,7 @@ class LoggingConfig(Strict):
     """`json`: one object a line (`time`, `level`, `logger`, `message`, `decision_id`)."""
 
 
-RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay")
+RESTART_ONLY = ("server", "diagnostics", "decision_log", "deny_list", "replay", "tracing")
 """`Config` sections a running gateway keeps at their start values until a restart (a reload
 warns when the file changes them)."""
 
@@ -592,6 +594,8 @@ class Config(Strict):
     decision_log: DecisionLogConfig = DecisionLogConfig()
     decision_cache: DecisionCacheConfig | None = None
     diagnostics: DiagnosticsConfig | None = None
+    tracing: TracingConfig | None = None
+    """OpenTelemetry spans for each check, exported over OTLP (off when absent)."""
 
     @field_validator("trust_domains")
     @classmethod
@@ -824,6 +828,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         update["outbound"] = resolve_outbound_paths(config.outbound, resolve)
     if config.tts is not None:
         update["tts"] = resolve_tts_paths(config.tts, resolve, resolve_keys)
+    if config.tracing is not None:
+        update["tracing"] = resolve_tracing_paths(config.tracing, resolve)
     return config.model_copy(update=update)
 
 

@@ -233,6 +233,15 @@ class Metrics:
             "Decision log lines dropped because the writer's queue was full.",
             registry=registry,
         )
+        self.trace_checks_dropped = Counter(
+            "wimse_authz_trace_checks_dropped",
+            "Checks whose spans were not exported: queue_full (the exporter behind) or "
+            "export_failed (the collector unreachable or refusing).",
+            ["cause"],
+            registry=registry,
+        )
+        for cause in ("queue_full", "export_failed"):
+            self.trace_checks_dropped.labels(cause)
         self.decision_log_queue_entries = Gauge(
             "wimse_authz_decision_log_queue_entries",
             "Decision log lines waiting for the writer.",
@@ -384,6 +393,9 @@ class Metrics:
 
     def count_decision_log_drop(self) -> None:
         self.decision_log_dropped.inc()
+
+    def count_trace_drop(self, cause: str, checks: int) -> None:
+        self.trace_checks_dropped.labels(cause).inc(checks)
 
     def watch_decision_log_queue(self, size: Callable[[], int]) -> None:
         self.decision_log_queue_entries.set_function(lambda: float(size()))

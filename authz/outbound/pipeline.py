@@ -36,10 +36,9 @@ from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.issuing.http_signature import sign_request
 from authz.issuing.wpt import ProofRequest
 from authz.observability.decision_log import DecisionRecord
-from authz.observability.logs import decision_scope
 from authz.outbound.callee import Callee, CalleeRouter, upstream_path
 from authz.outbound.credentials import CredentialSource, WorkloadCredentials
-from authz.pipeline import Observers, new_decision_id, report_verdict, unavailable_answer
+from authz.pipeline import Observers, new_decision_id, observed_check, unavailable_answer
 from authz.policy.decision import PolicyDecision, decision_from_result
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body, parse_path
@@ -109,13 +108,9 @@ class OutboundPipeline:
         }
 
     async def check(self, attributes: AttributeContext) -> Verdict:
-        started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time(), direction="outbound")
         record.caller = self._workload.uri
-        with decision_scope(record.decision_id):
-            verdict = await self._check(attributes, record)
-        report_verdict(self._observers, record, verdict, started)
-        return verdict
+        return await observed_check(self._observers, record, attributes, self._check)
 
     async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:
         decision_id = record.decision_id
@@ -143,7 +138,9 @@ class OutboundPipeline:
         # Before policy: without credentials nothing could leave, and an outage must show
         # as one (503), not hide behind a denial.
         credentials = self._credentials.current()
-        txn = await self._verified_txn(outgoing.txn_token)
+        tracing = self._observers.tracing
+        with tracing.stage("verify context"):
+            txn = await self._verified_txn(outgoing.txn_token)
         if txn is not None:
             record.txn, record.txn_sub = txn.txn_id, txn.subject
         record.verify_us = int((time.perf_counter() - started) * 1e6)
@@ -162,7 +159,9 @@ class OutboundPipeline:
         document = outbound_input(request, parsed_body, self._workload, callee_document, txn)
         if self._decision_log.wants_input:
             record.input = document
-        decision = decision_from_result(await self.engine.evaluate(document), self._managed_headers)
+        with tracing.stage("evaluate policy"):
+            result = await self.engine.evaluate(document)
+        decision = decision_from_result(result, self._managed_headers)
         record.evaluate_us = int((time.perf_counter() - evaluating) * 1e6)
         record.policy_reasons = decision.reasons
         if not decision.allowed:
@@ -174,15 +173,16 @@ class OutboundPipeline:
                 ",".join(decision.reasons) or "-",
             )
             return self._answers.egress_denied(record.decision_id, decision, self._workload.uri)
-        return self._attach(
-            request,
-            record.decision_id,
-            decision,
-            callee=callee,
-            path=path,
-            outgoing=outgoing,
-            credentials=credentials,
-        )
+        with tracing.stage("attach credentials"):
+            return self._attach(
+                request,
+                record.decision_id,
+                decision,
+                callee=callee,
+                path=path,
+                outgoing=outgoing,
+                credentials=credentials,
+            )
 
     def _attach(
         self,

@@ -31,6 +31,7 @@ from authz.config import (
     DiagnosticsConfig,
     ReplayConfig,
     ServerConfig,
+    TracingConfig,
 )
 from authz.errors import ConfigError
 
@@ -42,6 +43,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "decision_log": DecisionLogConfig,
     "deny_list": DenyListConfig,
     "replay": ReplayConfig,
+    "tracing": TracingConfig,
 }
 assert set(_SECTIONS) == set(RESTART_ONLY)
 

@@ -24,8 +24,7 @@ from authz.credentials.presentation import AUTHORIZATION_HEADER
 from authz.credentials.user_token import UserTokenVerifier
 from authz.errors import CredentialError, RequestError, UnavailableError
 from authz.observability.decision_log import DecisionRecord
-from authz.observability.logs import decision_scope
-from authz.pipeline import Observers, new_decision_id, report_verdict, unavailable_answer
+from authz.pipeline import Observers, new_decision_id, observed_check, unavailable_answer
 from authz.policy.engine import PolicyEngine
 from authz.policy.http_parsing import parse_body
 from authz.policy.input import opa_envoy_members
@@ -77,12 +76,8 @@ class EdgePipeline:
         }
 
     async def check(self, attributes: AttributeContext) -> Verdict:
-        started = time.perf_counter()
         record = DecisionRecord(new_decision_id(), time.time(), direction="edge")
-        with decision_scope(record.decision_id):
-            verdict = await self._check(attributes, record)
-        report_verdict(self._observers, record, verdict, started)
-        return verdict
+        return await observed_check(self._observers, record, attributes, self._check)
 
     async def _check(self, attributes: AttributeContext, record: DecisionRecord) -> Verdict:
         decision_id = record.decision_id
@@ -114,7 +109,9 @@ class EdgePipeline:
         record.policy_revision = self.engine.revision
         if self._decision_log.enabled:
             record.route = dict(request.context_extensions)
-        subject = await self._subject(request)
+        tracing = self._observers.tracing
+        with tracing.stage("authenticate"):
+            subject = await self._subject(request)
         if subject is None:
             return self._answers.edge_unauthenticated(
                 record.decision_id, Reason.EDGE_CREDENTIALS_MISSING, None
@@ -125,28 +122,30 @@ class EdgePipeline:
         evaluating = time.perf_counter()
         http = request.attributes.request.http
         parsed_body = parse_body(request.headers, http.body, http.raw_body, self._parsed_body_bytes)
-        issuance = await decide_issuance(
-            self.engine,
-            IssuanceRequest(
-                shape="edge",
-                subject=subject,
-                requester=self._config.workload,
-                peer_address=request.attributes.source.address.socket_address.address or None,
-                request=opa_envoy_members(request, parsed_body),
-            ),
-            self._trust_domain,
-        )
+        with tracing.stage("evaluate policy"):
+            issuance = await decide_issuance(
+                self.engine,
+                IssuanceRequest(
+                    shape="edge",
+                    subject=subject,
+                    requester=self._config.workload,
+                    peer_address=request.attributes.source.address.socket_address.address or None,
+                    request=opa_envoy_members(request, parsed_body),
+                ),
+                self._trust_domain,
+            )
         record.evaluate_us = int((time.perf_counter() - evaluating) * 1e6)
         record.policy_reasons = issuance.policy_reasons
         now = self._clock()
-        token = mint_txn_token(
-            self.keys,
-            issuance.claims,
-            trust_domain=self._trust_domain,
-            issuer=self._issuer,
-            now=now,
-            expires_at=now + self._lifetime,
-        )
+        with tracing.stage("mint txn-token"):
+            token = mint_txn_token(
+                self.keys,
+                issuance.claims,
+                trust_domain=self._trust_domain,
+                issuer=self._issuer,
+                now=now,
+                expires_at=now + self._lifetime,
+            )
         record.txn, record.txn_sub = issuance.claims.txn, issuance.claims.sub
         remove = (
             ()
