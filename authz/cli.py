@@ -161,6 +161,8 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
         elif not outcome.passed:
             detail = f": {outcome.error}" if outcome.error else ""
             print(f"FAIL {outcome.rule.path} ({where}){detail}")
+            for line in report_lines(outcome.report) if outcome.report else ():
+                print(line)
         elif args.verbose:
             print(f"PASS {outcome.rule.path} ({outcome.seconds * 1e3:.2f} ms)")
     ran = [o for o in outcomes if not o.skipped]

@@ -16,6 +16,7 @@ from typing import Any
 
 from authz.errors import is_rust_panic
 from authz.policy.embedded import build_engine, error_summary
+from authz.policy.failure_report import FailureReport, explain_failures
 from authz.policy.loader import PolicySet, load_policy_set
 from authz.policy.rego_ast import RuleHead, rule_heads
 
@@ -27,6 +28,8 @@ class TestOutcome:
     skipped: bool
     error: str | None
     seconds: float
+    report: FailureReport | None = None
+    """For a failed test run by `policy test`: what it saw, statement by statement."""
 
 
 def discover_tests(heads: list[RuleHead]) -> list[RuleHead]:
@@ -55,8 +58,9 @@ class FileCoverage:
 
 def run_policy_tests(directory: Path, select: re.Pattern[str] | None = None) -> list[TestOutcome]:
     """Run every test rule under `directory` (only those whose path `select` finds, when
-    given); raises `ConfigError` if policies don't load."""
-    return run_set_tests(load_policy_set(directory), select)
+    given), with a report of what each failed test saw; raises `ConfigError` if policies
+    don't load."""
+    return run_set_tests(load_policy_set(directory), select, explain=True)
 
 
 def run_policy_tests_with_coverage(
@@ -64,7 +68,7 @@ def run_policy_tests_with_coverage(
 ) -> tuple[list[TestOutcome], list[FileCoverage]]:
     """`run_policy_tests`, and the coverage of every policy file (tests excluded)."""
     coverage: list[FileCoverage] = []
-    outcomes = run_set_tests(load_policy_set(directory), select, coverage)
+    outcomes = run_set_tests(load_policy_set(directory), select, coverage, explain=True)
     return outcomes, coverage
 
 
@@ -72,9 +76,11 @@ def run_set_tests(
     policy_set: PolicySet,
     select: re.Pattern[str] | None = None,
     coverage: list[FileCoverage] | None = None,
+    explain: bool = False,
 ) -> list[TestOutcome]:
     """Run every test rule of a set (or those `select` finds), compiled with its serving
-    modules; with a `coverage` list, fill it with each policy file's line coverage."""
+    modules; with a `coverage` list, fill it with each policy file's line coverage; with
+    `explain`, attach to each failed test a `FailureReport`."""
     policy_set = replace(policy_set, modules=policy_set.with_tests(), tests=())
     engine = build_engine(policy_set)
     if coverage is not None:
@@ -87,6 +93,12 @@ def run_set_tests(
             for item in report["files"]
             if not item["path"].endswith("_test.rego")
         )
+    failed = [o.rule.path for o in outcomes if not o.passed and not o.skipped]
+    if explain and failed:
+        # Replayed in a fresh engine: the tests' engine may have panicked (and been rebuilt
+        # inside `_run`), and its coverage is already read.
+        reports = explain_failures(build_engine(policy_set), failed)
+        outcomes = [replace(o, report=reports.get(o.rule.path)) for o in outcomes]
     return outcomes
 
 
