@@ -214,6 +214,27 @@ def _cmd_policy_eval(args: argparse.Namespace) -> int:
     return 0 if outcome.decision.allowed else 1
 
 
+def _cmd_policy_samples(args: argparse.Namespace) -> int:
+    from authz.policy.samples import (
+        SamplesError,
+        SamplesExistError,
+        copy_samples,
+        samples_directory,
+    )
+
+    try:
+        if args.path:
+            print(samples_directory())
+            return 0
+        written = copy_samples(args.out, overwrite=args.force)
+    except SamplesError as exc:
+        hint = "; --force overwrites" if isinstance(exc, SamplesExistError) else ""
+        print(f"wimse-authz policy samples: {exc}{hint}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files to {args.out}; test: wimse-authz policy test {args.out}")
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from authz.devtools.check import (
         CheckError,
@@ -672,6 +693,25 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--keyid", help="key id to sign under (default: the JWK's kid)")
     bundle.add_argument("--scope", help="the signature's scope claim")
     bundle.set_defaults(handler=_cmd_policy_bundle)
+    samples = policy_commands.add_parser(
+        "samples",
+        help="copy the sample policies installed with wimse-authz into a directory, or print "
+        "where they are",
+    )
+    samples_action = samples.add_mutually_exclusive_group(required=True)
+    samples_action.add_argument(
+        "--out", type=Path, metavar="DIR", help="copy the samples into DIR (created if missing)"
+    )
+    samples_action.add_argument(
+        "--path", action="store_true", help="print the directory the samples are installed in"
+    )
+    samples.add_argument(
+        "--force",
+        action="store_true",
+        help="with --out: overwrite files of the samples already in DIR (default: refuse, "
+        "writing nothing)",
+    )
+    samples.set_defaults(handler=_cmd_policy_samples)
 
     check_request = commands.add_parser(
         "check",
