@@ -4,8 +4,9 @@ A JSON line is one object: `time`, `level`, `logger`, `message`, and `decision_i
 line was written while a check was being decided (the id its decision log line and its
 answer's metadata carry), so a log search can join them. The id follows the check through
 `decision_scope`, a context variable: each check runs in its own asyncio task, so lines of
-checks in flight at the same time are never mixed up. Log lines never hold a token (the
-pipelines log short hashes), whatever the format.
+checks in flight at the same time are never mixed up. A check that is traced adds
+`trace_id` and `span_id` (its check span's), so a trace backend can show its log lines.
+Log lines never hold a token (the pipelines log short hashes), whatever the format.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Literal
 LogFormat = Literal["text", "json"]
 
 _DECISION_ID: ContextVar[str | None] = ContextVar("decision_id", default=None)
+TRACE_CONTEXT: ContextVar[tuple[str, str] | None] = ContextVar("trace_context", default=None)
+"""(trace id, span id) in hex of the traced check being decided; set by the tracing."""
 
 
 @contextlib.contextmanager
@@ -34,9 +37,12 @@ def decision_scope(decision_id: str) -> Iterator[None]:
         _DECISION_ID.reset(token)
 
 
-class _DecisionIdFilter(logging.Filter):
+class CheckContextFilter(logging.Filter):
+    """Adds the check's `decision_id` (and `trace_context`) to each record logged for it."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.decision_id = _DECISION_ID.get()
+        record.trace_context = TRACE_CONTEXT.get()
         return True
 
 
@@ -57,6 +63,9 @@ class JsonFormatter(logging.Formatter):
         decision_id = getattr(record, "decision_id", None)
         if decision_id is not None:
             line["decision_id"] = decision_id
+        trace_context = getattr(record, "trace_context", None)
+        if trace_context is not None:
+            line["trace_id"], line["span_id"] = trace_context
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)
@@ -66,7 +75,7 @@ def configure_logging(level: str, log_format: LogFormat = "text", tag: str = "")
     """Send the gateway's log lines to stderr at `level`, as text or JSON; `tag` names the
     process (a worker of `serve --workers N`)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_DecisionIdFilter())
+    handler.addFilter(CheckContextFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter(tag))
     else:

@@ -34,6 +34,7 @@ from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from authz.config.tracing import TracingConfig
 from authz.errors import ConfigError
 from authz.observability.decision_log import DecisionRecord
+from authz.observability.logs import TRACE_CONTEXT
 from authz.observability.otlp_wire import (
     SPAN_KIND_INTERNAL,
     SPAN_KIND_SERVER,
@@ -141,18 +142,21 @@ _CURRENT: ContextVar[FinishedCheck | None] = ContextVar("traced_check", default=
 
 
 class _CheckScope:
-    __slots__ = ("_check", "_exporter", "_token")
+    __slots__ = ("_check", "_exporter", "_log_token", "_token")
 
     def __init__(self, check: FinishedCheck, exporter: SpanExporter) -> None:
         self._check = check
         self._exporter = exporter
 
     def __enter__(self) -> None:
-        self._token = _CURRENT.set(self._check)
+        check = self._check
+        self._token = _CURRENT.set(check)
+        self._log_token = TRACE_CONTEXT.set((check.trace_id.hex(), check.span_id.hex()))
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: object
     ) -> None:
+        TRACE_CONTEXT.reset(self._log_token)
         _CURRENT.reset(self._token)
         self._check.end_ns = time.time_ns()
         self._exporter.submit(self._check)

@@ -6,7 +6,9 @@ or (unless configured) the user's subject."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from authz.devtools.otlp_receiver import OtlpReceiver, ReceivedSpan, running_receiver
 from authz.devtools.stack import Identities
 from authz.errors import ConfigError
+from authz.observability.logs import CheckContextFilter, JsonFormatter
 from authz.observability.tracing import SPAN_NAME
 from tests.e2e.stack import RunningStack, start_stack
 from tests.support import GatewayHarness, expect_allowed
@@ -310,3 +313,30 @@ def test_outbound_and_edge_checks_have_their_stages(
     # The edge's caller is the user: named only with include_user_subject.
     assert "wimse.caller" not in check.attributes
     assert b"user-7070" not in b"".join(receiver.raw_requests)
+
+
+def test_json_log_lines_of_a_traced_check_carry_its_trace_and_span(
+    harness: GatewayHarness, receiver: OtlpReceiver
+) -> None:
+    traced = traced_harness(harness, receiver, service_name="logged")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(CheckContextFilter())
+    handler.setFormatter(JsonFormatter())
+    pipeline_log = logging.getLogger("authz.pipeline")
+    pipeline_log.addHandler(handler)
+    level = pipeline_log.level
+    pipeline_log.setLevel(logging.INFO)
+    header, trace_id, _ = traceparent()
+    try:
+        # An invalid WIT: denied, and the denial logged.
+        traced.check_path("/api/hello", {"workload-identity-token": "x.y.z", "traceparent": header})
+    finally:
+        pipeline_log.removeHandler(handler)
+        pipeline_log.setLevel(level)
+    flush(traced)
+    check, _ = check_and_stages(receiver, trace_id, {"authenticate"})
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["trace_id"] == trace_id
+    assert line["span_id"] == check.span_id
+    assert line["decision_id"] == check.attributes["wimse.decision_id"]
