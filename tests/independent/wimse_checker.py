@@ -22,8 +22,8 @@ Sources (the revisions the project targets):
   (Digest Fields), RFC 7515/7518/7519 (JWS, JWA, JWT), RFC 7800 (``cnf``), RFC 8037 and
   RFC 9864 (EdDSA / ``Ed25519``), RFC 8725 section 3.11 (explicit typing).
 
-Where the drafts leave a value open, the limits here are the project's choices (see
-``../shared/specs/wimse-tokens.md`` beside the repository): at most ``max_lifetime``
+Where the drafts leave a value open, the limits here are the project's choices (the WPT
+and HTTP-signature sections of docs/configuration.md): at most ``max_lifetime``
 seconds (300 by default) of remaining WPT validity and of HTTP-signature lifetime, a
 ``jti`` of at least 16 characters, and a WPT ``exp`` no later than the WIT's ``exp``.
 

@@ -1,9 +1,12 @@
 """`make test` needs nothing beside the repository: a clone with no `../shared` next to it
 collects the whole suite (every test module imports and every fixture file it names at
-import time is in the repository), and no test reads the reference material."""
+import time is in the repository) and passes the tests of the published vectors, which are
+copies in tests/vectors/published (their origin and SHA-256 in SOURCES.md); no test reads
+the reference material. (CI runs the whole `make test` on such a clone.)"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -31,6 +34,31 @@ def test_a_lone_clone_collects_the_whole_suite(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"\d+ tests collected", result.stdout), result.stdout[-1000:]
+    vectors = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/vectors"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert vectors.returncode == 0, vectors.stdout[-3000:] + vectors.stderr[-3000:]
+    assert re.search(r"\d+ passed", vectors.stdout), vectors.stdout[-1000:]
+
+
+def test_the_published_copies_are_the_files_sources_md_names() -> None:
+    published = REPO_ROOT / "tests" / "vectors" / "published"
+    listed = dict(
+        re.findall(
+            r"^\| `([\w.-]+\.json)` \| `([0-9a-f]{64})` \|",
+            (published / "SOURCES.md").read_text(),
+            re.M,
+        )
+    )
+    files = {path.name: path for path in published.glob("*.json")}
+    assert listed.keys() == files.keys()
+    for name, digest in listed.items():
+        assert hashlib.sha256(files[name].read_bytes()).hexdigest() == digest, name
 
 
 # A path into the reference material: `../shared`, `parent / "shared" / ...`, `shared/specs`.
@@ -46,5 +74,4 @@ def test_no_test_reads_the_reference_material() -> None:
         for path in (REPO_ROOT / "tests").rglob("*.py")
         if path.name != Path(__file__).name and _READS_SHARED.search(path.read_text())
     ]
-    # The independent checker cites the digest in its docstring; it reads nothing there.
-    assert [str(path) for path in readers] in ([], ["tests/independent/wimse_checker.py"])
+    assert readers == []
