@@ -270,7 +270,12 @@ class SpanExporter:
             self._wake.wait(self._config.batch_delay_seconds)
             self._wake.clear()
             while self._queue:
-                self._send(self._take(BATCH_CHECKS))
+                sent = self._send(self._take(BATCH_CHECKS))
+                if not sent and self._stopping:
+                    # Shutting down with the collector failing: one export timeout at
+                    # most, not one per batch still queued.
+                    self._on_drop("export_failed", len(self._queue))
+                    self._queue.clear()
             if self._stopping:
                 return
 
@@ -278,7 +283,8 @@ class SpanExporter:
         queue = self._queue
         return [queue.popleft() for _ in range(min(count, len(queue)))]
 
-    def _send(self, checks: list[bytes]) -> None:
+    def _send(self, checks: list[bytes]) -> bool:
+        """Export `checks`' spans; False (counted, logged) when that failed."""
         try:
             request = encode_export_request(
                 self._config.service_name, "wimse-authz", b"".join(checks)
@@ -297,6 +303,8 @@ class SpanExporter:
                     self._config.otlp_endpoint,
                     _short(error),
                 )
+            return False
+        return True
 
     def encode(self, check: FinishedCheck) -> bytes:
         """`check`'s spans, as the export request lists them."""

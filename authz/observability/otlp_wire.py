@@ -63,7 +63,9 @@ def _bytes(field: int, value: bytes) -> bytes:
 
 
 def _string(field: int, value: str) -> bytes:
-    return _bytes(field, value.encode("utf-8"))
+    # "replace": a lone surrogate (which no str from Envoy or regorus should hold) must not
+    # make a finished check raise on the serving thread; protobuf strings are UTF-8.
+    return _bytes(field, value.encode("utf-8", "replace"))
 
 
 def _int(field: int, value: int) -> bytes:

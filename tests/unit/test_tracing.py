@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 from typing import Any
 
@@ -17,6 +18,7 @@ from authz.config.tracing import TracingConfig
 from authz.devtools.otlp_receiver import OtlpReceiver
 from authz.observability.decision_log import DecisionRecord
 from authz.observability.otlp_tracing import (
+    BATCH_CHECKS,
     OtlpTracing,
     SpanExporter,
     otlp_tracing,
@@ -230,3 +232,22 @@ def test_an_unreachable_collector_drops_and_counts(caplog: pytest.LogCaptureFixt
     tracing.shutdown()
     assert dropped == [("export_failed", 4)]
     assert "spans of 4 checks not exported to 127.0.0.1:9" in caplog.text
+
+
+def test_shutting_down_with_the_collector_failing_does_not_try_every_batch() -> None:
+    """A listener that accepts and never answers: each export waits for its timeout. Three
+    batches are queued; at most one export fails before shutdown begins (it starts when the
+    first batch fills), and shutdown tries one more, then drops the rest."""
+    dropped: list[tuple[str, int]] = []
+    total = BATCH_CHECKS * 3 + 10
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        endpoint = f"127.0.0.1:{silent.getsockname()[1]}"
+        tracing = otlp_tracing(
+            config(endpoint, export_timeout_seconds=1.0, batch_delay_seconds=60),
+            lambda cause, count: dropped.append((cause, count)),
+        )
+        checks(tracing, total)
+        tracing.shutdown()
+    assert {cause for cause, _ in dropped} == {"export_failed"}
+    assert sum(count for _, count in dropped) == total
+    assert len(dropped) <= 3  # two failed exports at most, then the rest dropped at once
