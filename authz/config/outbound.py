@@ -109,8 +109,9 @@ class OutboundConfig(Strict):
     """An app's `Authorization: Bearer` token is moved here (and bound), since the proof
     takes `Authorization`; the callee's `user_token.header`."""
     refresh_before_seconds: PositiveSeconds = 300.0
-    """A development issuer mints a new WIT this long before the current one expires; a
-    WIT file this close to its `exp` is logged as about to expire."""
+    """A development issuer mints a new WIT this long before the current one expires (at
+    most half the WIT's lifetime before). WITs read from files are not refreshed by the
+    gateway: their issuer rewrites them."""
 
     _check_user_header = field_validator("user_token_header")(check_header_name)
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.exceptions import InvalidKeyError
 from nacl.bindings import crypto_sign
 
 from authz.credentials.algorithms import (
@@ -123,25 +124,25 @@ def load_private_key(data: bytes) -> tuple[PrivateKeyObject, str | None]:
 def _from_jwk(text: bytes) -> tuple[PrivateKeyObject, str | None]:
     try:
         jwk = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UnusableKey("not valid JSON") from None
     if not isinstance(jwk, dict) or "d" not in jwk:
         raise UnusableKey("the JWK holds no private key ('d')")
     alg = jwk.get("alg")
     if alg is not None and not isinstance(alg, str):
         raise UnusableKey("the JWK's 'alg' is not a string")
+    kty = jwk.get("kty")
+    if kty not in ("EC", "OKP", "RSA"):
+        raise UnusableKey(f"key type {kty!r} cannot sign here")
     try:
-        kty = jwk.get("kty")
         key: object
         if kty == "EC":
             key = ECAlgorithm.from_jwk(jwk)
         elif kty == "OKP":
             key = OKPAlgorithm.from_jwk(jwk)
-        elif kty == "RSA":
-            key = RSAAlgorithm.from_jwk(jwk)
         else:
-            raise UnusableKey(f"key type {kty!r} cannot sign here")
-    except (ValueError, TypeError, KeyError) as exc:
+            key = RSAAlgorithm.from_jwk(jwk)
+    except (InvalidKeyError, ValueError, TypeError, KeyError) as exc:
         raise UnusableKey(f"the JWK's parameters are invalid ({type(exc).__name__})") from None
     if not isinstance(key, _SIGNING_KEY_TYPES):
         raise UnusableKey("the JWK holds no private key this gateway can sign with")
@@ -150,7 +151,10 @@ def _from_jwk(text: bytes) -> tuple[PrivateKeyObject, str | None]:
 
 def _public_jwk(public: PublicKeyObject) -> dict[str, Any]:
     if isinstance(public, ec.EllipticCurvePublicKey):
-        return dict(ECAlgorithm.to_jwk(public, as_dict=True))
+        try:
+            return dict(ECAlgorithm.to_jwk(public, as_dict=True))
+        except InvalidKeyError:
+            raise UnusableKey(f"EC curve {public.curve.name} has no JWS algorithm") from None
     if isinstance(public, rsa.RSAPublicKey):
         return dict(RSAAlgorithm.to_jwk(public, as_dict=True))
     return dict(OKPAlgorithm.to_jwk(public, as_dict=True))
@@ -168,8 +172,8 @@ def load_signing_jwk(path: Path) -> tuple[SigningKey, str]:
     except OSError as exc:
         raise UnusableKey(f"{path}: {exc.strerror}") from None
     private, alg = load_private_key(data)
-    document = json.loads(data)
-    kid = document.get("kid") if isinstance(document, dict) else None
+    # Only a JWK names an `alg` (a PEM does not, and is not JSON to read a `kid` from).
+    kid = json.loads(data).get("kid") if alg is not None else None
     if alg is None or not isinstance(kid, str) or not kid:
         raise UnusableKey(f"{path}: a private JWK with 'alg' and 'kid' is needed")
     return signing_key(private, alg), kid

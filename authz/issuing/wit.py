@@ -10,10 +10,9 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from authz.credentials.wit import WIT_TYP
 from authz.issuing.jws import compact_jws, encoded_segment
 from authz.issuing.signing_key import SigningKey
-
-WIT_TYP = "wit+jwt"
 
 
 def mint_wit(

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.credentials.claims import token_hash
+from authz.credentials.wpt import WPT_TYP
 from authz.issuing.jws import compact_jws, encoded_segment
 from authz.issuing.signing_key import SigningKey
-
-WPT_TYP = "wpt+jwt"
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,12 +41,7 @@ class Callee:
 class CalleeRouter:
     def __init__(self, callees: Mapping[str, CalleeConfig]) -> None:
         self._callees = {
-            name: Callee(
-                name,
-                callee.origin,
-                ProofStyle.HTTP_SIGNATURE if callee.proof == "http_signature" else ProofStyle.WPT,
-                tuple(callee.bound_headers),
-            )
+            name: Callee(name, callee.origin, ProofStyle(callee.proof), tuple(callee.bound_headers))
             for name, callee in callees.items()
         }
 

@@ -14,11 +14,10 @@ the gateway may not hold the issuer's keys. Nothing here logs a token or a key.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from authz.clock import Clock
 from authz.config.outbound import CredentialFilesConfig, DevIssuerConfig
 from authz.credentials.algorithms import SUPPORTED_ALGORITHMS, InvalidKey, public_key_from_jwk
-from authz.credentials.claims import token_hash
-from authz.credentials.jose import b64url_decode, typ_matches
-from authz.errors import UnavailableError
+from authz.credentials.claims import numeric_date, token_hash
+from authz.credentials.jose import JoseReasons, parse_compact_jws, typ_matches
+from authz.credentials.wit import WIT_TYP
+from authz.errors import CredentialError, UnavailableError
 from authz.files import write_jwks
 from authz.issuing.signing_key import (
     SigningKey,
@@ -38,7 +38,7 @@ from authz.issuing.signing_key import (
     load_signing_jwk,
     signing_key,
 )
-from authz.issuing.wit import WIT_TYP, mint_wit
+from authz.issuing.wit import mint_wit
 from authz.issuing.wpt import WptMinter
 from authz.reasons import Reason
 
@@ -49,12 +49,17 @@ log = logging.getLogger("authz.outbound")
 class WorkloadCredentials:
     """One whole pair: a WIT and the key it confirms, ready to sign with."""
 
-    wit: str
+    wit: str = field(repr=False)
     expires_at: float
     key: SigningKey
     wpt: WptMinter
     wit_hash: str
     """`token_hash` of the WIT: logged to say which WIT is in use, never the WIT."""
+
+    @classmethod
+    def of(cls, wit: str, expires_at: float, key: SigningKey) -> WorkloadCredentials:
+        """The pair `wit` (expiring at `expires_at`) and `key`, with its WPT minter."""
+        return cls(wit, expires_at, key, WptMinter(wit, expires_at, key), token_hash(wit)[:12])
 
 
 class CredentialSource(Protocol):
@@ -69,21 +74,33 @@ class CredentialProblem(ValueError):
     """Why a WIT and key are not a usable pair (never quoting either)."""
 
 
+_WIT_JOSE_REASONS = JoseReasons.for_token("wit")
+
+
 def credentials_from(
     wit: str, key_bytes: bytes, workload_id: str, now: float
 ) -> WorkloadCredentials:
     """A usable pair from a WIT and a private key file's bytes, or `CredentialProblem`."""
-    header, claims = _decode_unverified(wit)
+    try:
+        # The callee's own parser: a WIT it would refuse as malformed is never used.
+        jws = parse_compact_jws(wit, _WIT_JOSE_REASONS)
+    except CredentialError as exc:
+        raise CredentialProblem(f"the WIT is not a usable compact JWS: {exc.message}") from None
+    header, claims = jws.header, jws.claims
     if not typ_matches(header.get("typ"), WIT_TYP):
         raise CredentialProblem("the WIT's typ is not wit+jwt")
     if claims.get("sub") != workload_id:
         raise CredentialProblem(f"the WIT's sub is not {workload_id}")
-    exp = claims.get("exp")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
+    try:
+        exp = numeric_date(claims, "exp")
+    except ValueError:
+        exp = None
+    if exp is None:
         raise CredentialProblem("the WIT has no numeric exp")
     if exp <= now:
         raise CredentialProblem("the WIT has expired")
-    confirmation = claims.get("cnf", {}).get("jwk") if isinstance(claims.get("cnf"), dict) else None
+    cnf = claims.get("cnf")
+    confirmation = cnf.get("jwk") if isinstance(cnf, dict) else None
     if not isinstance(confirmation, dict) or not isinstance(confirmation.get("alg"), str):
         raise CredentialProblem("the WIT's cnf.jwk is missing or names no alg")
     try:
@@ -94,20 +111,7 @@ def credentials_from(
         raise CredentialProblem(str(exc)) from None
     if key.thumbprint != confirmed.thumbprint:
         raise CredentialProblem("the key is not the one the WIT's cnf.jwk confirms")
-    return WorkloadCredentials(wit, float(exp), key, WptMinter(wit, exp, key), token_hash(wit)[:12])
-
-
-def _decode_unverified(wit: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    parts = wit.split(".")
-    if len(parts) != 3:
-        raise CredentialProblem("the WIT is not a compact JWS")
-    try:
-        header, claims = (json.loads(b64url_decode(part)) for part in parts[:2])
-    except ValueError:
-        raise CredentialProblem("the WIT's header or claims are not base64url JSON") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise CredentialProblem("the WIT's header or claims are not JSON objects")
-    return header, claims
+    return WorkloadCredentials.of(wit, exp, key)
 
 
 def _unavailable(workload_id: str, why: str) -> UnavailableError:
@@ -234,13 +238,8 @@ class DevIssuer:
             now=now,
             lifetime=self._config.wit_lifetime_seconds,
         )
-        expires_at = int(now + self._config.wit_lifetime_seconds)
-        return WorkloadCredentials(
-            wit,
-            float(expires_at),
-            workload_key,
-            WptMinter(wit, expires_at, workload_key),
-            token_hash(wit)[:12],
+        return WorkloadCredentials.of(
+            wit, float(int(now + self._config.wit_lifetime_seconds)), workload_key
         )
 
 

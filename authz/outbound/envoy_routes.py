@@ -34,8 +34,6 @@ _ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_
 _FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 _UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
-SERVICE_KEY = SERVICE_CONTEXT_KEY
-
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _FIXED_CLUSTER = "outbound needs a fixed cluster"
 _UNDECLARED_REWRITE = (
@@ -202,11 +200,13 @@ def _route_problems(
     callees: Mapping[str, Callee],
 ) -> Iterator[str]:
     action = route["route"]
-    callee = callees.get(context.get(SERVICE_KEY, ""))
-    if SERVICE_KEY not in context:
-        yield f"no {SERVICE_KEY} context extension: the gateway cannot tell whom it mints for"
+    callee = callees.get(context.get(SERVICE_CONTEXT_KEY, ""))
+    if SERVICE_CONTEXT_KEY not in context:
+        yield (
+            f"no {SERVICE_CONTEXT_KEY} context extension: the gateway cannot tell whom it mints for"
+        )
     elif callee is None:
-        yield f"{SERVICE_KEY} {context[SERVICE_KEY]!r} is not a configured callee"
+        yield f"{SERVICE_CONTEXT_KEY} {context[SERVICE_CONTEXT_KEY]!r} is not a configured callee"
 
     if "cluster" not in action:
         yield _cluster_specifier_problem(action)

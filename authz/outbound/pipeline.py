@@ -93,7 +93,6 @@ class OutboundPipeline:
         self._settings = settings
         self._parsed_body_bytes = parsed_body_bytes
         self._observers = observers
-        self._metrics = observers.metrics
         self._decision_log = observers.decision_log
         self._clock = clock
         # Policy may add headers, but never one that carries the workload's credentials.
@@ -180,6 +179,7 @@ class OutboundPipeline:
                 decision,
                 callee=callee,
                 path=path,
+                audience=audience,
                 outgoing=outgoing,
                 credentials=credentials,
             )
@@ -192,19 +192,20 @@ class OutboundPipeline:
         *,
         callee: Callee,
         path: str,
+        audience: str,
         outgoing: _Outgoing,
         credentials: WorkloadCredentials,
     ) -> Allowed:
-        """The verdict that sends the request on to `path` with the workload's WIT and a
-        fresh proof."""
-        audience = callee.audience(path)
+        """The verdict that sends the request on to `path` (`audience` in its proof) with
+        the workload's WIT and a fresh proof."""
         user_header = self._settings.user_token_header
+        # The context tokens the proof binds: the callee's headers the request carries, and
+        # the user token wherever the app sent it (a moved bearer is bound under its new name).
         bound = {
-            name: value
-            for name in (*callee.bound_headers, user_header)
-            if (value := outgoing.user_token if name == user_header else request.headers.get(name))
-            is not None
+            name: request.headers[name] for name in callee.bound_headers if name in request.headers
         }
+        if outgoing.user_token is not None:
+            bound[user_header] = outgoing.user_token
         now = self._clock()
         lifetime = self._settings.lifetime_seconds
         headers: list[tuple[str, str]] = [(WIT_HEADER, credentials.wit)]
