@@ -18,6 +18,7 @@ from authz.config.base import (
     check_workload_id,
 )
 from authz.config.keys import KeySetConfig
+from authz.credentials.claims import scope_values
 
 
 class AccessTokenIssuerConfig(KeySetConfig):
@@ -54,6 +55,16 @@ class EdgeConfig(Strict):
     """Forward the access token upstream; a route may set `wimse.external_token: keep`."""
 
     _check_workload = field_validator("workload")(check_workload_id)
+
+    @field_validator("mtls_clients")
+    @classmethod
+    def _check_grants(cls, grants: dict[str, list[str]]) -> dict[str, list[str]]:
+        # A grant that is not a scope-token would fail every issuance for its client.
+        for scopes in grants.values():
+            for scope in scopes:
+                if scope_values(scope) != (scope,):
+                    raise ValueError(f"{scope!r} is not one scope-token (RFC 6749 section 3.3)")
+        return grants
 
 
 class TokenExchangeConfig(Strict):

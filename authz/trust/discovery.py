@@ -24,7 +24,8 @@ WELL_KNOWN = "/.well-known/openid-configuration"
 
 def issuer_of(discovery_url: str) -> str:
     """The issuer whose configuration document is at `discovery_url`."""
-    if not urlsplit(discovery_url).path.endswith(WELL_KNOWN):
+    # The issuer is the URL without this suffix (§4), so it must end the URL, not its path.
+    if not discovery_url.endswith(WELL_KNOWN):
         raise ConfigError(f"{discovery_url}: a discovery URL ends in {WELL_KNOWN}")
     return discovery_url[: -len(WELL_KNOWN)]
 
@@ -70,7 +71,14 @@ class DiscoveredJwksFetcher:
     async def get(self) -> Fetched:
         discovered = await self._discovery.get()
         if discovered.data is not None:
-            await self._follow(self._jwks_uri(discovered.data))
+            try:
+                uri = self._jwks_uri(discovered.data)
+            except FetchError:
+                # Fetched in full again next time, so the refusal is reported until the
+                # document changes, not replaced by a 304 and the jwks_uri known before.
+                self._discovery.etag = self._discovery.last_modified = None
+                raise
+            await self._follow(uri)
         if self._jwks is None:
             raise FetchError(f"{self.where}: no jwks_uri known yet")
         return await self._jwks.get()
@@ -83,19 +91,22 @@ class DiscoveredJwksFetcher:
     def _jwks_uri(self, data: bytes) -> str:
         try:
             document = loads_object(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise FetchError(f"{self.where}: not a JSON object") from None
         if document.get("issuer") != self._issuer:
             raise FetchError(f"{self.where}: its issuer is not {self._issuer}")
         uri = document.get("jwks_uri")
-        parts = urlsplit(uri) if isinstance(uri, str) else None
+        try:
+            parts = urlsplit(uri) if isinstance(uri, str) else None
+        except ValueError:  # an unclosed IPv6 bracket, say
+            parts = None
         if parts is None or not parts.hostname or parts.username is not None:
             raise FetchError(f"{self.where}: no usable jwks_uri")
         if parts.scheme != "https" and not (
             parts.scheme == "http" and is_loopback_host(parts.hostname)
         ):
             raise FetchError(f"{self.where}: jwks_uri must be https")
-        assert isinstance(uri, str)
+        assert isinstance(uri, str)  # parts is None otherwise
         return uri
 
     async def _follow(self, uri: str) -> None:

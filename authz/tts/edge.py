@@ -30,9 +30,15 @@ from authz.policy.http_parsing import parse_body
 from authz.policy.input import opa_envoy_members
 from authz.reasons import Reason
 from authz.request import RequestView, request_view
-from authz.tts.issuance import IssuanceRefused, IssuanceRequest, Subject, decide_issuance
+from authz.tts.issuance import (
+    IssuanceRefused,
+    IssuanceRequest,
+    Subject,
+    access_token_subject,
+    decide_issuance,
+)
 from authz.tts.keys import TtsKeys
-from authz.tts.minting import mint_txn_token
+from authz.tts.minting import TxnTokenMinter
 
 log = logging.getLogger("authz.tts")
 
@@ -60,8 +66,9 @@ class EdgePipeline:
     ) -> None:
         self._config = config
         self._trust_domain = trust_domain
-        self._issuer = issuer
-        self._lifetime = lifetime
+        self._minter = TxnTokenMinter(
+            keys, trust_domain=trust_domain, issuer=issuer, lifetime=lifetime, clock=clock
+        )
         self._access_tokens = access_tokens
         self.keys = keys
         self.engine = engine
@@ -70,7 +77,6 @@ class EdgePipeline:
         self._observers = observers
         self._metrics = observers.metrics
         self._decision_log = observers.decision_log
-        self._clock = clock
         self._mtls_grants = {
             principal: frozenset(scopes) for principal, scopes in config.mtls_clients.items()
         }
@@ -136,16 +142,8 @@ class EdgePipeline:
             )
         record.evaluate_us = int((time.perf_counter() - evaluating) * 1e6)
         record.policy_reasons = issuance.policy_reasons
-        now = self._clock()
         with tracing.stage("mint txn-token"):
-            token = mint_txn_token(
-                self.keys,
-                issuance.claims,
-                trust_domain=self._trust_domain,
-                issuer=self._issuer,
-                now=now,
-                expires_at=now + self._lifetime,
-            )
+            token = self._minter.mint(issuance.claims)
         record.txn, record.txn_sub = issuance.claims.txn, issuance.claims.sub
         remove = (
             ()
@@ -174,14 +172,7 @@ class EdgePipeline:
             token = await self._access_tokens.verify_refreshing(
                 authorization[len(_BEARER) :].strip()
             )
-            scope = token.claims.get("scope")
-            return Subject(
-                sub=token.subject,
-                kind="access_token",
-                # No `scope` claim: nothing says what was granted, so nothing is issued.
-                granted_scope=frozenset(token.scopes) if isinstance(scope, str) else None,
-                claims=token.claims,
-            )
+            return access_token_subject(token)
         principal = request.source_principal
         if principal and principal in self._mtls_grants:
             return Subject(

@@ -14,7 +14,6 @@ trace; decisions are logged without token bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import time
@@ -35,7 +34,7 @@ from authz.credentials.presentation import ProofStyle
 from authz.credentials.signature import SignatureReasons, verify_signature
 from authz.credentials.txn_token import TxnTokenVerifier, VerifiedTxnToken
 from authz.credentials.user_token import UserTokenVerifier
-from authz.errors import CredentialError, UnavailableError
+from authz.errors import CredentialError, UnavailableError, is_rust_panic
 from authz.observability.decision_log import DecisionLog, DecisionRecord
 from authz.observability.logs import decision_scope
 from authz.observability.metrics import Metrics
@@ -61,9 +60,15 @@ from authz.tts.exchange import (
     parse_exchange_request,
     success_response,
 )
-from authz.tts.issuance import IssuanceRefused, IssuanceRequest, Subject, decide_issuance
+from authz.tts.issuance import (
+    IssuanceRefused,
+    IssuanceRequest,
+    Subject,
+    access_token_subject,
+    decide_issuance,
+)
 from authz.tts.keys import TtsKeys
-from authz.tts.minting import mint_txn_token
+from authz.tts.minting import TxnTokenMinter
 
 log = logging.getLogger("authz.tts")
 
@@ -123,8 +128,9 @@ class TokenExchange:
         self.config = config
         self.keys = keys
         self._trust_domain = trust_domain
-        self._issuer = issuer
-        self._lifetime = lifetime
+        self._minter = TxnTokenMinter(
+            keys, trust_domain=trust_domain, issuer=issuer, lifetime=lifetime, clock=clock
+        )
         self._max_extension = max_extension
         self._authenticator = authenticator
         self._access_tokens = access_tokens
@@ -175,7 +181,11 @@ class TokenExchange:
                 ExchangeError("temporarily_unavailable", "try again later", 503)
             )
             record.result, record.reason = "error", error.reason.value
-        except Exception:
+        except BaseException as error:
+            # Anything unexpected is answered as our failure, a Rust panic (a BaseException
+            # from cryptography) included; cancellation and exit are re-raised.
+            if not isinstance(error, Exception) and not is_rust_panic(error):
+                raise
             log.exception("tts unavailable %s: unexpected error", record.decision_id)
             status, headers, body = error_response(
                 ExchangeError("server_error", "the token could not be issued", 500)
@@ -240,19 +250,9 @@ class TokenExchange:
             refusal = ExchangeError(_REFUSALS.get(refused.reason, INVALID_REQUEST), refused.message)
             raise _Refused(refusal, refused.reason) from None
         record.policy_reasons = issuance.policy_reasons
-        now = self._clock()
-        expires_at = now + self._lifetime
-        if replacing is not None:
-            # A replacement may extend the transaction's life only a little.
-            expires_at = min(expires_at, replacing.expires_at + self._max_extension)
-        token = mint_txn_token(
-            self.keys,
-            issuance.claims,
-            trust_domain=self._trust_domain,
-            issuer=self._issuer,
-            now=now,
-            expires_at=expires_at,
-        )
+        # A replacement may extend the transaction's life only a little.
+        expires_by = replacing.expires_at + self._max_extension if replacing is not None else None
+        token = self._minter.mint(issuance.claims, expires_by=expires_by)
         record.txn, record.txn_sub = issuance.claims.txn, issuance.claims.sub
         log.info(
             "tts issued %s txn=%s sub=%s to %s%s",
@@ -290,9 +290,7 @@ class TokenExchange:
         try:
             if kind in (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE):
                 verified = await self._access_tokens.verify_refreshing(token)
-                has_scope = isinstance(verified.claims.get("scope"), str)
-                granted = frozenset(verified.scopes) if has_scope else None
-                return Subject(verified.subject, "access_token", granted, verified.claims), None
+                return access_token_subject(verified), None
             if kind == TXN_TOKEN_TYPE:
                 original = await self._replaceable(token)
                 subject = Subject(
@@ -357,7 +355,7 @@ class TokenExchange:
         try:
             # Duplicate members refused: two parsers must never read two subjects.
             document = loads_object(token.encode("utf-8"))
-        except (ValueError, UnicodeEncodeError):
+        except (ValueError, RecursionError):
             raise CredentialError(Reason.TTS_SUBJECT_INVALID, "not a JSON object") from None
         sub = document.get("sub")
         if not isinstance(sub, str) or not sub:
@@ -436,7 +434,7 @@ class TokenExchangeServer:
             return web.Response(
                 status=200,
                 headers={"Content-Type": "application/json", "Cache-Control": "max-age=60"},
-                body=json.dumps(exchange.keys.jwks()).encode(),
+                body=exchange.keys.jwks_json,
             )
         if request.path != config.path:
             return web.Response(status=404, text="not found\n")
@@ -464,9 +462,9 @@ class TokenExchangeServer:
         )
         peer = request.transport.get_extra_info("peername") if request.transport else None
         peer_address = peer[0] if isinstance(peer, tuple) else None
-        status, headers, payload = await exchange.exchange(
-            message, _peer_principal(request), peer_address
-        )
+        # The client certificate is parsed only where it may authenticate the requester.
+        principal = _peer_principal(request) if config.mtls_requesters else None
+        status, headers, payload = await exchange.exchange(message, principal, peer_address)
         return web.Response(status=status, headers=headers, body=payload)
 
 
@@ -490,10 +488,11 @@ def _peer_principal(request: web.Request) -> str | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    certificate = x509.load_der_x509_certificate(der)
     try:
+        certificate = x509.load_der_x509_certificate(der)
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
+    except (ValueError, x509.ExtensionNotFound, x509.DuplicateExtension):
+        # OpenSSL accepted it, but it cannot be read here: it names nobody.
         return None
     uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
     return uris[0] if len(uris) == 1 else None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz.credentials.txn_token import VerifiedTxnToken
+from authz.credentials.user_token import VerifiedUserToken
 from authz.errors import UnavailableError
 from authz.policy.engine import PolicyEngine
 from authz.policy.input import txn_document
@@ -64,6 +65,13 @@ class Subject:
     """None: the grant cannot be determined (issuance is then refused)."""
     claims: Mapping[str, Any] = field(default_factory=dict)
     """What policy may read of the subject token (its claims; the principal for mTLS)."""
+
+
+def access_token_subject(token: VerifiedUserToken) -> Subject:
+    """The subject of a verified access token, granted its `scope`. A token without a
+    `scope` claim says nothing of what was granted, so nothing is issued for it."""
+    granted = frozenset(token.scopes) if isinstance(token.claims.get("scope"), str) else None
+    return Subject(token.subject, "access_token", granted, token.claims)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ same set verifies Txn-Tokens presented back to the TTS for replacement.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +29,8 @@ class TtsKeys:
     """Public JWKs (with `kid`, `alg`, `use: sig`), the signing key first."""
     key_set: KeySet
     """The published keys, as a verifier holds them."""
-
-    def jwks(self) -> dict[str, Any]:
-        return {"keys": [dict(key) for key in self.published]}
+    jwks_json: bytes
+    """The published keys as the JWKS document served at `endpoint.jwks_path`."""
 
 
 def load_tts_keys(config: TtsSigningConfig, trust_domain: str) -> TtsKeys:
@@ -56,7 +56,8 @@ def load_tts_keys(config: TtsSigningConfig, trust_domain: str) -> TtsKeys:
         raise ConfigError(f"tts.signing: {exc}") from None
     algorithms = {key.alg for key, _ in loaded}
     key_set = build_key_set(f"{trust_domain} (this TTS)", algorithms, public)
-    keys = TtsKeys(loaded[0][0], loaded[0][1], published, key_set)
+    document = json.dumps({"keys": [dict(key) for key in published]}).encode()
+    keys = TtsKeys(loaded[0][0], loaded[0][1], published, key_set, document)
     if config.jwks_file is not None:
         write_jwks(config.jwks_file, list(published))
     return keys

@@ -1050,6 +1050,15 @@ ASSERTED_SUBJECT_ATTACKS = [
         ),
         id="unsigned-json-with-two-subs",
     ),
+    pytest.param(
+        ExchangeAttack(
+            # Within the body limit, deep enough to exhaust Python's recursion limit.
+            subject(UNSIGNED_JSON_TYPE, lambda h: '{"sub": ' + "[" * 2000 + "]" * 2000 + "}"),
+            subject_invalid("tts.subject_invalid"),
+            UNSIGNED,
+        ),
+        id="unsigned-json-nested-past-the-recursion-limit",
+    ),
 ]
 
 

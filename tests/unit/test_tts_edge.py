@@ -15,6 +15,7 @@ from authz.answers import Verdict
 from authz.credentials.jose import b64url_decode
 from authz.devtools.keys import public_jwk
 from authz.devtools.tts import EDGE_WORKLOAD, access_token, tts_section
+from authz.errors import ConfigError
 from tests.independent import txn_token_checker as checker
 from tests.support import (
     GatewayHarness,
@@ -275,3 +276,13 @@ def test_a_tts_key_that_cannot_sign_is_503_never_a_request_without_its_token(
     failed = expect_failed(send(edge, "/api/orders", bearer(edge)), "internal.error")
     assert failed.status == 503
     assert header(failed, "txn-token") is None
+
+
+@pytest.mark.parametrize("grant", ["read write", "café", ""])
+def test_an_mtls_grant_that_is_not_one_scope_token_is_refused_at_load(
+    harness: GatewayHarness, tmp_path: Path, grant: str
+) -> None:
+    partner = "spiffe://partner.example/reseller"
+    overrides = edge_overrides(harness, tmp_path, mtls_clients={partner: [grant]})
+    with pytest.raises(ConfigError, match="is not one scope-token"):
+        harness.rebuild(**overrides).config()
