@@ -122,7 +122,7 @@ def _cmd_config_check_egress(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         envoy = yaml.safe_load(args.envoy.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         print(f"wimse-authz: {args.envoy}: {exc}", file=sys.stderr)
         return 2
     problems = egress_envoy_problems(config, envoy if isinstance(envoy, dict) else {})
@@ -152,11 +152,7 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
     import re
 
     from authz.policy.failure_report import report_lines
-    from authz.policy.testing import (
-        FileCoverage,
-        run_policy_tests,
-        run_policy_tests_with_coverage,
-    )
+    from authz.policy.testing import FileCoverage, run_policy_tests
 
     try:
         select = re.compile(args.run) if args.run is not None else None
@@ -164,10 +160,7 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
         print(f"wimse-authz policy test: --run {args.run!r}: {exc}", file=sys.stderr)
         return 2
     coverage: list[FileCoverage] = []
-    if args.coverage:
-        outcomes, coverage = run_policy_tests_with_coverage(args.directory, select)
-    else:
-        outcomes = run_policy_tests(args.directory, select)
+    outcomes = run_policy_tests(args.directory, select, coverage if args.coverage else None)
     failed = [o for o in outcomes if not o.passed and not o.skipped]
     for outcome in outcomes:
         where = f"{outcome.rule.file}:{outcome.rule.line}"
@@ -343,7 +336,10 @@ def _cmd_policy_bundle(args: argparse.Namespace) -> int:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a JSON document ({exc})") from None
 
 
 def _token_argument(value: str) -> str:
@@ -355,10 +351,10 @@ def _token_argument(value: str) -> str:
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     from authz.devtools.keys import generate_private_jwk, public_jwk
+    from authz.files import replace_file
 
     private = generate_private_jwk(args.alg, args.kid)
-    args.out.write_text(json.dumps(private, indent=2) + "\n", encoding="utf-8")
-    args.out.chmod(0o600)
+    replace_file(args.out, json.dumps(private, indent=2) + "\n", mode=0o600)
     if args.jwks is not None:
         jwks = _read_json(args.jwks) if args.jwks.exists() else {"keys": []}
         jwks["keys"].append(public_jwk(private))
@@ -889,6 +885,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         # A file named on the command line: one line naming it, never a traceback.
         print(f"wimse-authz: {exc.filename}: no such file", file=sys.stderr)
+        return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        if exc.filename is None:
+            raise
+        print(f"wimse-authz: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # Output piped into `head` and the like: the reader left; nothing is wrong here.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,17 @@ def read_bounded(
 def write_jwks(path: Path, keys: list[Mapping[str, Any]]) -> None:
     """Publish public `keys` as a JWKS at `path`, replaced in one step: a reader sees the
     old set or the new one, never half of either."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"keys": [dict(key) for key in keys]}, indent=2) + "\n")
+    replace_file(path, json.dumps({"keys": [dict(key) for key in keys]}, indent=2) + "\n")
+
+
+def replace_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `path` in one step (a reader sees the old file or the new one),
+    created with `mode`: a private key (0o600) is never readable by others, not even while
+    it is written. chmod then undoes what the umask took away."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    with os.fdopen(
+        os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8"
+    ) as out:
+        out.write(text)
+    temporary.chmod(mode)
     temporary.replace(path)

@@ -110,7 +110,7 @@ class ListenerConfig(Strict):
 
     @model_validator(mode="after")
     def _check_security(self) -> ListenerConfig:
-        if self.address.startswith("unix:"):
+        if self.is_unix:
             if self.tls is not None:
                 raise ValueError("tls is for TCP listeners; protect a unix socket's directory")
             return self

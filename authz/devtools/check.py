@@ -510,14 +510,23 @@ def logged_decision(path: Path, decision_id: str, timeout: float = 5.0) -> dict[
             with path.open(encoding="utf-8") as log:
                 for line in log:
                     if decision_id in line:
-                        record: dict[str, Any] = json.loads(line)
-                        if record.get("decision_id") == decision_id:
+                        record = _json_line(line)
+                        if record is not None and record.get("decision_id") == decision_id:
                             return record
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             pass
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    """The line's JSON object; None for anything else (a line still being written)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def describe_logged_decision(record: dict[str, Any] | None, path: Path) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from authz.devtools.caller_app import CallerApp
 from authz.devtools.egress import (
+    CredentialFiles,
     egress_envoy_config,
     outbound_listener,
     outbound_section,
@@ -184,6 +185,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _write_frontend_credentials(directory: Path, identities: Identities) -> CredentialFiles:
+    """The frontend's WIT and key, where its outbound listener reads them."""
+    return write_workload_credentials(
+        directory / "credentials" / "frontend", identities, "frontend", ttl=CREDENTIAL_TTL
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DemoFiles:
     """What `write_demo_files` wrote: the demo trust domain's keys and each process's
@@ -212,9 +220,7 @@ def write_demo_files(
     identities = ensure_identities(directory)
     egress_socket = socket_directory(directory / "egress") / "frontend.sock"
     edge_socket = socket_directory(directory / "edge") / "edge.sock"
-    credentials = write_workload_credentials(
-        directory / "credentials" / "frontend", identities, "frontend", ttl=CREDENTIAL_TTL
-    )
+    credentials = _write_frontend_credentials(directory, identities)
     operations = {
         "server": {
             "listeners": [
@@ -364,9 +370,7 @@ def _serve_until_interrupted(
         time.sleep(0.5)
         if time.monotonic() - rewritten > CREDENTIAL_REFRESH:
             # What SPIRE does for a workload: a new WIT well before the old one expires.
-            write_workload_credentials(
-                directory / "credentials" / "frontend", identities, "frontend", ttl=CREDENTIAL_TTL
-            )
+            _write_frontend_credentials(directory, identities)
             rewritten = time.monotonic()
     for process in processes:
         if not process.running():

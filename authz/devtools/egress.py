@@ -7,16 +7,14 @@ end-to-end tests and the benchmark.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from authz.devtools.mint import mint_wit
-from authz.devtools.stack import REPO_ROOT, Identities
+from authz.devtools.stack import REPO_ROOT, Identities, envoy_template
+from authz.files import replace_file
 
 EGRESS_TEMPLATE = REPO_ROOT / "deploy" / "envoy" / "egress.yaml"
 EGRESS_AUTHZ_CLUSTER = "wimse_authz_egress"
@@ -41,17 +39,10 @@ def write_workload_credentials(
     directory.mkdir(parents=True, exist_ok=True)
     private = dict(key if key is not None else identities.workloads[workload])
     files = CredentialFiles(directory / "wit.jwt", directory / "key.jwk.json")
-    _replace(files.key_file, json.dumps(private) + "\n", mode=0o600)
+    replace_file(files.key_file, json.dumps(private) + "\n", mode=0o600)
     wit = mint_wit(identities.issuer, identities.workload_id(workload), private, ttl=ttl)
-    _replace(files.wit_file, wit + "\n", mode=0o644)
+    replace_file(files.wit_file, wit + "\n", mode=0o644)
     return files
-
-
-def _replace(path: Path, text: str, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.{time.monotonic_ns()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.chmod(mode)
-    temporary.replace(path)
 
 
 def socket_directory(path: Path) -> Path:
@@ -93,11 +84,7 @@ def egress_envoy_config(
 ) -> dict[str, Any]:
     """`deploy/envoy/egress.yaml` listening on `listener_port`, asking the outbound listener
     at `gateway_socket`, sending to the callee's Envoy on 127.0.0.1:`callee_port`."""
-    config: dict[str, Any] = yaml.safe_load(EGRESS_TEMPLATE.read_text(encoding="utf-8"))
-    config["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = (
-        listener_port
-    )
+    config = envoy_template(EGRESS_TEMPLATE, listener_port=listener_port, admin_port=admin_port)
     for cluster in config["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         if cluster["name"] == EGRESS_AUTHZ_CLUSTER:

@@ -144,12 +144,6 @@ def rewrite_files(node: Any, rename: Callable[[str], str]) -> None:
             rewrite_files(item, rename)
 
 
-def relocate_files(node: Any, directory: Path) -> None:
-    """Point every Envoy `filename` data source under `node` at the file of the same name
-    in `directory` (in place)."""
-    rewrite_files(node, lambda filename: str(directory / Path(filename).name))
-
-
 def tls_files(document: Any) -> list[TlsFile]:
     """The certificate and key files the TLS contexts (and SDS secrets) of an Envoy
     bootstrap name, in document order."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from authz.devtools.envoy_validate import find_envoy, relocate_files
+from authz.devtools.envoy_validate import find_envoy, rewrite_files
 from authz.devtools.keys import generate_private_jwk, public_jwk
 from authz.devtools.mint import mint_txn_token
 
@@ -216,6 +216,22 @@ def gateway_config(
     return config
 
 
+def relocate_files(node: Any, directory: Path) -> None:
+    """Point every Envoy `filename` data source under `node` at the file of the same name
+    in `directory` (in place)."""
+    rewrite_files(node, lambda filename: str(directory / Path(filename).name))
+
+
+def envoy_template(template: Path, *, listener_port: int, admin_port: int) -> dict[str, Any]:
+    """An Envoy bootstrap of `deploy/envoy/` with its admin port and its first listener's
+    port rewritten (the rest is the caller's to point at the local stack)."""
+    config: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
+    config["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"]["port_value"] = listener_port
+    return config
+
+
 def envoy_config(
     ports: Ports,
     *,
@@ -232,10 +248,7 @@ def envoy_config(
     certificate files the gateway cluster names are taken from (same file names:
     `ca.pem`, `envoy.pem`, `envoy-key.pem`).
     """
-    config: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
-    config["admin"]["address"]["socket_address"]["port_value"] = ports.admin
-    listener = config["static_resources"]["listeners"][0]
-    listener["address"]["socket_address"]["port_value"] = ports.envoy
+    config = envoy_template(template, listener_port=ports.envoy, admin_port=ports.admin)
     for cluster in config["static_resources"]["clusters"]:
         lb_endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         endpoint = lb_endpoints[0]["endpoint"]

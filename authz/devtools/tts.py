@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from authz.devtools.mint import mint_user_token
 from authz.devtools.stack import (
     REPO_ROOT,
@@ -16,6 +14,7 @@ from authz.devtools.stack import (
     USER_TOKEN_AUDIENCE,
     USER_TOKEN_ISSUER,
     Identities,
+    envoy_template,
 )
 
 EDGE_WORKLOAD = f"spiffe://{TRUST_DOMAIN}/frontend"
@@ -77,10 +76,9 @@ def edge_envoy_config(
 ) -> dict[str, Any]:
     """`deploy/envoy/edge.yaml` on loopback `listener_port`, asking the gateway's edge and
     outbound listeners at those sockets, sending to the first hop's Envoy."""
-    config: dict[str, Any] = yaml.safe_load(EDGE_TEMPLATE.read_text(encoding="utf-8"))
-    config["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    config = envoy_template(EDGE_TEMPLATE, listener_port=listener_port, admin_port=admin_port)
     listener = config["static_resources"]["listeners"][0]
-    listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listener_port)
+    listener["address"]["socket_address"]["address"] = "127.0.0.1"
     addresses = {
         "wimse_authz_edge": {"pipe": {"path": str(edge_socket)}},
         "wimse_authz_egress": {"pipe": {"path": str(egress_socket)}},

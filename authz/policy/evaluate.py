@@ -204,6 +204,12 @@ def _package_values(engine: Any, decision_rule: str) -> tuple[tuple[str, object]
             value = engine.eval_rule(f"data.{package}.{name}")
         except Exception as exc:  # noqa: BLE001 - shown as what the rule did
             value = f"error: {exc}"
+        except BaseException as exc:
+            if not is_rust_panic(exc):
+                raise
+            # A panicked engine is not evaluated further (`policy test` rebuilds one).
+            values.append((name, f"error: the engine panicked: {exc}"))
+            break
         if value is not None:
             values.append((name, value))
     return tuple(values)

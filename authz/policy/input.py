@@ -33,14 +33,18 @@ def _numeric_date(value: float) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def caller_document(caller: Caller) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "id": caller.id.uri,
-        "trust_domain": caller.id.trust_domain,
-        "path": caller.id.path,
-        "scheme": caller.id.scheme,
-        "authenticated_by": caller.authenticated_by.value,
+def workload_id_document(workload: WorkloadId) -> dict[str, Any]:
+    return {
+        "id": workload.uri,
+        "trust_domain": workload.trust_domain,
+        "path": workload.path,
+        "scheme": workload.scheme,
     }
+
+
+def caller_document(caller: Caller) -> dict[str, Any]:
+    document = workload_id_document(caller.id)
+    document["authenticated_by"] = caller.authenticated_by.value
     if caller.wit is not None:
         document["wit"] = {
             "claims": caller.wit.claims,
@@ -190,28 +194,27 @@ def build_input(
     service: ServiceTarget,
     context: TransactionContext,
 ) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        **opa_envoy_members(request, parsed_body),
-        "wimse": {
-            "direction": "inbound",
-            "caller": caller_document(caller) if caller is not None else None,
-            "service": service_document(service),
-            "txn": txn_document(context.txn, caller) if context.txn is not None else None,
-            "chain": [
-                {
-                    "id": hop.id,
-                    "trust_domain": hop.trust_domain,
-                    "source": hop.source.value,
-                    "verified": hop.verified,
-                    "authenticated_by": hop.authenticated_by.value
-                    if hop.authenticated_by is not None
-                    else None,
-                }
-                for hop in context.chain
-            ],
-            "user": user_document(context),
-            "attestation": attestation_document(context),
-        },
+    # OPA-Envoy's members extended in place, not copied: this runs on every Check.
+    document = opa_envoy_members(request, parsed_body)
+    document["wimse"] = {
+        "direction": "inbound",
+        "caller": caller_document(caller) if caller is not None else None,
+        "service": service_document(service),
+        "txn": txn_document(context.txn, caller) if context.txn is not None else None,
+        "chain": [
+            {
+                "id": hop.id,
+                "trust_domain": hop.trust_domain,
+                "source": hop.source.value,
+                "verified": hop.verified,
+                "authenticated_by": hop.authenticated_by.value
+                if hop.authenticated_by is not None
+                else None,
+            }
+            for hop in context.chain
+        ],
+        "user": user_document(context),
+        "attestation": attestation_document(context),
     }
     if request.source_principal:
         document["source_principal"] = request.source_principal
@@ -229,23 +232,16 @@ def outbound_input(
     (`name`, `origin`, `path` and `parsed_path` as Envoy will send them, `audience`,
     `proof`)? The request is the app's, as it reached its
     egress Envoy; `txn` is its Txn-Token, verified."""
-    document: dict[str, Any] = {
-        **opa_envoy_members(request, parsed_body),
-        "wimse": {
-            "direction": "outbound",
-            "workload": {
-                "id": workload.uri,
-                "trust_domain": workload.trust_domain,
-                "path": workload.path,
-                "scheme": workload.scheme,
-            },
-            "callee": dict(callee),
-            "caller": None,
-            "service": None,
-            "txn": txn_document(txn, None) if txn is not None else None,
-            "chain": [],
-            "user": None,
-            "attestation": None,
-        },
+    document = opa_envoy_members(request, parsed_body)
+    document["wimse"] = {
+        "direction": "outbound",
+        "workload": workload_id_document(workload),
+        "callee": dict(callee),
+        "caller": None,
+        "service": None,
+        "txn": txn_document(txn, None) if txn is not None else None,
+        "chain": [],
+        "user": None,
+        "attestation": None,
     }
     return document

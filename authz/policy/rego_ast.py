@@ -48,11 +48,16 @@ def _head_ref(rule: dict[str, Any]) -> tuple[Any, int]:
     return inner["refr"], int(inner["span"]["line"])
 
 
+def _package(module: dict[str, Any]) -> str:
+    """A module's dotted package path without `data.`."""
+    return ".".join(_ref_segments(module["ast"]["package"]["refr"])).removeprefix("data.")
+
+
 def rule_heads(ast_json: str) -> list[RuleHead]:
     """Every rule head in the modules of `engine.get_ast_as_json()`."""
     heads: list[RuleHead] = []
     for module in json.loads(ast_json):
-        package = ".".join(_ref_segments(module["ast"]["package"]["refr"])).removeprefix("data.")
+        package = _package(module)
         file = module["source"]["file"]
         for rule in module["ast"]["rules"]:
             ref, line = _head_ref(rule)
@@ -214,17 +219,17 @@ def rule_bodies(ast_json: str, paths: Collection[str]) -> dict[str, list[RuleBod
     the modules of `engine.get_ast_as_json()`; a path with no body is left out."""
     bodies: dict[str, list[RuleBody]] = {}
     for module in json.loads(ast_json):
-        package = ".".join(_ref_segments(module["ast"]["package"]["refr"])).removeprefix("data.")
+        package = _package(module)
         rules = module["ast"]["rules"]
         source = _Source(module["source"]["contents"])
+        first_rule = min((_only(rule)[1]["span"]["start"] for rule in rules), default=0)
+        header = source.text(0, first_rule)
         for rule in rules:
             ref, _ = _head_ref(rule)
             segments = _ref_segments(ref)
             path = f"data.{package}.{segments[0]}" if segments else ""
             if path not in paths:
                 continue
-            first_rule = min(_only(other)[1]["span"]["start"] for other in rules)
-            header = source.text(0, first_rule)
             for body in _only(rule)[1].get("bodies") or []:
                 if body.get("is_else"):
                     continue

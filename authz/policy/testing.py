@@ -56,20 +56,16 @@ class FileCoverage:
         return 100.0 * len(self.covered) / total if total else 100.0
 
 
-def run_policy_tests(directory: Path, select: re.Pattern[str] | None = None) -> list[TestOutcome]:
+def run_policy_tests(
+    directory: Path,
+    select: re.Pattern[str] | None = None,
+    coverage: list[FileCoverage] | None = None,
+) -> list[TestOutcome]:
     """Run every test rule under `directory` (only those whose path `select` finds, when
-    given), with a report of what each failed test saw; raises `ConfigError` if policies
-    don't load."""
-    return run_set_tests(load_policy_set(directory), select, explain=True)
-
-
-def run_policy_tests_with_coverage(
-    directory: Path, select: re.Pattern[str] | None = None
-) -> tuple[list[TestOutcome], list[FileCoverage]]:
-    """`run_policy_tests`, and the coverage of every policy file (tests excluded)."""
-    coverage: list[FileCoverage] = []
-    outcomes = run_set_tests(load_policy_set(directory), select, coverage, explain=True)
-    return outcomes, coverage
+    given), with a report of what each failed test saw; with a `coverage` list, fill it
+    with every policy file's line coverage (tests excluded). Raises `ConfigError` if
+    policies don't load."""
+    return run_set_tests(load_policy_set(directory), select, coverage, explain=True)
 
 
 def run_set_tests(

@@ -164,3 +164,20 @@ def test_masks_of_absent_members_change_nothing() -> None:
 )
 def test_json_pointers_follow_rfc_6901(pointer: str, parts: tuple[str, ...]) -> None:
     assert parse_pointer(pointer) == parts
+
+
+def test_check_explain_reads_past_a_line_still_being_written(tmp_path: Any) -> None:
+    """`check --explain` polls the log the writer thread appends to: a half-written line
+    naming the decision is skipped, and the complete line found when it is there."""
+    from authz.devtools.check import logged_decision
+
+    decision_id = "d" * 32
+    path = tmp_path / "decisions.jsonl"
+    path.write_text(f'{{"decision_id": "{decision_id}", "resu\n[1, "{decision_id}"]\n')
+    assert logged_decision(path, decision_id, timeout=0.1) is None
+    with path.open("a") as log:
+        log.write(json.dumps({"decision_id": decision_id, "result": "deny"}) + "\n")
+    assert logged_decision(path, decision_id, timeout=1.0) == {
+        "decision_id": decision_id,
+        "result": "deny",
+    }
