@@ -285,6 +285,12 @@ def run_cli(*args: str, stdout_closed: bool = False) -> subprocess.CompletedProc
     )
 
 
+def mint_wit_with_keys(key: Path) -> tuple[str, ...]:
+    """`token mint wit` with `key` as both the issuer's and the workload's key file."""
+    keys = ("--issuer-key", str(key), "--workload-key", str(key))
+    return ("token", "mint", "wit", "--sub", "spiffe://a/b", *keys)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -302,6 +308,14 @@ def run_cli(*args: str, stdout_closed: bool = False) -> subprocess.CompletedProc
                 "/no/such/key.json",
             ),
             "/no/such/issuer.json: no such file",
+        ),
+        (
+            mint_wit_with_keys(POLICIES / "README.md"),
+            "README.md: not a JSON document",
+        ),
+        (
+            mint_wit_with_keys(POLICIES),
+            "Is a directory",
         ),
     ],
 )
