@@ -24,8 +24,16 @@ def test_a_lone_clone_collects_the_whole_suite(tmp_path: Path) -> None:
     clone = tmp_path / "lone" / "main"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True, timeout=120)
     assert not (clone.parent / "shared").exists()
+    collected = pytest_in(clone, "--collect-only")
+    assert re.search(r"\d+ tests collected", collected), collected[-1000:]
+    vectors = pytest_in(clone, "tests/vectors")
+    assert re.search(r"\d+ passed", vectors), vectors[-1000:]
+
+
+def pytest_in(clone: Path, *args: str) -> str:
+    """The output of pytest run with `args` in `clone`, which must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=clone,
         capture_output=True,
         text=True,
@@ -33,17 +41,7 @@ def test_a_lone_clone_collects_the_whole_suite(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert re.search(r"\d+ tests collected", result.stdout), result.stdout[-1000:]
-    vectors = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/vectors"],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert vectors.returncode == 0, vectors.stdout[-3000:] + vectors.stderr[-3000:]
-    assert re.search(r"\d+ passed", vectors.stdout), vectors.stdout[-1000:]
+    return result.stdout
 
 
 def test_the_published_copies_are_the_files_sources_md_names() -> None:
